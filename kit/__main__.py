@@ -1,0 +1,72 @@
+"""Command line: `python -m kit <stage> --recipe NAME [--set dotted.key=value ...]`.
+
+    python -m kit recipe tiny            # print the resolved recipe
+    python -m kit data --recipe tiny     # data stage → runs/tiny/data/
+    python -m kit sft --recipe tiny      # SFT stage → runs/tiny/sft/
+
+Heavy libraries are imported inside each stage, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# stage name → (module, help). Each module has run(recipe) -> metrics.
+STAGES = {
+    "data": ("kit.data", "load, validate, format and measure the datasets"),
+    "sft": ("kit.sft", "supervised fine-tuning (LoRA) on reasoning + answer"),
+    "rl": ("kit.rl", "GSPO / GRPO with the judge reward, from the SFT adapter"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("recipe", help="print the resolved recipe")
+    p.add_argument("name", help="recipe name or YAML path")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("recipes", help="list the shipped recipes")
+    sub.add_parser("tiny-model", help="build (or find) the built-in tiny model and print its folder")
+
+    for stage, (_, help_text) in STAGES.items():
+        p = sub.add_parser(stage, help=help_text)
+        p.add_argument("--recipe", required=True, help="recipe name or YAML path")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe value, e.g. sft.trainer.max_steps=10")
+
+    args = parser.parse_args(argv)
+    from .recipe import RecipeError, available, load_recipe
+
+    try:
+        if args.command == "recipes":
+            print("\n".join(available()))
+            return 0
+        if args.command == "tiny-model":
+            from .recipe import TinyModelConfig
+            from .tiny_model import ensure
+
+            print(ensure(TinyModelConfig()))
+            return 0
+        if args.command == "recipe":
+            print(load_recipe(args.name, args.set).to_yaml(), end="")
+            return 0
+        recipe = load_recipe(args.recipe, args.set)
+        module = importlib.import_module(STAGES[args.command][0])
+        module.run(recipe)
+        return 0
+    except (RecipeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # stage errors that carry their own clear message
+        if type(e).__name__ in {"DataError", "CapacityError", "JudgeConfigError", "ExportError"}:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Data stage: load, validate, format and measure the recipe's datasets.
+
+    python -m kit data --recipe tiny
+
+Writes `runs/<recipe>/data/`: `sft_train.jsonl`, `sft_val.jsonl` (chat messages), `rl.jsonl`
+(prompt + reference), `eval.jsonl` (prompt + gold letter), `lengths.json` and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .recipe import DatasetSpec, Recipe
+from .runs import Timer, start_stage, write_metrics
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+# The real datasets' columns. Each kind is formatted by one function below.
+SCHEMAS = {
+    "sft": ["Question", "Complex_CoT", "Response"],  # FreedomIntelligence/medical-o1-reasoning-SFT
+    "rl": ["Open-ended Verifiable Question", "Ground-True Answer"],  # .../medical-o1-verifiable-problem
+    "mcq": ["question", "options", "answer_idx"],  # GBaker/MedQA-USMLE-4-options (and MMLU-Pro, mapped)
+}
+LETTERS = "ABCDEFGHIJ"
+
+
+class DataError(ValueError):
+    """Data that cannot be used, with the file, row and field that made it so."""
+
+
+@dataclass
+class Checked:
+    rows: list[dict]
+    dropped: Counter = field(default_factory=Counter)
+    first_bad: dict[str, str] = field(default_factory=dict)
+
+
+def load_rows(spec: DatasetSpec) -> tuple[list[dict], str]:
+    """Rows of a bundled sample, a local file, or a hub dataset; and a label naming the source."""
+    import datasets
+
+    path = spec.path
+    if path.startswith("bundled:"):
+        local = SAMPLES_DIR / f"{path.split(':', 1)[1]}.jsonl"
+        if not local.exists():
+            names = ", ".join(sorted(p.stem for p in SAMPLES_DIR.glob("*.jsonl")))
+            raise DataError(f"no bundled sample '{path}' (bundled: {names})")
+        ds = datasets.load_dataset("json", data_files=str(local), split="train")
+        label = path
+    elif Path(path).suffix in LOCAL_SUFFIXES:
+        if not Path(path).exists():
+            raise DataError(f"data file {path} does not exist")
+        ds = datasets.load_dataset(LOCAL_SUFFIXES[Path(path).suffix], data_files=path, split="train")
+        label = path
+    else:
+        try:
+            ds = datasets.load_dataset(path, spec.config, split=spec.split)
+        except Exception as e:  # hub unreachable, gated, renamed...
+            raise DataError(
+                f"could not load '{path}' (config {spec.config!r}, split {spec.split!r}) from the hub: "
+                f"{type(e).__name__}: {e}\nTo work offline, download it once and point the recipe at the "
+                f"file, e.g. --set data.sft='[{{path: /data/medical_o1_en.jsonl}}]' "
+                f"(.jsonl, .json, .csv and .parquet are read)."
+            ) from None
+        label = f"{path}[{spec.config}]" if spec.config else path
+    if spec.where:
+        missing = [k for k in spec.where if k not in ds.column_names]
+        if missing:
+            raise DataError(f"{label}: 'where' names column '{missing[0]}', which it does not have")
+        ds = ds.filter(lambda r: all(r[k] == v for k, v in spec.where.items()))
+        label += " where " + ", ".join(f"{k}={v}" for k, v in spec.where.items())
+    if spec.max_rows is not None:
+        ds = ds.select(range(min(spec.max_rows, len(ds))))
+    return ds.to_list(), label
+
+
+def normalise_mcq(row: dict) -> dict:
+    """MMLU-Pro rows (options as a list, `answer` a letter) take MedQA's shape."""
+    if isinstance(row.get("options"), list):
+        options = {LETTERS[i]: o for i, o in enumerate(row["options"])}
+        return {**row, "options": options, "answer_idx": row.get("answer_idx", row.get("answer"))}
+    return row
+
+
+def validate(rows: list[dict], kind: str, source: str) -> Checked:
+    """Drop rows with missing, empty or non-string fields and duplicates, counting each reason."""
+    out = Checked(rows=[])
+    seen = set()
+    for i, row in enumerate(rows):
+        if kind == "mcq":
+            row = normalise_mcq(row)
+        reason = None
+        for col in SCHEMAS[kind]:
+            value = row.get(col)
+            if value is None:
+                reason = f"missing field '{col}'"
+            elif col == "options":
+                if not isinstance(value, dict) or len([v for v in value.values() if v]) < 2:
+                    reason = "field 'options' is not a mapping of at least two options"
+                elif any(v is not None and not isinstance(v, str) for v in value.values()):
+                    reason = "field 'options' has a non-string option"
+            elif not isinstance(value, str):
+                reason = f"field '{col}' is not a string ({type(value).__name__})"
+            elif not value.strip():
+                reason = f"empty field '{col}'"
+            if reason:
+                break
+        if reason is None and kind == "mcq" and row["answer_idx"] not in row["options"]:
+            reason = "field 'answer_idx' is not one of the option letters"
+        if reason is None:
+            key = tuple(str(row[c]).strip() for c in SCHEMAS[kind])
+            if key in seen:
+                reason = "duplicate row"
+            seen.add(key)
+        if reason:
+            out.dropped[reason] += 1
+            out.first_bad.setdefault(reason, f"{source} row {i + 1}")
+        else:
+            out.rows.append(row)
+    if not out.rows:
+        detail = "; ".join(f"{r} (first at {w})" for r, w in out.first_bad.items()) or "the source is empty"
+        raise DataError(f"no usable rows in {source}: {detail}. Expected columns: {', '.join(SCHEMAS[kind])}")
+    return out
+
+
+def assistant_text(reasoning: str, answer: str) -> str:
+    return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer.strip()}"
+
+
+def format_sft(row: dict) -> dict:
+    """User asks the question; the assistant thinks inside <think>…</think>, then answers."""
+    return {"messages": [
+        {"role": "user", "content": row["Question"].strip()},
+        {"role": "assistant", "content": assistant_text(row["Complex_CoT"], row["Response"])},
+    ]}
+
+
+def format_rl(row: dict) -> dict:
+    question = row["Open-ended Verifiable Question"].strip()
+    return {
+        "prompt": [{"role": "user", "content": question}],
+        "question": question,
+        "reference": row["Ground-True Answer"].strip(),
+    }
+
+
+MCQ_INSTRUCTION = "Answer with the letter of the correct option, in the form \"The answer is X\"."
+
+
+def format_mcq(row: dict) -> dict:
+    options = {k: v for k, v in row["options"].items() if v}
+    lines = [row["question"].strip(), ""] + [f"{k}. {v.strip()}" for k, v in sorted(options.items())]
+    lines += ["", MCQ_INSTRUCTION]
+    return {
+        "prompt": [{"role": "user", "content": "\n".join(lines)}],
+        "question": row["question"].strip(),
+        "options": options,
+        "gold": row["answer_idx"],
+        "task": row.get("category") or "medqa",
+    }
+
+
+FORMATTERS = {"sft": format_sft, "rl": format_rl, "mcq": format_mcq}
+
+
+def render(tokenizer, example: dict) -> str:
+    """Text the model sees: the full conversation, or the prompt with the generation prefix."""
+    if "messages" in example:
+        return tokenizer.apply_chat_template(example["messages"], tokenize=False)
+    return tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+
+
+def token_lengths(tokenizer, examples: list[dict], num_proc: int = 1) -> list[int]:
+    """Token counts of the rendered examples, tokenised in batches (and processes when num_proc > 1)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    texts = datasets.Dataset.from_dict({"text": [render(tokenizer, e) for e in examples]})
+    lengths = texts.map(
+        lambda b: {"n": [len(ids) for ids in tokenizer(b["text"], add_special_tokens=False)["input_ids"]]},
+        batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
+        remove_columns=["text"], desc=None,
+    )
+    return list(lengths["n"])
+
+
+def length_stats(lengths: list[int]) -> dict:
+    if not lengths:
+        return {"count": 0}
+    ordered = sorted(lengths)
+    return {
+        "count": len(ordered), "min": ordered[0], "median": statistics.median(ordered),
+        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1],
+    }
+
+
+def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, num_proc: int) -> tuple[list[dict], dict]:
+    """Load, validate, format and length-filter one kind of data; return the examples and counts."""
+    examples, counts = [], {"sources": []}
+    dropped = Counter()
+    for spec in specs:
+        raw, label = load_rows(spec)
+        checked = validate(raw, kind, label)
+        dropped.update(checked.dropped)
+        formatted = [FORMATTERS[kind](r) for r in checked.rows]
+        if kind == "sft":
+            for ex in formatted:
+                ex["language"] = spec.language
+        examples.extend(formatted)
+        counts["sources"].append({"source": label, "loaded": len(raw), "valid": len(checked.rows),
+                                  "dropped": dict(checked.dropped), "first_bad": checked.first_bad,
+                                  "language": spec.language})
+    lengths = token_lengths(tokenizer, examples, num_proc) if examples else []
+    kept = [e for e, n in zip(examples, lengths) if n <= max_len]
+    if len(kept) < len(examples):
+        dropped[f"longer than max_seq_length ({max_len} tokens)"] += len(examples) - len(kept)
+    counts.update({"loaded": sum(s["loaded"] for s in counts["sources"]), "kept": len(kept),
+                   "dropped": dict(dropped), "tokens": length_stats(lengths),
+                   "lengths": lengths})
+    return kept, counts
+
+
+def split(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Seeded shuffle, then hold out `val_fraction` (at least one row when there are two or more)."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    n_val = max(1, round(len(rows) * val_fraction)) if len(rows) > 1 and val_fraction > 0 else 0
+    return rows[n_val:], rows[:n_val]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run(recipe: Recipe) -> dict:
+    """The data stage. Returns its metrics (also written to metrics.json)."""
+    from .modeling import load_tokenizer
+
+    out = start_stage(recipe, "data")
+    tokenizer = load_tokenizer(recipe)
+    max_len = recipe.model.max_seq_length
+    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash()}
+    with Timer() as t:
+        kinds = {"sft": recipe.data.sft, "rl": recipe.data.rl, "mcq": recipe.data.eval}
+        files = {"sft": None, "rl": "rl.jsonl", "mcq": "eval.jsonl"}
+        lengths = {}
+        for kind, specs in kinds.items():
+            if not specs:
+                continue
+            kept, counts = prepare_kind(kind, specs, tokenizer, max_len, recipe.data.num_proc)
+            lengths[kind] = counts.pop("lengths")
+            if kind == "sft":
+                train, val = split(kept, recipe.data.val_fraction, recipe.data.seed)
+                write_jsonl(out / "sft_train.jsonl", train)
+                write_jsonl(out / "sft_val.jsonl", val)
+                counts.update(train=len(train), val=len(val))
+            else:
+                write_jsonl(out / files[kind], kept)
+            metrics[kind] = counts
+    (out / "lengths.json").write_text(json.dumps(lengths))
+    metrics["seconds"] = round(t.seconds, 2)
+    write_metrics(out, metrics)
+    print_counts(metrics)
+    return metrics
+
+
+def counts_table(metrics: dict) -> list[dict]:
+    """One row per source: loaded, valid, dropped per reason."""
+    rows = []
+    for kind in ("sft", "rl", "mcq"):
+        for s in metrics.get(kind, {}).get("sources", []):
+            rows.append({"kind": kind, "source": s["source"],
+                         "loaded": s["loaded"], "valid": s["valid"],
+                         "dropped": ", ".join(f"{r}: {n}" for r, n in s["dropped"].items()) or "-"})
+        if kind in metrics:
+            too_long = {r: n for r, n in metrics[kind]["dropped"].items() if r.startswith("longer")}
+            if too_long:
+                rows.append({"kind": kind, "source": "(all)", "loaded": "", "valid": "",
+                             "dropped": ", ".join(f"{r}: {n}" for r, n in too_long.items())})
+    return rows
+
+
+def print_counts(metrics: dict) -> None:
+    for row in counts_table(metrics):
+        print(f"[kit] data {row['kind']:<4} {row['source']:<40} loaded {row['loaded']!s:>6} "
+              f"valid {row['valid']!s:>6} dropped: {row['dropped']}")
+    for kind in ("sft", "rl", "mcq"):
+        if kind in metrics:
+            t = metrics[kind]["tokens"]
+            print(f"[kit] data {kind:<4} kept {metrics[kind]['kept']} rows; tokens min {t.get('min')} "
+                  f"median {t.get('median')} p95 {t.get('p95')} max {t.get('max')}")

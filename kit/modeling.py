@@ -1,0 +1,181 @@
+"""Model loading, one function with two ends.
+
+- Unsloth end: a CUDA GPU with unsloth installed. Qwen3.5/3.6 checkpoints are vision-language,
+  so they load through `FastVisionModel` with only the language layers trained; plain text
+  models (and the kit's tiny model) through `FastLanguageModel`.
+- Transformers end: everything else (CPU, or a GPU without unsloth): transformers + peft, 4-bit
+  through bitsandbytes when the recipe asks (`prepare_model_for_kbit_training`).
+
+unsloth is imported only on the Unsloth end: on a machine without a GPU its import fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import tiny_model
+from .recipe import Recipe
+
+UNSLOTH = "unsloth"
+TRANSFORMERS = "transformers+peft"
+
+
+class CapacityError(RuntimeError):
+    """The recipe asks for more than this machine has; raised before anything is loaded."""
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    end: str  # UNSLOTH or TRANSFORMERS
+    device: str
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pick_end() -> str:
+    if has_cuda() and importlib.util.find_spec("unsloth") is not None:
+        return UNSLOTH
+    return TRANSFORMERS
+
+
+def check_capacity(recipe: Recipe) -> None:
+    """Fail early, with the reason, when this machine cannot run the recipe."""
+    need = recipe.model.min_gpu_memory_gb
+    if need <= 0:
+        return
+    if not has_cuda():
+        raise CapacityError(
+            f"recipe '{recipe.name}' ({recipe.model.name_or_path}, {recipe.model.params_b:g}B parameters) "
+            f"needs a CUDA GPU with about {need:g} GiB of memory; this machine has none. "
+            f"On a CPU use the 'tiny' recipe: python -m kit <stage> --recipe tiny"
+        )
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    if total < need:
+        raise CapacityError(
+            f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory; "
+            f"{torch.cuda.get_device_name(0)} has {total:.0f} GiB. Try the 'workshop' recipe."
+        )
+
+
+def model_path(recipe: Recipe) -> str:
+    """Hub id or folder of the base model; the built-in tiny model is built (once) here."""
+    if recipe.model.name_or_path == tiny_model.BUILTIN:
+        return str(tiny_model.ensure(recipe.model.tiny))
+    return recipe.model.name_or_path
+
+
+def load_tokenizer(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path(recipe))
+    return getattr(tok, "tokenizer", tok)
+
+
+def _dtype(recipe: Recipe):
+    import torch
+
+    if recipe.model.dtype != "auto":
+        return getattr(torch, recipe.model.dtype)
+    if has_cuda():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _is_vision_language(path: str) -> bool:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    return hasattr(config, "vision_config")
+
+
+def load_model(recipe: Recipe, *, adapter: str | Path | None = None, trainable: bool = True,
+               load_in_4bit: bool | None = None) -> Loaded:
+    """Base model (+ a new LoRA, or an existing adapter) on the best end this machine offers."""
+    check_capacity(recipe)
+    path = model_path(recipe)
+    four_bit = recipe.model.load_in_4bit if load_in_4bit is None else load_in_4bit
+    end = pick_end()
+    print(f"[kit] loading {recipe.model.name_or_path} on the {end} end (4-bit: {four_bit})")
+    if end == UNSLOTH:
+        return _load_unsloth(recipe, path, adapter, trainable, four_bit)
+    return _load_transformers(recipe, path, adapter, trainable, four_bit)
+
+
+def _load_unsloth(recipe, path, adapter, trainable, four_bit) -> Loaded:
+    from unsloth import FastLanguageModel, FastVisionModel
+
+    vision = _is_vision_language(path)
+    loader = FastVisionModel if vision else FastLanguageModel
+    model, tokenizer = loader.from_pretrained(
+        model_name=str(adapter or path),  # Unsloth resolves an adapter folder to its base
+        max_seq_length=recipe.model.max_seq_length,
+        load_in_4bit=four_bit,
+        dtype=None if recipe.model.dtype == "auto" else _dtype(recipe),
+        use_gradient_checkpointing="unsloth",
+    )
+    if trainable and adapter is None:
+        lora = recipe.lora
+        extra = dict(finetune_vision_layers=False, finetune_language_layers=True,
+                     finetune_attention_modules=True, finetune_mlp_modules=True) if vision else \
+            dict(target_modules=lora.target_modules)
+        model = loader.get_peft_model(
+            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+            use_gradient_checkpointing="unsloth", random_state=recipe.data.seed, **extra,
+        )
+    elif not trainable:
+        loader.for_inference(model)
+    return Loaded(model, getattr(tokenizer, "tokenizer", tokenizer), UNSLOTH, "cuda")
+
+
+def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    device = "cuda" if has_cuda() else "cpu"
+    dtype = _dtype(recipe)
+    kwargs = {"dtype": dtype, "device_map": device}
+    if four_bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or device == "cuda" else torch.float32,
+        )
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter) if adapter else path)
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if four_bit and trainable:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    elif trainable:
+        lora = recipe.lora
+        model = get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+            target_modules=lora.target_modules, task_type="CAUSAL_LM",
+        ))
+    if not trainable:
+        model.eval()
+    return Loaded(model, tokenizer, TRANSFORMERS, device)
+
+
+def peak_memory_mb() -> dict:
+    """Peak GPU memory (when on a GPU) and this process's peak resident memory, in MiB."""
+    import resource
+
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if has_cuda():
+        import torch
+
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out

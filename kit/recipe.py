@@ -1,0 +1,244 @@
+"""Recipes: one validated object holding everything a run needs.
+
+A recipe is a YAML file under `kit/recipes/` (or any path). Its sections map to the
+dataclasses below; an unknown key anywhere is an error naming the key. The `trainer`
+sections hold TRL's own argument names (SFTConfig / GRPOConfig) and are checked against
+TRL when the stage builds its config.
+
+    python -m kit recipe tiny --set sft.trainer.max_steps=10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used as written."""
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of the random-init Qwen3.5 text model the kit builds offline."""
+
+    hidden_size: int = 256  # multiple of 256 so llama.cpp K-quants apply
+    intermediate_size: int = 512  # multiple of 256, same reason
+    num_hidden_layers: int = 2  # one linear-attention + one full-attention layer
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 64
+    tokenizer_vocab_size: int = 1536  # byte-level BPE trained on the bundled samples
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "builtin:tiny"  # hub id, local folder, or builtin:tiny
+    params_b: float = 0.002  # billions of parameters, used to refuse impossible runs early
+    load_in_4bit: bool = False  # NF4 through Unsloth / bitsandbytes
+    max_seq_length: int = 512  # tokens; longer rows are dropped and counted
+    dtype: str = "auto"  # auto = bf16 on a GPU that has it, else fp32
+    min_gpu_memory_gb: float = 0.0  # GiB of GPU memory the recipe needs; 0 = runs on a CPU
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16  # rank: larger = smarter but slower
+    alpha: int = 32  # scaling = alpha / r
+    dropout: float = 0.0  # Unsloth's fast path wants 0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class DatasetSpec:
+    path: str  # hub id, a local .jsonl/.json/.csv/.parquet file, or bundled:NAME
+    config: str | None = None  # hub configuration (e.g. en, zh)
+    split: str = "train"
+    max_rows: int | None = None  # take the first N rows after loading (None = all)
+    where: dict | None = None  # keep rows whose columns equal these values, e.g. {category: biology}
+    language: str | None = None  # recorded in metrics; informational
+
+
+@dataclass
+class DataConfig:
+    sft: list[DatasetSpec] = field(default_factory=list)
+    rl: list[DatasetSpec] = field(default_factory=list)
+    eval: list[DatasetSpec] = field(default_factory=list)
+    val_fraction: float = 0.1  # share of SFT rows held out for validation loss
+    seed: int = 42
+    num_proc: int = 1  # processes for tokenising; >1 helps above ~10k rows
+
+
+@dataclass
+class SFTStage:
+    format_check_questions: int = 8  # held-out questions generated after training
+    format_check_max_new_tokens: int = 128
+    trainer: dict = field(default_factory=dict)  # TRL SFTConfig arguments
+
+
+@dataclass
+class JudgeConfig:
+    preset: str = "rule"  # rule | deepseek | openai-compatible
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None  # name of the env var holding the key (never the key)
+    max_concurrency: int = 16
+    timeout_s: float = 60.0  # per request
+    max_retries: int = 4
+    incorrect_floor: float = 0.1  # reward for a well-formed wrong answer (HuatuoGPT-o1)
+    error_fallback: str = "rule"  # rule = use the rule judge's score; skip = None (TRL ignores it)
+
+
+@dataclass
+class RLStage:
+    algorithm: str = "gspo"  # gspo (sequence-level ratios) | grpo (token-level)
+    max_rows: int | None = None
+    reward_weights: dict = field(default_factory=lambda: {"format": 0.2, "judge": 1.0})
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    trainer: dict = field(default_factory=dict)  # TRL GRPOConfig arguments
+
+
+@dataclass
+class ExportStage:
+    quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
+    push_to_hub: bool = False  # side effect: off unless asked
+    hub_repo: str | None = None
+
+
+@dataclass
+class SamplingPreset:
+    temperature: float
+    top_p: float
+    top_k: int
+    presence_penalty: float = 0.0
+
+
+@dataclass
+class SamplingConfig:
+    thinking: SamplingPreset = field(default_factory=lambda: SamplingPreset(1.0, 0.95, 20))
+    non_thinking: SamplingPreset = field(default_factory=lambda: SamplingPreset(0.7, 0.8, 20, 1.5))
+
+
+@dataclass
+class EvalStage:
+    max_items: int = 40  # items per task
+    max_new_tokens: int = 256  # thinking output needs room; real recipes use thousands
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTStage = field(default_factory=SFTStage)
+    rl: RLStage = field(default_factory=RLStage)
+    export: ExportStage = field(default_factory=ExportStage)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    eval: EvalStage = field(default_factory=EvalStage)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def hash(self) -> str:
+        """Stable hash of the resolved recipe: a stage whose inputs match can be skipped."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _build(cls, data, where: str):
+    """Turn plain data into dataclass `cls`, rejecting unknown keys with their dotted name."""
+    origin = typing.get_origin(cls)
+    if origin is list:
+        (inner,) = typing.get_args(cls)
+        if not isinstance(data, list):
+            raise RecipeError(f"{where}: expected a list, got {type(data).__name__}")
+        return [_build(inner, item, f"{where}[{i}]") for i, item in enumerate(data)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(cls) if a is not type(None)]
+        if data is None:
+            return None
+        return _build(args[0], data, where)
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            key = f"{where}.{unknown[0]}" if where else unknown[0]
+            raise RecipeError(f"unknown recipe key '{key}' (allowed here: {', '.join(sorted(names))})")
+        kwargs = {k: _build(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise RecipeError(f"{where or 'recipe'}: {e}") from None
+    if cls is float and isinstance(data, int) and not isinstance(data, bool):
+        return float(data)
+    if cls in (int, float, str, bool) and not isinstance(data, cls):
+        raise RecipeError(f"{where}: expected {cls.__name__}, got {data!r}")
+    return data
+
+
+def _set_dotted(d: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise RecipeError(f"--set {dotted}: '{k}' is not a section")
+    d[keys[-1]] = value
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Load a shipped recipe by name (or a YAML path) and apply `key.sub=value` overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise RecipeError(f"no recipe '{name_or_path}' (shipped: {', '.join(available())})")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw.setdefault("name", path.stem)
+    for item in overrides or []:
+        if "=" not in item:
+            raise RecipeError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    return _build(Recipe, raw, "")
+
+
+def save_resolved(recipe: Recipe, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "recipe.yaml"
+    path.write_text(f"# recipe hash: {recipe.hash()}\n" + recipe.to_yaml(), encoding="utf-8")
+    return path
+
+
+def check_trainer_keys(trainer: dict, config_cls, where: str) -> None:
+    """Reject keys the TRL config class does not have, naming the key."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(trainer) - names)
+    if unknown:
+        raise RecipeError(f"unknown recipe key '{where}.{unknown[0]}': not an argument of {config_cls.__name__}")

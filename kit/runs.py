@@ -1,0 +1,71 @@
+"""Where each stage writes: `runs/<recipe>/<stage>/`, with the resolved recipe and `metrics.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .recipe import Recipe, save_resolved
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def runs_root() -> Path:
+    """`$KIT_RUNS_DIR`, else `runs/` in the repository checkout (or the current folder when installed)."""
+    if os.environ.get("KIT_RUNS_DIR"):
+        return Path(os.environ["KIT_RUNS_DIR"]).resolve()
+    if (PACKAGE_ROOT / "pyproject.toml").exists():
+        return PACKAGE_ROOT / "runs"
+    return Path.cwd() / "runs"
+
+
+def stage_dir(recipe: Recipe | str, stage: str) -> Path:
+    name = recipe if isinstance(recipe, str) else recipe.name
+    return runs_root() / name / stage
+
+
+def start_stage(recipe: Recipe, stage: str, *, quiet: bool = False) -> Path:
+    """Create the stage folder, save and print the resolved recipe."""
+    out = stage_dir(recipe, stage)
+    out.mkdir(parents=True, exist_ok=True)
+    path = save_resolved(recipe, out)
+    if not quiet:
+        print(f"[kit] {stage} · recipe {recipe.name} ({recipe.hash()}) → {out}")
+        print(f"[kit] resolved recipe saved to {path}")
+    return out
+
+
+def write_metrics(out_dir: Path, metrics: dict) -> Path:
+    path = out_dir / "metrics.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+def read_metrics(recipe: Recipe | str, stage: str) -> dict:
+    path = stage_dir(recipe, stage) / "metrics.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the '{stage}' stage first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def require(recipe: Recipe, stage: str, filename: str) -> Path:
+    """A file an earlier stage must have written; a clear error naming the command otherwise."""
+    path = stage_dir(recipe, stage) / filename
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: run `python -m kit {stage} --recipe {recipe.name}` first"
+        )
+    return path
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

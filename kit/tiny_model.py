@@ -1,0 +1,177 @@
+"""The offline end's base model: a random-init Qwen3.5 text model with a tokenizer trained on
+the bundled samples and the real Qwen3.5 chat template (thinking on by default).
+
+It is built once, deterministically from its seed, and cached under `runs/_models/`; after
+that it loads through `AutoModelForCausalLM` / `AutoTokenizer` like any hub checkpoint.
+
+    python -m kit tiny-model          # build (or find) it and print its folder
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from .recipe import TinyModelConfig
+from .runs import runs_root
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+
+# Qwen2/3/3.5's pre-tokenizer split: llama.cpp knows it as pre-tokenizer "qwen2", so the GGUF
+# tokenizes exactly as transformers does.
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Control tokens (special: dropped by skip_special_tokens) and text-level markers (kept in decoded
+# text, as in Qwen's own tokenizer, so `<think>` survives decoding).
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+MARKER_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+BUILTIN = "builtin:tiny"
+
+
+def chat_template() -> str:
+    """Qwen3.5's own template (thinking flavour), as shipped inside the installed TRL."""
+    from trl import chat_template_utils
+
+    return chat_template_utils.qwen3_5_think_chat_template
+
+
+def _corpus() -> list[str]:
+    texts = []
+    for path in sorted(SAMPLES_DIR.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            for value in row.values():
+                if isinstance(value, str):
+                    texts.append(value)
+                elif isinstance(value, dict):
+                    texts.extend(str(v) for v in value.values())
+    texts.append("The answer is A. The answer is B. The answer is C. The answer is D. 答案是")
+    return texts
+
+
+def fingerprint(cfg: TinyModelConfig) -> str:
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    for path in sorted(SAMPLES_DIR.glob("*.jsonl")):
+        h.update(path.read_bytes())
+    h.update(chat_template().encode())
+    return h.hexdigest()[:12]
+
+
+def build_tokenizer(cfg: TinyModelConfig):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.tokenizer_vocab_size - len(SPECIAL_TOKENS) - len(MARKER_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.add_tokens(MARKER_TOKENS, special_tokens=False)
+    tokenizer.chat_template = chat_template()
+    return tokenizer
+
+
+def build_config(cfg: TinyModelConfig, tokenizer):
+    from transformers import Qwen3_5TextConfig
+
+    rotary_half = int(cfg.head_dim * 0.25) // 2  # partial_rotary_factor 0.25, as in Qwen3.5
+    section = [rotary_half - 2 * (rotary_half // 3), rotary_half // 3, rotary_half // 3]
+    return Qwen3_5TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        head_dim=cfg.head_dim,
+        linear_key_head_dim=cfg.head_dim,
+        linear_value_head_dim=cfg.head_dim,
+        linear_num_key_heads=cfg.num_key_value_heads,
+        linear_num_value_heads=cfg.num_attention_heads,
+        layer_types=["linear_attention" if (i + 1) % 2 else "full_attention" for i in range(cfg.num_hidden_layers)],
+        max_position_embeddings=4096,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10_000_000.0,
+            "partial_rotary_factor": 0.25,
+            "mrope_section": section,  # must sum to rotary_dim / 2, else llama.cpp asserts at load
+            "mrope_interleaved": True,
+        },
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build(cfg: TinyModelConfig, out_dir: Path) -> Path:
+    """Build the tiny model into `out_dir` (overwriting). Same cfg and samples → same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    tokenizer = build_tokenizer(cfg)
+    config = build_config(cfg, tokenizer)
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = GenerationConfig(
+        eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+        do_sample=True, temperature=1.0, top_p=0.95, top_k=20,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "BUILT_BY_KIT.json").write_text(
+        json.dumps({"tiny": dataclasses.asdict(cfg), "fingerprint": fingerprint(cfg),
+                    "parameters": sum(p.numel() for p in model.parameters())}, indent=2)
+    )
+    return out_dir
+
+
+def ensure(cfg: TinyModelConfig) -> Path:
+    """The cached tiny model's folder, built on first use."""
+    out_dir = runs_root() / "_models" / f"tiny-qwen3.5-{fingerprint(cfg)}"
+    if not (out_dir / "BUILT_BY_KIT.json").exists():
+        tmp = out_dir.with_name(out_dir.name + ".partial")
+        build(cfg, tmp)
+        if out_dir.exists():
+            import shutil
+
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)  # a half-built folder is never mistaken for a cached model
+    return out_dir
+
+
+def weights_hash(model_dir: Path) -> str:
+    """Hash of the tensors (not the file bytes, which carry metadata) plus the vocabulary."""
+    from safetensors.numpy import load_file
+
+    h = hashlib.sha256()
+    tensors = load_file(str(Path(model_dir) / "model.safetensors"))
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].tobytes())
+    h.update((Path(model_dir) / "tokenizer.json").read_bytes())
+    return h.hexdigest()
