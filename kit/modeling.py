@@ -130,7 +130,8 @@ def _load_unsloth(recipe, path, adapter, trainable, four_bit) -> Loaded:
             dict(target_modules=lora.target_modules)
         model = loader.get_peft_model(
             model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-            use_gradient_checkpointing="unsloth", random_state=recipe.data.seed, **extra,
+            use_gradient_checkpointing="unsloth", random_state=recipe.data.seed,
+            modules_to_save=lora.modules_to_save or None, **extra,
         )
     elif not trainable:
         loader.for_inference(model)
@@ -162,11 +163,20 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
         lora = recipe.lora
         model = get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-            target_modules=lora.target_modules, task_type="CAUSAL_LM",
+            target_modules=lora.target_modules, modules_to_save=lora.modules_to_save or None,
+            task_type="CAUSAL_LM",
         ))
     if not trainable:
         model.eval()
     return Loaded(model, tokenizer, TRANSFORMERS, device)
+
+
+def precision_args(recipe: Recipe) -> dict:
+    """bf16/fp16 trainer flags that match the dtype the model is loaded in on this machine."""
+    import torch
+
+    dtype = _dtype(recipe)
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
 def peak_memory_mb() -> dict:

@@ -60,6 +60,7 @@ class LoraConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+    modules_to_save: list[str] = field(default_factory=list)  # trained in full (e.g. a random-init head)
 
 
 @dataclass
@@ -208,15 +209,26 @@ def _set_dotted(d: dict, dotted: str, value) -> None:
     d[keys[-1]] = value
 
 
+def _parse_value(text: str):
+    """YAML value, with numbers like `3e-3` (a string to YAML 1.1) read as floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def available() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     """Load a shipped recipe by name (or a YAML path) and apply `key.sub=value` overrides."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = RECIPES_DIR / f"{name_or_path}.yaml"
+    path = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        path = Path(name_or_path)
     if not path.exists():
         raise RecipeError(f"no recipe '{name_or_path}' (shipped: {', '.join(available())})")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -225,7 +237,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         if "=" not in item:
             raise RecipeError(f"--set expects key=value, got '{item}'")
         key, value = item.split("=", 1)
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+        _set_dotted(raw, key.strip(), _parse_value(value))
     return _build(Recipe, raw, "")
 
 

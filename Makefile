@@ -1,0 +1,59 @@
+# `make smoke` runs the whole pipeline on the built-in tiny recipe; `make test` runs the tests.
+# Both set themselves up through `make setup` (a venv in .venv/; a second run changes nothing).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RECIPE ?= tiny
+SET ?=
+SETS := $(foreach s,$(SET),--set $(s))
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+STAMP := $(VENV)/.installed$(if $(HAS_GPU),-gpu,)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup smoke test test-fast data sft rl train-4b train-27b workshop gpu-check bench clean help
+
+help:
+	@echo "make smoke   - whole pipeline on the tiny recipe (CPU, offline)"
+	@echo "make test    - unit tests + every notebook under nbval (CPU)"
+	@echo "make data|sft|rl RECIPE=name [SET='key=value ...']  - one stage"
+	@echo "make train-4b | train-27b | workshop  - the GPU recipes"
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU build; on a GPU machine the GPU extras replace the pins unsloth caps.
+$(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+ifeq ($(HAS_GPU),1)
+	$(PY) -m pip install -q -r requirements-gpu.txt
+endif
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+smoke: setup
+	$(PY) -m kit data --recipe tiny $(SETS)
+	$(PY) -m kit sft --recipe tiny $(SETS)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+data sft rl: setup
+	$(PY) -m kit $@ --recipe $(RECIPE) $(SETS)
+
+train-4b: RECIPE = qwen3.5-4b-gspo
+train-27b: RECIPE = qwen3.6-27b-grpo
+workshop: RECIPE = workshop
+train-4b train-27b workshop: setup
+	$(PY) -m kit data --recipe $(RECIPE) $(SETS)
+	$(PY) -m kit sft --recipe $(RECIPE) $(SETS)
+
+bench: setup
+	$(PY) bench/bench_data.py
+
+clean:
+	rm -rf runs

@@ -1,0 +1,78 @@
+"""The output format: a reasoning block closed by `</think>`, then a concise final answer.
+
+With thinking on, Qwen3.5's generation prompt ends in `<think>\\n`, so a completion starts INSIDE
+the reasoning block and holds only the closing tag; a completion that repeats the opening tag is
+accepted too. Everything here handles both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+END_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+@dataclass
+class Parsed:
+    reasoning: str
+    answer: str
+    closed: bool  # exactly one </think> was found
+    finished: bool  # the completion ended with an end-of-turn token (not cut off)
+
+    @property
+    def well_formed(self) -> bool:
+        """Strict: one `</think>`, non-empty reasoning before it, non-empty answer after it."""
+        return self.closed and bool(self.reasoning) and bool(self.answer) and THINK_OPEN not in self.answer
+
+
+def parse(text: str) -> Parsed:
+    """Split a completion into reasoning and final answer.
+
+    >>> p = parse("Chest pain, ST elevation.\\n</think>\\n\\nInferior STEMI.<|im_end|>")
+    >>> (p.reasoning, p.answer, p.well_formed, p.finished)
+    ('Chest pain, ST elevation.', 'Inferior STEMI.', True, True)
+    >>> parse("<think>\\n推理\\n</think>\\n\\n格雷夫斯病。").answer
+    '格雷夫斯病。'
+    >>> parse("no tags at all").well_formed
+    False
+    """
+    finished = text.rstrip().endswith(END_TOKENS)
+    for tok in END_TOKENS:
+        text = text.replace(tok, "")
+    closed = text.count(THINK_CLOSE) == 1
+    if THINK_CLOSE in text:
+        reasoning, answer = text.rsplit(THINK_CLOSE, 1)
+    else:
+        reasoning, answer = text, ""
+    reasoning = reasoning.split(THINK_OPEN, 1)[-1] if reasoning.lstrip().startswith(THINK_OPEN) else reasoning
+    return Parsed(reasoning.strip(), answer.strip(), closed, finished)
+
+
+def final_answer(text: str) -> str:
+    """The text after the last `</think>` (the whole text when there is none), end tokens removed.
+
+    >>> final_answer("long reasoning </think>\\n\\nThe answer is B.<|im_end|>")
+    'The answer is B.'
+    """
+    for tok in END_TOKENS:
+        text = text.replace(tok, "")
+    return text.rsplit(THINK_CLOSE, 1)[-1].strip()
+
+
+def strictly_well_formed(text: str) -> bool:
+    """Well formed AND ended by the model (an end-of-turn token), not cut off by a token limit."""
+    p = parse(text)
+    return p.well_formed and p.finished
+
+
+def adherence(completions: list[str]) -> float:
+    return sum(map(strictly_well_formed, completions)) / max(1, len(completions))
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def squash(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()

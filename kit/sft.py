@@ -1,0 +1,114 @@
+"""SFT stage: teach the base model the format — reasoning in `<think>…</think>`, then the answer.
+
+    python -m kit sft --recipe tiny
+
+Reads `runs/<recipe>/data/`, writes `runs/<recipe>/sft/`: `adapter/` (LoRA, tokenizer, chat
+template, model card), `checkpoints/` (resumed from when re-run after an interruption),
+`metrics.json`. Loss is on the assistant turn only (reasoning + answer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cards import model_card
+from .data import read_jsonl
+from .formatting import adherence
+from .generation import generate
+from .modeling import UNSLOTH, load_model, peak_memory_mb, precision_args
+from .recipe import Recipe, check_trainer_keys
+from .runs import Timer, require, start_stage, write_metrics
+
+
+def build_config(recipe: Recipe, output_dir: Path):
+    from trl import SFTConfig
+
+    check_trainer_keys(recipe.sft.trainer, SFTConfig, "sft.trainer")
+    args = {"max_length": recipe.model.max_seq_length, **precision_args(recipe), **recipe.sft.trainer}
+    args.setdefault("seed", recipe.data.seed)
+    if args.get("report_to") is None:
+        args["report_to"] = "none"
+    return SFTConfig(output_dir=str(output_dir), **args)
+
+
+def format_check(model, tokenizer, questions: list[str], recipe: Recipe, end: str) -> tuple[float, list[str]]:
+    """Greedy answers to held-out questions and the strict format-adherence fraction."""
+    if end == UNSLOTH:
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    outs = generate(model, tokenizer, [[{"role": "user", "content": q}] for q in questions],
+                    max_new_tokens=recipe.sft.format_check_max_new_tokens)
+    if end == UNSLOTH:
+        FastLanguageModel.for_training(model)
+    return adherence(outs), outs
+
+
+def last_checkpoint(ckpt_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
+def loss_history(log_history: list[dict]) -> dict:
+    train = [{"step": h["step"], "loss": h["loss"]} for h in log_history if "loss" in h]
+    val = [{"step": h["step"], "loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
+    return {"train": train, "val": val}
+
+
+def run(recipe: Recipe) -> dict:
+    import datasets
+    from trl import SFTTrainer
+
+    out = start_stage(recipe, "sft")
+    train_rows = read_jsonl(require(recipe, "data", "sft_train.jsonl"))
+    val_rows = read_jsonl(require(recipe, "data", "sft_val.jsonl"))
+    ckpt_dir = out / "checkpoints"
+    config = build_config(recipe, ckpt_dir)
+    loaded = load_model(recipe)
+    model, tokenizer = loaded.model, loaded.tokenizer
+
+    questions = [r["messages"][0]["content"] for r in val_rows][: recipe.sft.format_check_questions]
+    before, before_outs = format_check(model, tokenizer, questions, recipe, loaded.end)
+    print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} held-out questions")
+
+    keep = ["messages"]
+    train_ds = datasets.Dataset.from_list([{k: r[k] for k in keep} for r in train_rows])
+    val_ds = datasets.Dataset.from_list([{k: r[k] for k in keep} for r in val_rows]) if val_rows else None
+    if val_ds is None:
+        config.eval_strategy = "no"
+    trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=val_ds,
+                         processing_class=tokenizer)
+    resume = last_checkpoint(ckpt_dir)
+    if resume:
+        print(f"[kit] resuming from {resume}")
+    with Timer() as t:
+        trainer.train(resume_from_checkpoint=resume)
+    history = loss_history(trainer.state.log_history)
+    final_eval = trainer.evaluate() if val_ds is not None else {}
+
+    adapter_dir = out / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    after, after_outs = format_check(trainer.model, tokenizer, questions, recipe, loaded.end)
+    print(f"[kit] format adherence after SFT: {after:.2f}")
+
+    metrics = {
+        "recipe": recipe.name, "recipe_hash": recipe.hash(), "end": loaded.end, "device": loaded.device,
+        "steps": trainer.state.global_step, "resumed_from": Path(resume).name if resume else None,
+        "seconds": round(t.seconds, 2),
+        "steps_per_second": round(trainer.state.global_step / t.seconds, 3) if t.seconds else None,
+        "train_loss_first": history["train"][0]["loss"] if history["train"] else None,
+        "train_loss_last": history["train"][-1]["loss"] if history["train"] else None,
+        "eval_loss": final_eval.get("eval_loss"),
+        "loss_history": history,
+        "format_adherence_before": before, "format_adherence_after": after,
+        "format_check": {"questions": questions, "before": before_outs, "after": after_outs},
+        "train_rows": len(train_rows), "val_rows": len(val_rows),
+        **peak_memory_mb(),
+    }
+    write_metrics(out, metrics)
+    (adapter_dir / "README.md").write_text(model_card(recipe, "sft", metrics), encoding="utf-8")
+    print(f"[kit] sft done: {metrics['steps']} steps in {metrics['seconds']} s; train loss "
+          f"{metrics['train_loss_first']} → {metrics['train_loss_last']}; adapter → {adapter_dir}")
+    return metrics

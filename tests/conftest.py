@@ -1,0 +1,31 @@
+"""Shared fixtures: every test that runs a stage gets its own runs folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+@pytest.fixture(scope="session")
+def shared_runs(tmp_path_factory):
+    """One runs folder for the session's slow end-to-end tests (data → sft → rl)."""
+    path = tmp_path_factory.mktemp("shared") / "runs"
+    old = os.environ.get("KIT_RUNS_DIR")
+    os.environ["KIT_RUNS_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("KIT_RUNS_DIR", None)
+    else:
+        os.environ["KIT_RUNS_DIR"] = old

@@ -1,0 +1,36 @@
+from kit import tiny_model
+from kit.recipe import TinyModelConfig
+
+
+def test_same_seed_same_weights_and_another_seed_differs(tmp_path):
+    cfg = TinyModelConfig()
+    a = tiny_model.build(cfg, tmp_path / "a")
+    b = tiny_model.build(cfg, tmp_path / "b")
+    c = tiny_model.build(TinyModelConfig(seed=1), tmp_path / "c")
+    assert tiny_model.weights_hash(a) == tiny_model.weights_hash(b)
+    assert tiny_model.weights_hash(a) != tiny_model.weights_hash(c)
+
+
+def test_loads_like_a_hub_checkpoint_with_qwen35_template(runs_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_model.ensure(TinyModelConfig())
+    assert tiny_model.ensure(TinyModelConfig()) == path  # cached, not rebuilt
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.model_type == "qwen3_5_text"
+    assert set(model.config.layer_types) == {"linear_attention", "full_attention"}
+    assert tok.chat_template == tiny_model.chat_template()
+    for t in ("<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>"):
+        assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1, t
+    # <think> stays in decoded text (as in Qwen's tokenizer); control tokens do not.
+    ids = tok("<|im_start|>a<think>b</think>c<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids, skip_special_tokens=True) == "a<think>b</think>c"
+    # widths that llama.cpp's K-quants need
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and "embed" not in name and "lm_head" not in name and p.shape[1] > 8:
+            assert p.shape[1] % 256 == 0, (name, tuple(p.shape))
+    with torch.no_grad():
+        logits = model(**tok("hello", return_tensors="pt")).logits
+    assert logits.shape[-1] == len(tok) and torch.isfinite(logits).all()
