@@ -9,14 +9,16 @@ template, model card), `checkpoints/` (resumed from when re-run after an interru
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from .cards import model_card
 from .data import read_jsonl
 from .formatting import adherence
 from .generation import generate
-from .modeling import UNSLOTH, load_model, peak_memory_mb, precision_args
-from .recipe import Recipe, check_trainer_keys
+from .modeling import UNSLOTH, Loaded, check_capacity, load_model, peak_memory_mb, precision_args
+from .recipe import Recipe, RecipeError, check_trainer_keys
 from .runs import Timer, require, start_stage, write_metrics
 
 
@@ -56,59 +58,107 @@ def loss_history(log_history: list[dict]) -> dict:
     return {"train": train, "val": val}
 
 
-def run(recipe: Recipe) -> dict:
+@dataclass
+class SFTSession:
+    """Everything one SFT run holds between its steps (the notebook calls them one by one)."""
+
+    recipe: Recipe
+    out: Path
+    loaded: Loaded
+    trainer: object
+    questions: list[str]
+    before: float
+    before_outputs: list[str]
+    resume: str | None
+    train_rows: int
+    val_rows: int
+
+
+def fresh_checkpoints(ckpt_dir: Path, recipe: Recipe) -> None:
+    """Checkpoints of another resolved recipe are not resumed from: they are removed, with a notice."""
+    stamp = ckpt_dir / "recipe_hash"
+    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != recipe.hash()):
+        print(f"[kit] {ckpt_dir} holds checkpoints of another recipe version: starting afresh")
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(recipe.hash())
+
+
+def prepare(recipe: Recipe) -> SFTSession:
+    """Load data and model, check the format before training, and build the SFTTrainer."""
     import datasets
     from trl import SFTTrainer
 
+    check_capacity(recipe)  # before anything is read or loaded
     out = start_stage(recipe, "sft")
+    if not recipe.data.sft:
+        raise RecipeError(f"recipe '{recipe.name}' has no SFT data (data.sft is empty): it starts at the rl stage")
     train_rows = read_jsonl(require(recipe, "data", "sft_train.jsonl"))
     val_rows = read_jsonl(require(recipe, "data", "sft_val.jsonl"))
     ckpt_dir = out / "checkpoints"
+    fresh_checkpoints(ckpt_dir, recipe)
     config = build_config(recipe, ckpt_dir)
     loaded = load_model(recipe)
-    model, tokenizer = loaded.model, loaded.tokenizer
 
     questions = [r["messages"][0]["content"] for r in val_rows][: recipe.sft.format_check_questions]
-    before, before_outs = format_check(model, tokenizer, questions, recipe, loaded.end)
+    before, before_outs = format_check(loaded.model, loaded.tokenizer, questions, recipe, loaded.end)
     print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} held-out questions")
 
-    keep = ["messages"]
-    train_ds = datasets.Dataset.from_list([{k: r[k] for k in keep} for r in train_rows])
-    val_ds = datasets.Dataset.from_list([{k: r[k] for k in keep} for r in val_rows]) if val_rows else None
+    train_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
+    val_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in val_rows]) if val_rows else None
     if val_ds is None:
         config.eval_strategy = "no"
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=val_ds,
-                         processing_class=tokenizer)
-    resume = last_checkpoint(ckpt_dir)
-    if resume:
-        print(f"[kit] resuming from {resume}")
+    trainer = SFTTrainer(model=loaded.model, args=config, train_dataset=train_ds, eval_dataset=val_ds,
+                         processing_class=loaded.tokenizer)
+    return SFTSession(recipe, out, loaded, trainer, questions, before, before_outs,
+                      last_checkpoint(ckpt_dir), len(train_rows), len(val_rows))
+
+
+def sample(session: SFTSession, questions: list[str]) -> list[str]:
+    """Greedy completions of the model as it is now (before or after training)."""
+    return format_check(session.trainer.model, session.loaded.tokenizer, questions, session.recipe,
+                        session.loaded.end)[1]
+
+
+def train(session: SFTSession) -> dict:
+    """Train (resuming from the last checkpoint if one exists), save the adapter, check the format."""
+    recipe, trainer, out = session.recipe, session.trainer, session.out
+    if session.resume:
+        print(f"[kit] resuming from {session.resume}")
     with Timer() as t:
-        trainer.train(resume_from_checkpoint=resume)
+        trainer.train(resume_from_checkpoint=session.resume)
     history = loss_history(trainer.state.log_history)
-    final_eval = trainer.evaluate() if val_ds is not None else {}
+    final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
 
     adapter_dir = out / "adapter"
     trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
-    after, after_outs = format_check(trainer.model, tokenizer, questions, recipe, loaded.end)
+    session.loaded.tokenizer.save_pretrained(adapter_dir)
+    after, after_outs = format_check(trainer.model, session.loaded.tokenizer, session.questions, recipe,
+                                     session.loaded.end)
     print(f"[kit] format adherence after SFT: {after:.2f}")
 
+    steps = trainer.state.global_step
     metrics = {
-        "recipe": recipe.name, "recipe_hash": recipe.hash(), "end": loaded.end, "device": loaded.device,
-        "steps": trainer.state.global_step, "resumed_from": Path(resume).name if resume else None,
+        "recipe": recipe.name, "recipe_hash": recipe.hash(), "end": session.loaded.end,
+        "device": session.loaded.device, "steps": steps,
+        "resumed_from": Path(session.resume).name if session.resume else None,
         "seconds": round(t.seconds, 2),
-        "steps_per_second": round(trainer.state.global_step / t.seconds, 3) if t.seconds else None,
+        "steps_per_second": round(steps / t.seconds, 3) if t.seconds else None,
         "train_loss_first": history["train"][0]["loss"] if history["train"] else None,
         "train_loss_last": history["train"][-1]["loss"] if history["train"] else None,
         "eval_loss": final_eval.get("eval_loss"),
         "loss_history": history,
-        "format_adherence_before": before, "format_adherence_after": after,
-        "format_check": {"questions": questions, "before": before_outs, "after": after_outs},
-        "train_rows": len(train_rows), "val_rows": len(val_rows),
+        "format_adherence_before": session.before, "format_adherence_after": after,
+        "format_check": {"questions": session.questions, "before": session.before_outputs, "after": after_outs},
+        "train_rows": session.train_rows, "val_rows": session.val_rows,
         **peak_memory_mb(),
     }
     write_metrics(out, metrics)
     (adapter_dir / "README.md").write_text(model_card(recipe, "sft", metrics), encoding="utf-8")
-    print(f"[kit] sft done: {metrics['steps']} steps in {metrics['seconds']} s; train loss "
-          f"{metrics['train_loss_first']} → {metrics['train_loss_last']}; adapter → {adapter_dir}")
+    print(f"[kit] sft done: {steps} steps in {metrics['seconds']} s; train loss "
+          f"{metrics['train_loss_first']:.3f} → {metrics['train_loss_last']:.3f}; adapter → {adapter_dir}")
     return metrics
+
+
+def run(recipe: Recipe) -> dict:
+    return train(prepare(recipe))

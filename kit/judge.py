@@ -1,0 +1,344 @@
+"""LLM-as-judge for the RL reward: grades ONLY the final conclusion against the reference.
+
+The judge strips everything up to and including `</think>` before anything is sent, so the
+policy cannot win by persuading the judge with its chain of thought.
+
+    judge = Judge("deepseek")                      # DEEPSEEK_API_KEY from the environment
+    judge = Judge("openai-compatible", base_url="http://127.0.0.1:8000/v1", model="qwen")
+    judge = Judge("rule")                          # offline, no network
+    verdicts = judge.grade(questions, completions, references)
+
+Faults (429 with Retry-After, 5xx, time-outs, dropped connections, answers without a verdict)
+are retried with exponential backoff and jitter inside a per-item time budget; after the last
+try the item's verdict carries the error and `score=None`. `grade` never raises for a remote fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .formatting import final_answer
+from .recipe import JudgeConfig
+
+PROMPT_VERSION = "v1"
+VERDICTS = ("correct", "partially_correct", "incorrect")
+DEFAULT_SCORE = {"correct": 1.0, "partially_correct": 0.5, "incorrect": 0.0}
+
+SYSTEM_PROMPT = (
+    "You are a meticulous medical examiner. You compare a candidate's final answer with the reference "
+    "answer to a medical question and judge whether they are medically equivalent. Judge the substance, "
+    "not the wording: synonyms, abbreviations, other languages and extra correct detail are fine; a "
+    "different diagnosis, drug, organism or value is wrong; an answer that hedges between options is wrong."
+)
+USER_TEMPLATE = """Question:
+{question}
+
+Candidate's final answer:
+{answer}
+
+Reference answer:
+{reference}
+
+Reply with only a JSON object:
+{{"verdict": "correct" | "partially_correct" | "incorrect", "score": <number from 0 to 1>, "rationale": "<one sentence>"}}"""
+
+# Prices in USD per million tokens, as published by the provider when this preset was written;
+# they only feed the ledger's cost estimate.
+PRESETS = {
+    "deepseek": {"base_url": "https://api.deepseek.com", "model": "deepseek-chat",
+                 "api_key_env": "DEEPSEEK_API_KEY", "usd_per_mtok_in": 0.28, "usd_per_mtok_out": 0.42},
+    "openai-compatible": {"base_url": None, "model": None, "api_key_env": "OPENAI_API_KEY",
+                          "usd_per_mtok_in": 0.0, "usd_per_mtok_out": 0.0},
+    "rule": {"model": "rule"},
+}
+
+
+class JudgeConfigError(ValueError):
+    """A judge that cannot be built as configured (no key, no endpoint, unknown preset)."""
+
+
+@dataclass
+class Verdict:
+    score: float | None
+    verdict: str  # correct | partially_correct | incorrect | error
+    cached: bool = False
+    error: str | None = None
+    rationale: str = ""
+    final_answer: str = ""
+    attempts: int = 0
+
+
+@dataclass
+class Ledger:
+    calls: int = 0
+    retries: int = 0
+    errors: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_cost_usd: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def as_dict(self) -> dict:
+        with self._lock:
+            d = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        d["estimated_cost_usd"] = round(d["estimated_cost_usd"], 6)
+        return d
+
+
+def parse_verdict(text: str) -> tuple[str, float, str]:
+    """Verdict, score and rationale from a judge's reply; ValueError when there is no verdict.
+
+    Tolerates a fenced block or prose around the JSON, and a verdict written with spaces or hyphens.
+
+    >>> parse_verdict('Sure.```json\\n{"verdict": "correct", "score": 1, "rationale": "same"}\\n```')
+    ('correct', 1.0, 'same')
+    >>> parse_verdict('{"verdict": "Partially-Correct"}')[:2]
+    ('partially_correct', 0.5)
+    """
+    candidates = re.findall(r"```(?:json)?\s*(\{.*?\})\s*```", text, flags=re.S)
+    candidates += re.findall(r"\{[^{}]*\}", text, flags=re.S)
+    for blob in candidates:
+        try:
+            obj = json.loads(blob)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("verdict"), str):
+            continue
+        verdict = re.sub(r"[\s\-]+", "_", obj["verdict"].strip().lower())
+        if verdict not in VERDICTS:
+            continue
+        try:
+            score = float(obj.get("score", DEFAULT_SCORE[verdict]))
+        except (TypeError, ValueError):
+            score = DEFAULT_SCORE[verdict]
+        return verdict, min(1.0, max(0.0, score)), str(obj.get("rationale", ""))
+    raise ValueError(f"no verdict in the judge's reply: {text[:200]!r}")
+
+
+# ---------------------------------------------------------------- the offline rule judge
+
+_LETTER = re.compile(r"(?:answer is|answer:|答案是|答案[:：])\s*\(?([A-J])\b|^\(?([A-J])[).:]?$", re.I | re.M)
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    return re.sub(r"[^\w\s]", " ", text).strip()
+
+
+def _tokens(text: str) -> list[str]:
+    """Words for alphabetic scripts, single characters for CJK."""
+    return re.findall(r"[\u4e00-\u9fff]|[a-z0-9]+", _norm(text))
+
+
+def rule_grade(answer: str, reference: str) -> tuple[str, float, str]:
+    """Normalised exact / option-letter / containment / token-overlap match.
+
+    >>> rule_grade("Naloxone.", "naloxone")[:2]
+    ('correct', 1.0)
+    >>> rule_grade("The answer is B", "B")[:2]
+    ('correct', 1.0)
+    >>> rule_grade("Give IV naloxone now", "Naloxone")[:2]
+    ('correct', 1.0)
+    >>> rule_grade("Flumazenil", "Naloxone")[:2]
+    ('incorrect', 0.0)
+    """
+    a, r = _norm(answer), _norm(reference)
+    if not a:
+        return "incorrect", 0.0, "empty answer"
+    if a == r:
+        return "correct", 1.0, "exact match"
+    if re.fullmatch(r"[A-Ja-j]", reference.strip()):
+        m = _LETTER.search(answer.strip())
+        letter = (m.group(1) or m.group(2)).upper() if m else None
+        ok = letter == reference.strip().upper()
+        return ("correct", 1.0, "option letter matches") if ok else ("incorrect", 0.0, f"option {letter}")
+    cjk = re.search(r"[\u4e00-\u9fff]", r) is not None  # no spaces between words: plain containment
+    if r and (r in a if cjk else f" {r} " in f" {a} "):
+        return "correct", 1.0, "reference contained in answer"
+    ta, tr = _tokens(answer), _tokens(reference)
+    common = sum(min(ta.count(t), tr.count(t)) for t in set(tr))
+    if not common:
+        return "incorrect", 0.0, "no overlap"
+    precision, recall = common / len(ta), common / len(tr)
+    f1 = 2 * precision * recall / (precision + recall)
+    if f1 >= 0.5:
+        return "partially_correct", round(f1, 3), f"token overlap F1 {f1:.2f}"
+    return "incorrect", 0.0, f"token overlap F1 {f1:.2f}"
+
+
+# ---------------------------------------------------------------- cache
+
+class VerdictCache:
+    """SQLite cache keyed by (model, prompt version, question, final answer, reference)."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.commit()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(model: str, question: str, answer: str, reference: str) -> str:
+        blob = json.dumps([model, PROMPT_VERSION, question, answer, reference], ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM verdicts WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", (key, json.dumps(value)))
+            self._db.commit()
+
+
+# ---------------------------------------------------------------- the judge
+
+class Judge:
+    def __init__(self, preset_or_config: str | JudgeConfig = "rule", *, base_url: str | None = None,
+                 model: str | None = None, api_key: str | None = None, max_concurrency: int = 16,
+                 timeout_s: float = 60, max_retries: int = 4, cache_path: str | Path | None = None,
+                 backoff_s: float = 1.0, max_backoff_s: float = 30.0):
+        if isinstance(preset_or_config, JudgeConfig):
+            cfg = preset_or_config
+            preset, base_url, model = cfg.preset, base_url or cfg.base_url, model or cfg.model
+            max_concurrency, timeout_s, max_retries = cfg.max_concurrency, cfg.timeout_s, cfg.max_retries
+            key_env = cfg.api_key_env
+        else:
+            preset, key_env = preset_or_config, None
+        if preset not in PRESETS:
+            raise JudgeConfigError(f"unknown judge preset '{preset}' (presets: {', '.join(PRESETS)})")
+        spec = PRESETS[preset]
+        self.preset = preset
+        self.model = model or spec.get("model")
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.timeout_s, self.max_retries = float(timeout_s), int(max_retries)
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        # the whole time one item may take, every retry and wait included
+        self.item_budget_s = self.timeout_s * (self.max_retries + 1) + self.max_backoff_s
+        self.ledger = Ledger()
+        self.cache = VerdictCache(cache_path) if cache_path else None
+        self._prices = (spec.get("usd_per_mtok_in", 0.0), spec.get("usd_per_mtok_out", 0.0))
+        self._client = None
+        if preset == "rule":
+            return
+        base_url = base_url or spec["base_url"]
+        key_env = key_env or spec["api_key_env"]
+        if not base_url or not self.model:
+            raise JudgeConfigError(f"judge preset '{preset}' needs base_url and model")
+        api_key = api_key or os.environ.get(key_env)
+        if not api_key:
+            if preset == "deepseek":
+                raise JudgeConfigError(
+                    f"the DeepSeek judge needs an API key in ${key_env}. Set it (never in a notebook cell "
+                    f"that is saved), or use the offline judge with --set rl.judge.preset=rule, or another "
+                    f"endpoint with --set rl.judge.preset=openai-compatible --set rl.judge.base_url=URL "
+                    f"--set rl.judge.model=NAME")
+            api_key = "not-needed"  # local servers (vLLM, llama.cpp) accept any key
+        import openai
+
+        self._openai = openai
+        # retries are ours (bounded per item, Retry-After honoured), so the SDK's are off
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=self.timeout_s)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"Judge(preset={self.preset!r}, model={self.model!r}, max_concurrency={self.max_concurrency})"
+
+    # one item ------------------------------------------------------------
+    def _request(self, question: str, answer: str, reference: str, deadline: float) -> tuple[str, float, str]:
+        remaining = deadline - time.monotonic()
+        resp = self._client.chat.completions.create(
+            model=self.model, temperature=0, max_tokens=256,
+            messages=[{"role": "system", "content": SYSTEM_PROMPT},
+                      {"role": "user", "content": USER_TEMPLATE.format(question=question, answer=answer,
+                                                                       reference=reference)}],
+            timeout=max(0.5, min(self.timeout_s, remaining)),
+        )
+        usage = getattr(resp, "usage", None)
+        if usage is not None:
+            pin, pout = usage.prompt_tokens or 0, usage.completion_tokens or 0
+            self.ledger.add(prompt_tokens=pin, completion_tokens=pout,
+                            estimated_cost_usd=(pin * self._prices[0] + pout * self._prices[1]) / 1e6)
+        return parse_verdict(resp.choices[0].message.content or "")
+
+    def _wait_after(self, error: Exception, attempt: int) -> float | None:
+        """Seconds to wait before retrying this error; None when it is not worth retrying."""
+        o = self._openai
+        backoff = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
+        if isinstance(error, o.RateLimitError):
+            header = error.response.headers.get("retry-after") if error.response is not None else None
+            try:
+                return max(0.0, float(header)) if header is not None else backoff
+            except ValueError:
+                return backoff
+        if isinstance(error, (o.InternalServerError, o.APITimeoutError, o.APIConnectionError, ValueError)):
+            return backoff
+        if isinstance(error, o.APIStatusError) and error.status_code >= 500:
+            return backoff
+        return None  # 400, 401, 403, 404...: retrying will not help
+
+    def _grade_one(self, question: str, completion: str, reference: str) -> Verdict:
+        answer = final_answer(completion)
+        if not answer:
+            return Verdict(score=0.0, verdict="incorrect", rationale="no final answer after </think>")
+        key = VerdictCache.key(self.model, question, answer, reference) if self.cache else None
+        if key and (hit := self.cache.get(key)):
+            self.ledger.add(cache_hits=1)
+            return Verdict(**{**hit, "cached": True})
+        if self._client is None:
+            verdict, score, why = rule_grade(answer, reference)
+            result = Verdict(score=score, verdict=verdict, rationale=why, final_answer=answer)
+        else:
+            result = self._grade_remote(question, answer, reference)
+        if key and result.error is None:
+            self.cache.put(key, {k: v for k, v in asdict(result).items() if k != "cached"})
+        return result
+
+    def _grade_remote(self, question: str, answer: str, reference: str) -> Verdict:
+        deadline = time.monotonic() + self.item_budget_s
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.ledger.add(retries=1)
+            self.ledger.add(calls=1)
+            try:
+                verdict, score, why = self._request(question, answer, reference, deadline)
+                return Verdict(score=score, verdict=verdict, rationale=why, final_answer=answer, attempts=attempt + 1)
+            except Exception as e:  # every failure becomes a retry or a recorded error, never a crash
+                last = e
+                wait = self._wait_after(e, attempt)
+                if wait is None or attempt == self.max_retries or time.monotonic() + wait >= deadline:
+                    break
+                time.sleep(wait)
+        self.ledger.add(errors=1)
+        return Verdict(score=None, verdict="error", error=f"{type(last).__name__}: {str(last)[:300]}",
+                       final_answer=answer, attempts=attempt + 1)
+
+    # a batch -------------------------------------------------------------
+    def grade(self, questions: list[str], answers: list[str], references: list[str]) -> list[Verdict]:
+        """Verdicts in input order; `answers` are full completions (reasoning is stripped here)."""
+        if not len(questions) == len(answers) == len(references):
+            raise ValueError(f"grade() needs equal lengths, got {len(questions)}, {len(answers)}, {len(references)}")
+        if self._client is None or self.max_concurrency == 1 or len(answers) <= 1:
+            return [self._grade_one(q, a, r) for q, a, r in zip(questions, answers, references)]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(answers))) as pool:
+            return list(pool.map(self._grade_one, questions, answers, references))

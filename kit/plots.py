@@ -1,0 +1,65 @@
+"""Figures the notebooks show and the summary embeds (matplotlib, Agg-safe)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _figure(width=7, height=3.2):
+    import matplotlib
+
+    if matplotlib.get_backend().lower().startswith(("qt", "tk", "gtk", "wx", "mac")):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def length_histogram(data_dir: Path, max_len: int, out: Path | None = None):
+    """Token lengths of each kind of data, with the recipe's max length marked."""
+    lengths = json.loads((Path(data_dir) / "lengths.json").read_text())
+    fig, ax = _figure()
+    for kind, values in lengths.items():
+        ax.hist(values, bins=30, alpha=0.6, label=f"{kind} (n={len(values)})")
+    ax.axvline(max_len, color="red", linestyle="--", label=f"max_seq_length = {max_len}")
+    ax.set_xlabel("tokens per rendered example")
+    ax.set_ylabel("rows")
+    ax.legend()
+    fig.tight_layout()
+    if out:
+        fig.savefig(out, dpi=110)
+    return fig
+
+
+def loss_curve(history: dict, out: Path | None = None):
+    """Train and validation loss per step, from the SFT stage's metrics."""
+    fig, ax = _figure()
+    for name, points in history.items():
+        if points:
+            ax.plot([p["step"] for p in points], [p["loss"] for p in points], marker="o" if name == "val" else None,
+                    label=f"{name} loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.legend()
+    fig.tight_layout()
+    if out:
+        fig.savefig(out, dpi=110)
+    return fig
+
+
+def reward_curve(history: list[dict], out: Path | None = None):
+    """Total reward and each component per RL step."""
+    fig, ax = _figure()
+    steps = [h["step"] for h in history]
+    keys = sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")})
+    ax.plot(steps, [h.get("reward") for h in history], linewidth=2.5, label="reward (weighted sum)")
+    for key in keys:
+        ax.plot(steps, [h.get(key) for h in history], linestyle="--", label=key.split("/")[1])
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("mean reward")
+    ax.legend()
+    fig.tight_layout()
+    if out:
+        fig.savefig(out, dpi=110)
+    return fig

@@ -1,0 +1,104 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1 for judge tests and benchmarks.
+
+The behaviour for a request is chosen by a tag in the question text (`[[tag]]`), so one server
+serves every case; it records each request body and the most requests ever in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def verdict_json(verdict="correct", score=1.0):
+    return json.dumps({"verdict": verdict, "score": score, "rationale": "scripted"})
+
+
+class FakeOpenAI:
+    def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0):
+        self.latency_s, self.hang_s = latency_s, hang_s
+        self.bodies: list[dict] = []
+        self.seen = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.bodies.append(body)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    server.respond(self, body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @property
+    def requests(self) -> int:
+        return len(self.bodies)
+
+    def respond(self, h, body):
+        text = body["messages"][-1]["content"]
+        tag = (re.search(r"\[\[(\w+)\]\]", text) or [None, "correct"])[1]
+        with self._lock:
+            self.seen[tag] += 1
+            n = self.seen[tag]
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        if tag == "ratelimited" and n == 1:
+            return self.send(h, 429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
+        if tag == "flaky" and n == 1:
+            return self.send(h, 500, {"error": {"message": "boom"}})
+        if tag == "down":
+            return self.send(h, 503, {"error": {"message": "unavailable"}})
+        if tag == "hang":
+            time.sleep(self.hang_s)
+        content = {
+            "incorrect": verdict_json("incorrect", 0.0),
+            "partial": verdict_json("partially_correct", 0.6),
+            "fenced": "Here is my judgement.\n```json\n" + verdict_json("correct", 1.0) + "\n```\nThanks.",
+            "prose": "The candidate seems right to me.",
+        }.get(tag, verdict_json("correct", 1.0))
+        self.send(h, 200, {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        })
+
+    @staticmethod
+    def send(h, status, payload, headers=None):
+        data = json.dumps(payload).encode()
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a time-out test)

@@ -1,0 +1,166 @@
+import time
+
+import pytest
+
+from fake_openai import FakeOpenAI
+from kit.judge import Judge, JudgeConfigError, parse_verdict, rule_grade
+from kit.recipe import JudgeConfig
+
+REASONING = "SECRET-REASONING: ST elevation in II, III and aVF means the inferior wall."
+
+
+def completion(answer: str) -> str:
+    return f"{REASONING}\n</think>\n\n{answer}"
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI() as s:
+        yield s
+
+
+def judge_for(server, **kw):
+    kw.setdefault("max_retries", 2)
+    kw.setdefault("timeout_s", 5)
+    j = Judge("openai-compatible", base_url=server.url, model="fake-judge", api_key="sk-test-key-never-shown", **kw)
+    j.backoff_s = 0.05  # keep test waits short; Retry-After is still honoured as sent
+    return j
+
+
+def test_correct_incorrect_partial_and_fenced(server):
+    j = judge_for(server)
+    v = j.grade(["q [[correct]]", "q [[incorrect]]", "q [[partial]]", "q [[fenced]]"],
+                [completion("RCA")] * 4, ["Right coronary artery"] * 4)
+    assert [x.verdict for x in v] == ["correct", "incorrect", "partially_correct", "correct"]
+    assert [x.score for x in v] == [1.0, 0.0, 0.6, 1.0]
+    assert all(x.error is None and not x.cached for x in v)
+    assert j.ledger.calls == 4 and j.ledger.prompt_tokens == 400 and j.ledger.completion_tokens == 80
+
+
+def test_reasoning_never_sent_and_key_never_shown(server):
+    j = judge_for(server)
+    j.grade(["q"], [completion("Inferior STEMI")], ["Inferior MI"])
+    sent = str(server.bodies)
+    assert "SECRET-REASONING" not in sent and "</think>" not in sent
+    assert "Inferior STEMI" in sent and "Inferior MI" in sent
+    assert "sk-test-key" not in repr(j) and "sk-test-key" not in str(j.ledger.as_dict())
+    assert server.bodies[0]["temperature"] == 0
+
+
+def test_prose_without_verdict_is_retried_then_an_error(server):
+    j = judge_for(server, max_retries=2)
+    (v,) = j.grade(["q [[prose]]"], [completion("x")], ["y"])
+    assert v.score is None and v.verdict == "error" and "no verdict" in v.error
+    assert server.seen["prose"] == 3 and j.ledger.retries == 2 and j.ledger.errors == 1
+
+
+def test_429_honours_retry_after(server):
+    j = judge_for(server)
+    t = time.monotonic()
+    (v,) = j.grade(["q [[ratelimited]]"], [completion("x")], ["x"])
+    assert v.verdict == "correct" and v.attempts == 2 and server.seen["ratelimited"] == 2
+    assert time.monotonic() - t >= 0.95  # the server said Retry-After: 1
+
+
+def test_500_is_retried_and_persistent_5xx_becomes_an_error(server):
+    j = judge_for(server)
+    (ok,) = j.grade(["q [[flaky]]"], [completion("x")], ["x"])
+    assert ok.verdict == "correct" and server.seen["flaky"] == 2
+    (bad,) = j.grade(["q [[down]]"], [completion("x")], ["x"])
+    assert bad.score is None and "InternalServerError" in bad.error and server.seen["down"] == 3
+
+
+def test_a_hang_longer_than_the_timeout_is_bounded():
+    with FakeOpenAI(hang_s=3) as server:
+        j = judge_for(server, timeout_s=0.5, max_retries=1)
+        t = time.monotonic()
+        v = j.grade(["q [[hang]]", "q [[correct]]"], [completion("x")] * 2, ["x"] * 2)
+        assert time.monotonic() - t < 2.5
+    assert v[0].score is None and "Timeout" in v[0].error
+    assert v[1].verdict == "correct"  # the rest of the batch is unaffected
+
+
+def test_concurrency_above_one_and_never_above_the_limit():
+    with FakeOpenAI(latency_s=0.1) as server:
+        j = judge_for(server, max_concurrency=4)
+        j.grade([f"q{i}" for i in range(16)], [completion("x")] * 16, ["x"] * 16)
+    assert 1 < server.max_in_flight <= 4
+
+
+def test_cache_makes_zero_requests_the_second_time(server, tmp_path):
+    j = judge_for(server, cache_path=tmp_path / "cache.sqlite")
+    args = ([f"q{i}" for i in range(5)], [completion(f"a{i}") for i in range(5)], ["ref"] * 5)
+    first = j.grade(*args)
+    n = server.requests
+    again = judge_for(server, cache_path=tmp_path / "cache.sqlite").grade(*args)
+    assert server.requests == n == 5
+    assert all(v.cached for v in again) and [v.score for v in again] == [v.score for v in first]
+    # the cache key is the final answer, not the reasoning: other reasoning, same answer → cached
+    other = j.grade(["q0"], ["different reasoning\n</think>\n\na0"], ["ref"])
+    assert other[0].cached and server.requests == 5
+
+
+def test_errors_are_not_cached(server, tmp_path):
+    j = judge_for(server, cache_path=tmp_path / "c.sqlite", max_retries=0)
+    j.grade(["q [[down]]"], [completion("x")], ["x"])
+    j.grade(["q [[down]]"], [completion("x")], ["x"])
+    assert server.seen["down"] == 2
+
+
+def test_empty_conclusion_is_incorrect_without_a_request(server):
+    (v,) = judge_for(server).grade(["q"], ["reasoning only\n</think>\n\n"], ["x"])
+    assert v.verdict == "incorrect" and v.score == 0.0 and server.requests == 0
+
+
+def test_deepseek_without_key_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    with pytest.raises(JudgeConfigError, match=r"DEEPSEEK_API_KEY.*rl\.judge\.preset=rule"):
+        Judge("deepseek")
+    with pytest.raises(JudgeConfigError, match="unknown judge preset"):
+        Judge("gpt-judge")
+
+
+def test_judge_from_recipe_config(server):
+    cfg = JudgeConfig(preset="openai-compatible", base_url=server.url, model="m", max_concurrency=3, max_retries=1)
+    j = Judge(cfg)
+    assert j.max_concurrency == 3 and j.max_retries == 1 and j.model == "m"
+    assert j.grade(["q"], [completion("x")], ["x"])[0].verdict == "correct"
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('{"verdict": "correct", "score": 0.9, "rationale": "ok"}', ("correct", 0.9)),
+    ('I think:\n```json\n{"verdict": "incorrect", "score": 0}\n```', ("incorrect", 0.0)),
+    ('Verdict below {"verdict": "partially correct", "score": 7}', ("partially_correct", 1.0)),
+    ('{"verdict": "correct"}', ("correct", 1.0)),
+    ('{"verdict": "correct", "score": "high"}', ("correct", 1.0)),
+])
+def test_parse_verdict_table(reply, expected):
+    assert parse_verdict(reply)[:2] == expected
+
+
+@pytest.mark.parametrize("reply", ["correct!", '{"score": 1}', '{"verdict": "maybe"}', "```json\n{bad json}\n```", ""])
+def test_parse_verdict_rejects(reply):
+    with pytest.raises(ValueError):
+        parse_verdict(reply)
+
+
+@pytest.mark.parametrize("answer, reference, verdict", [
+    ("Naloxone", "naloxone", "correct"),
+    ("纳洛酮。", "纳洛酮", "correct"),
+    ("The answer is C.", "C", "correct"),
+    ("答案是B", "B", "correct"),
+    ("C", "B", "incorrect"),
+    ("I would give intravenous ceftriaxone", "Ceftriaxone", "correct"),
+    ("Right coronary", "Right coronary artery", "partially_correct"),
+    ("左前降支闭塞", "左前降支", "correct"),
+    ("Flumazenil", "Naloxone", "incorrect"),
+    ("", "Naloxone", "incorrect"),
+])
+def test_rule_judge_table(answer, reference, verdict):
+    assert rule_grade(answer, reference)[0] == verdict
+
+
+def test_rule_judge_needs_no_network():
+    j = Judge("rule")
+    v = j.grade(["q"] * 2, [completion("Naloxone"), completion("Aspirin")], ["Naloxone"] * 2)
+    assert [x.score for x in v] == [1.0, 0.0] and j.ledger.calls == 0

@@ -1,0 +1,95 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kit.recipe import load_recipe
+
+
+def kit(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "kit", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def sft_metrics(shared_runs):
+    """The tiny recipe's data and SFT stages, run once through the CLI like a user would."""
+    for stage in ("data", "sft"):
+        proc = kit(stage, "--recipe", "tiny")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((shared_runs / "tiny" / "sft" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_tiny_sft_really_learns(sft_metrics):
+    m = sft_metrics
+    assert m["end"] == "transformers+peft" and m["device"] == "cpu"
+    assert m["steps"] == load_recipe("tiny").sft.trainer["max_steps"]
+    assert m["train_loss_last"] < 0.85 * m["train_loss_first"]
+    assert m["format_adherence_after"] > m["format_adherence_before"]
+    assert m["loss_history"]["val"], "validation loss was never computed"
+    assert m["peak_rss_mb"] > 0 and m["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_sft_saves_adapter_tokenizer_template_and_card(sft_metrics, shared_runs):
+    adapter = shared_runs / "tiny" / "sft" / "adapter"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md"):
+        assert (adapter / name).exists(), name
+    tok_cfg = json.loads((adapter / "tokenizer_config.json").read_text())
+    template = tok_cfg.get("chat_template") or (adapter / "chat_template.jinja").read_text()
+    assert "enable_thinking" in template
+    card = (adapter / "README.md").read_text()
+    assert "not medical advice" in card.lower() and "not validated for clinical use" in card
+    assert (shared_runs / "tiny" / "sft" / "recipe.yaml").exists()
+
+
+@pytest.mark.slow
+def test_interrupted_sft_resumes_instead_of_restarting(runs_dir):
+    sets = ["--set", "sft.trainer.max_steps=40", "--set", "sft.trainer.save_steps=10",
+            "--set", "sft.trainer.eval_steps=20", "--set", "sft.format_check_questions=2"]
+    assert kit("data", "--recipe", "tiny").returncode == 0
+    ckpts = runs_dir / "tiny" / "sft" / "checkpoints"
+    proc = subprocess.Popen([sys.executable, "-m", "kit", "sft", "--recipe", "tiny", *sets],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(ckpts.glob("checkpoint-20/trainer_state.json")) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
+    proc.wait()
+    assert not (runs_dir / "tiny" / "sft" / "metrics.json").exists()
+    done = kit("sft", "--recipe", "tiny", *sets)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stdout
+    m = json.loads((runs_dir / "tiny" / "sft" / "metrics.json").read_text())
+    assert m["resumed_from"] in ("checkpoint-20", "checkpoint-30") and m["steps"] == 40
+    # a changed recipe does not resume from the old run's checkpoints
+    again = kit("sft", "--recipe", "tiny", *sets, "--set", "lora.r=8", "--set", "sft.trainer.max_steps=10")
+    assert again.returncode == 0 and "starting afresh" in again.stdout and "resuming" not in again.stdout
+
+
+@pytest.mark.slow
+def test_four_bit_path_trains_on_cpu(runs_dir):
+    from kit import data, sft
+
+    recipe = load_recipe("tiny", ["model.load_in_4bit=true", "sft.trainer.max_steps=3", "sft.trainer.eval_strategy=no",
+                                  "sft.format_check_questions=1", "sft.format_check_max_new_tokens=8"])
+    data.run(recipe)
+    session = sft.prepare(recipe)
+    assert any(type(m).__name__ == "Linear4bit" for m in session.loaded.model.modules())
+    m = sft.train(session)
+    assert m["steps"] == 3 and m["train_loss_first"] > 0
+
+
+def test_capacity_is_checked_before_loading(runs_dir):
+    proc = kit("sft", "--recipe", "qwen3.6-27b-grpo", "--set", "data.sft=[{path: 'bundled:medical_o1_sft_en'}]")
+    assert proc.returncode == 2
+    assert "needs a CUDA GPU" in proc.stderr or "needs about" in proc.stderr
+
+
+def test_missing_data_stage_names_the_command(runs_dir):
+    proc = kit("sft", "--recipe", "tiny")
+    assert proc.returncode == 2 and "python -m kit data --recipe tiny" in proc.stderr
