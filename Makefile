@@ -35,6 +35,7 @@ endif
 smoke: setup
 	$(PY) -m kit data --recipe tiny $(SETS)
 	$(PY) -m kit sft --recipe tiny $(SETS)
+	$(PY) -m kit rl --recipe tiny $(SETS)
 
 test: setup
 	$(PY) -m pytest -q
@@ -51,6 +52,7 @@ workshop: RECIPE = workshop
 train-4b train-27b workshop: setup
 	$(PY) -m kit data --recipe $(RECIPE) $(SETS)
 	$(PY) -m kit sft --recipe $(RECIPE) $(SETS)
+	$(PY) -m kit rl --recipe $(RECIPE) $(SETS)
 
 bench: setup
 	$(PY) bench/bench_data.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -60,6 +61,22 @@ def require(recipe: Recipe, stage: str, filename: str) -> Path:
             f"{path} is missing: run `python -m kit {stage} --recipe {recipe.name}` first"
         )
     return path
+
+
+def fresh_checkpoints(ckpt_dir: Path, recipe: Recipe) -> None:
+    """Checkpoints of another resolved recipe are not resumed from: they are removed, with a notice."""
+    stamp = ckpt_dir / "recipe_hash"
+    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != recipe.hash()):
+        print(f"[kit] {ckpt_dir} holds checkpoints of another recipe version: starting afresh")
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(recipe.hash())
+
+
+def last_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest complete checkpoint (one whose trainer state was written), or None."""
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
 class Timer:

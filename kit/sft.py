@@ -9,7 +9,6 @@ template, model card), `checkpoints/` (resumed from when re-run after an interru
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from .formatting import adherence
 from .generation import generate
 from .modeling import UNSLOTH, Loaded, check_capacity, load_model, peak_memory_mb, precision_args
 from .recipe import Recipe, RecipeError, check_trainer_keys
-from .runs import Timer, require, start_stage, write_metrics
+from .runs import Timer, fresh_checkpoints, last_checkpoint, require, start_stage, write_metrics
 
 
 def build_config(recipe: Recipe, output_dir: Path):
@@ -46,12 +45,6 @@ def format_check(model, tokenizer, questions: list[str], recipe: Recipe, end: st
     return adherence(outs), outs
 
 
-def last_checkpoint(ckpt_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-
-
 def loss_history(log_history: list[dict]) -> dict:
     train = [{"step": h["step"], "loss": h["loss"]} for h in log_history if "loss" in h]
     val = [{"step": h["step"], "loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
@@ -72,16 +65,6 @@ class SFTSession:
     resume: str | None
     train_rows: int
     val_rows: int
-
-
-def fresh_checkpoints(ckpt_dir: Path, recipe: Recipe) -> None:
-    """Checkpoints of another resolved recipe are not resumed from: they are removed, with a notice."""
-    stamp = ckpt_dir / "recipe_hash"
-    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != recipe.hash()):
-        print(f"[kit] {ckpt_dir} holds checkpoints of another recipe version: starting afresh")
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(recipe.hash())
 
 
 def prepare(recipe: Recipe) -> SFTSession:
