@@ -148,6 +148,9 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
     if four_bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            # Qwen3.5's per-head gate projections are a few rows wide: too small to quantise
+            # (bitsandbytes' CPU kernel needs blocks of rows), and negligible in memory.
+            llm_int8_skip_modules=["lm_head", "in_proj_a", "in_proj_b"],
             bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or device == "cuda" else torch.float32,
         )
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

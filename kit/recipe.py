@@ -210,7 +210,10 @@ def _set_dotted(d: dict, dotted: str, value) -> None:
 
 
 def _parse_value(text: str):
-    """YAML value, with numbers like `3e-3` (a string to YAML 1.1) read as floats."""
+    """YAML value, with numbers like `3e-3` (a string to YAML 1.1) read as floats, and yes/no/on/off
+    kept as words (TRL takes `eval_strategy=no`); booleans are written true/false."""
+    if text.strip().lower() in {"yes", "no", "on", "off", "y", "n"}:
+        return text.strip()
     value = yaml.safe_load(text)
     if isinstance(value, str):
         try:

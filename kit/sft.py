@@ -139,7 +139,7 @@ def train(session: SFTSession) -> dict:
     write_metrics(out, metrics)
     (adapter_dir / "README.md").write_text(model_card(recipe, "sft", metrics), encoding="utf-8")
     print(f"[kit] sft done: {steps} steps in {metrics['seconds']} s; train loss "
-          f"{metrics['train_loss_first']:.3f} → {metrics['train_loss_last']:.3f}; adapter → {adapter_dir}")
+          f"{metrics['train_loss_first']} → {metrics['train_loss_last']}; adapter → {adapter_dir}")
     return metrics
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,3 +31,12 @@ def shared_runs(tmp_path_factory):
         os.environ.pop("KIT_RUNS_DIR", None)
     else:
         os.environ["KIT_RUNS_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def sft_metrics(shared_runs):
+    """The tiny recipe's data and SFT stages, run once through the CLI like a user would."""
+    for stage in ("data", "sft"):
+        proc = subprocess.run([sys.executable, "-m", "kit", stage, "--recipe", "tiny"], capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((shared_runs / "tiny" / "sft" / "metrics.json").read_text())

@@ -13,15 +13,6 @@ def kit(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "kit", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def sft_metrics(shared_runs):
-    """The tiny recipe's data and SFT stages, run once through the CLI like a user would."""
-    for stage in ("data", "sft"):
-        proc = kit(stage, "--recipe", "tiny")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((shared_runs / "tiny" / "sft" / "metrics.json").read_text())
-
-
 @pytest.mark.slow
 def test_tiny_sft_really_learns(sft_metrics):
     m = sft_metrics
@@ -76,6 +67,7 @@ def test_four_bit_path_trains_on_cpu(runs_dir):
     from kit import data, sft
 
     recipe = load_recipe("tiny", ["model.load_in_4bit=true", "sft.trainer.max_steps=3", "sft.trainer.eval_strategy=no",
+                                  "sft.trainer.logging_steps=1",
                                   "sft.format_check_questions=1", "sft.format_check_max_new_tokens=8"])
     data.run(recipe)
     session = sft.prepare(recipe)

@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fake_openai import FakeOpenAI
+from kit import rl
+from kit.recipe import RecipeError, load_recipe
+
+FAST = ["rl.trainer.max_steps=4", "rl.trainer.max_completion_length=48", "rl.trainer.save_steps=2"]
+
+
+def test_algorithm_maps_to_importance_sampling_level(tmp_path):
+    gspo = rl.build_config(load_recipe("tiny"), tmp_path)
+    assert gspo.importance_sampling_level == "sequence" and gspo.loss_type == "grpo"
+    assert gspo.epsilon == pytest.approx(3e-4) and gspo.epsilon_high == pytest.approx(4e-4)
+    # slightly off-policy, which is where GSPO differs from GRPO
+    assert gspo.steps_per_generation > gspo.gradient_accumulation_steps
+    grpo = rl.build_config(load_recipe("tiny", ["rl.algorithm=grpo"]), tmp_path)
+    assert grpo.importance_sampling_level == "token"
+    with pytest.raises(RecipeError, match="contradicts"):
+        rl.build_config(load_recipe("tiny", ["rl.trainer.importance_sampling_level=token"]), tmp_path)
+    with pytest.raises(RecipeError, match="rl.algorithm"):
+        rl.build_config(load_recipe("tiny", ["rl.algorithm=ppo"]), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["tiny", "qwen3.5-4b-gspo", "qwen3.6-27b-grpo", "workshop"])
+def test_every_recipe_builds_its_grpo_config(name, tmp_path):
+    cfg = rl.build_config(load_recipe(name), tmp_path)
+    assert cfg.importance_sampling_level == {"gspo": "sequence", "grpo": "token"}[load_recipe(name).rl.algorithm]
+
+
+def test_unknown_reward_name():
+    with pytest.raises(RecipeError, match="rl.reward_weights.style"):
+        rl.build_rewards(load_recipe("tiny", ["rl.reward_weights={format: 1, style: 1}"]), None)
+
+
+def run_rl(shared_runs, *sets):
+    proc = subprocess.run([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sum((["--set", s] for s in sets), [])],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((shared_runs / "tiny" / "rl" / "metrics.json").read_text()), proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm, level", [("gspo", "sequence"), ("grpo", "token")])
+def test_rl_runs_from_the_sft_adapter(sft_metrics, shared_runs, algorithm, level):
+    m, proc = run_rl(shared_runs, f"rl.algorithm={algorithm}", *FAST)
+    assert m["algorithm"] == algorithm and m["importance_sampling_level"] == level
+    assert m["start_adapter"] == "sft/adapter" and m["steps"] == 4
+    assert m["rewards_finite"] and m["reward_history"]
+    assert all("rewards/format_reward/mean" in h and "rewards/judge/mean" in h for h in m["reward_history"])
+    assert m["adapter_max_abs_change"] > 0, "the adapter did not change"
+    assert (shared_runs / "tiny" / "rl" / "adapter" / "adapter_model.safetensors").exists()
+    card = (shared_runs / "tiny" / "rl" / "adapter" / "README.md").read_text()
+    assert "not medical advice" in card.lower()
+    assert m["judge"]["preset"] == "rule" and m["judge"]["ledger"]["calls"] == 0
+
+
+@pytest.mark.slow
+def test_rl_with_a_remote_judge_over_http(sft_metrics, shared_runs):
+    """The GRPOTrainer's rewards come from a real OpenAI-compatible server, reasoning never sent."""
+    from kit.formatting import THINK_CLOSE
+
+    with FakeOpenAI() as server:
+        recipe = load_recipe("tiny", [*FAST, "rl.trainer.max_steps=2", "rl.judge.preset=openai-compatible",
+                                      f"rl.judge.base_url={server.url}", "rl.judge.model=fake-judge",
+                                      "rl.trainer.temperature=0.3"])
+        session = rl.prepare(recipe)
+        m = rl.train(session)
+    counts = m["judge"]["reward_counts"]
+    assert counts["graded"] + counts["broken_format"] == 2 * 8
+    assert m["judge"]["ledger"]["calls"] == server.requests
+    assert server.requests == counts["graded"] - m["judge"]["ledger"]["cache_hits"]
+    assert all(THINK_CLOSE not in json.dumps(b) for b in server.bodies)
