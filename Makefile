@@ -50,6 +50,7 @@ train-4b: RECIPE = qwen3.5-4b-gspo
 train-27b: RECIPE = qwen3.6-27b-grpo
 workshop: RECIPE = workshop
 train-4b train-27b workshop: setup
+	$(PY) -m kit check --recipe $(RECIPE) $(SETS)
 	$(PY) -m kit data --recipe $(RECIPE) $(SETS)
 	$(PY) -m kit sft --recipe $(RECIPE) $(SETS)
 	$(PY) -m kit rl --recipe $(RECIPE) $(SETS)

@@ -21,6 +21,17 @@ STAGES = {
 }
 
 
+def preflight(recipe) -> int:
+    """Fail before any download or training when the machine or the environment cannot run the recipe."""
+    from .judge import Judge
+    from .modeling import check_capacity, pick_end
+
+    check_capacity(recipe)
+    judge = Judge(recipe.rl.judge)
+    print(f"[kit] {recipe.name}: OK on the {pick_end()} end; judge {judge!r}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     sub.add_parser("recipes", help="list the shipped recipes")
+    p = sub.add_parser("check", help="can this machine run the recipe? (GPU memory, judge key) — loads nothing")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("tiny-model", help="build (or find) the built-in tiny model and print its folder")
 
     for stage, (_, help_text) in STAGES.items():
@@ -55,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             print(load_recipe(args.name, args.set).to_yaml(), end="")
             return 0
         recipe = load_recipe(args.recipe, args.set)
+        if args.command == "check":
+            return preflight(recipe)
         module = importlib.import_module(STAGES[args.command][0])
         module.run(recipe)
         return 0

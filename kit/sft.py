@@ -144,4 +144,7 @@ def train(session: SFTSession) -> dict:
 
 
 def run(recipe: Recipe) -> dict:
+    if not recipe.data.sft:
+        print(f"[kit] recipe '{recipe.name}' has no SFT data: the sft stage is skipped (rl starts from the base model)")
+        return {"skipped": True}
     return train(prepare(recipe))

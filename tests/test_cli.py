@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+
+def kit(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "kit", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_check_passes_for_tiny_and_stops_gpu_recipes_on_a_cpu():
+    ok = kit("check", "--recipe", "tiny")
+    assert ok.returncode == 0 and "OK on the transformers+peft end" in ok.stdout
+    for name in ("qwen3.5-4b-gspo", "qwen3.6-27b-grpo", "workshop"):
+        bad = kit("check", "--recipe", name)
+        assert bad.returncode == 2 and "needs a CUDA GPU" in bad.stderr and "'tiny' recipe" in bad.stderr
+
+
+def test_check_stops_when_the_judge_key_is_missing(monkeypatch):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "DEEPSEEK_API_KEY"}
+    bad = kit("check", "--recipe", "tiny", "--set", "rl.judge.preset=deepseek", env=env)
+    assert bad.returncode == 2 and "DEEPSEEK_API_KEY" in bad.stderr and "rl.judge.preset=rule" in bad.stderr
+
+
+def test_recipe_and_recipes_commands():
+    out = kit("recipe", "qwen3.5-4b-gspo", "--set", "lora.r=8").stdout
+    assert "name: qwen3.5-4b-gspo" in out and "r: 8" in out
+    assert set(kit("recipes").stdout.split()) >= {"tiny", "workshop", "qwen3.5-4b-gspo", "qwen3.6-27b-grpo"}
+
+
+def test_sft_is_skipped_for_a_recipe_without_sft_data(runs_dir):
+    from kit import sft
+    from kit.recipe import load_recipe
+
+    assert sft.run(load_recipe("tiny", ["data.sft=[]"])) == {"skipped": True}
