@@ -8,7 +8,7 @@ from fake_openai import FakeOpenAI
 from kit import rl
 from kit.recipe import RecipeError, load_recipe
 
-FAST = ["rl.trainer.max_steps=4", "rl.trainer.max_completion_length=48", "rl.trainer.save_steps=2"]
+FAST = ["rl.trainer.max_steps=4", "rl.trainer.save_steps=2"]
 
 
 def test_algorithm_maps_to_importance_sampling_level(tmp_path):
