@@ -18,6 +18,7 @@ STAGES = {
     "data": ("kit.data", "load, validate, format and measure the datasets"),
     "sft": ("kit.sft", "supervised fine-tuning (LoRA) on reasoning + answer"),
     "rl": ("kit.rl", "GSPO / GRPO with the judge reward, from the SFT adapter"),
+    "export": ("kit.export", "merge into a 16-bit base, GGUF (f16, q8_0, q4_k_m), verify each file"),
 }
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # stage errors that carry their own clear message
-        if type(e).__name__ in {"DataError", "CapacityError", "JudgeConfigError", "ExportError"}:
+        if type(e).__name__ in {"DataError", "CapacityError", "JudgeConfigError", "ExportError", "GGUFError"}:
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise

@@ -38,6 +38,7 @@ class TinyModelConfig:
     num_key_value_heads: int = 2
     head_dim: int = 64
     tokenizer_vocab_size: int = 1536  # byte-level BPE trained on the bundled samples
+    initializer_range: float = 0.02  # std of the random init (Qwen's own value)
     seed: int = 0
 
 

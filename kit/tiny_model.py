@@ -113,6 +113,7 @@ def build_config(cfg: TinyModelConfig, tokenizer):
         linear_num_value_heads=cfg.num_attention_heads,
         layer_types=["linear_attention" if (i + 1) % 2 else "full_attention" for i in range(cfg.num_hidden_layers)],
         max_position_embeddings=4096,
+        initializer_range=cfg.initializer_range,
         rope_parameters={
             "rope_type": "default",
             "rope_theta": 10_000_000.0,

@@ -1,0 +1,176 @@
+"""Export stage: merge the final adapter into a 16-bit base, convert to GGUF, quantise, verify.
+
+    python -m kit export --recipe tiny
+
+Reads `runs/<recipe>/rl/adapter/` (or `sft/adapter/` when there is no RL stage), writes
+`runs/<recipe>/export/`: `merged/` (safetensors, tokenizer, chat template, generation config with
+the recipe's sampling defaults, model card), `gguf/` (f16 plus each quantisation in the recipe,
+an Ollama `Modelfile`) and `metrics.json` with sizes, times and every verification.
+Every file written is checked; a failed check fails the stage with its reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from . import gguf
+from .cards import NOT_MEDICAL_ADVICE, model_card
+from .modeling import UNSLOTH, load_model
+from .recipe import Recipe
+from .runs import Timer, stage_dir, start_stage, write_metrics
+
+VERIFY_PROMPT = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
+# Largest |logit| difference allowed between merged weights and adapter-on-base (fp32 / 16-bit)
+LOGIT_TOLERANCE = {"float32": 1e-3, "other": 5e-2}
+# llama.cpp architecture names of the model types the recipes use
+GGUF_ARCH = {"qwen3_5_text": "qwen35", "qwen3_5": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen3": "qwen3"}
+
+
+class ExportError(RuntimeError):
+    """An export step or a verification that failed, with the reason."""
+
+
+def final_adapter(recipe: Recipe) -> Path:
+    for stage in ("rl", "sft"):
+        path = stage_dir(recipe, stage) / "adapter"
+        if (path / "adapter_config.json").exists():
+            return path
+    raise ExportError(f"no adapter to export for recipe '{recipe.name}': run "
+                      f"`python -m kit sft --recipe {recipe.name}` (and rl) first")
+
+
+def _logits(model, tokenizer):
+    import torch
+
+    text = tokenizer.apply_chat_template(VERIFY_PROMPT, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        return model(**ids).logits.float().cpu()
+
+
+def generation_config(recipe: Recipe, tokenizer):
+    from transformers import GenerationConfig
+
+    p = recipe.sampling.thinking
+    return GenerationConfig(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
+    """Merge into the base loaded in 16-bit (never 4-bit), check logits against adapter-on-base, save."""
+    loaded = load_model(recipe, adapter=adapter, trainable=False, load_in_4bit=False)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    before = _logits(model, tokenizer)
+    if out.exists():
+        shutil.rmtree(out)
+    if loaded.end == UNSLOTH:
+        model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+        from transformers import AutoModelForCausalLM
+
+        merged = AutoModelForCausalLM.from_pretrained(out, dtype=model.dtype, device_map=loaded.device)
+    else:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    merged.generation_config = generation_config(recipe, tokenizer)
+    merged.generation_config.save_pretrained(out)
+    after = _logits(merged, tokenizer)
+    diff = (before - after).abs().max().item()
+    dtype = str(merged.dtype).replace("torch.", "")
+    tol = LOGIT_TOLERANCE["float32" if dtype == "float32" else "other"]
+    if not diff <= tol:
+        raise ExportError(f"merged model disagrees with adapter-on-base: max |Δlogit| = {diff:.3g} > {tol:g}")
+    return {"end": loaded.end, "dtype": dtype, "max_abs_logit_diff": diff, "logit_tolerance": tol,
+            "model_type": merged.config.model_type}
+
+
+def modelfile(recipe: Recipe, gguf_name: str) -> str:
+    """An Ollama Modelfile: the recipe's thinking preset and a Qwen chat template opening the reasoning."""
+    p = recipe.sampling.thinking
+    return f'''# Ollama: ollama create {recipe.name} -f Modelfile
+# Not medical advice; not validated for clinical use.
+FROM ./{gguf_name}
+TEMPLATE """{{{{- range .Messages }}}}<|im_start|>{{{{ .Role }}}}
+{{{{ .Content }}}}<|im_end|>
+{{{{ end }}}}<|im_start|>assistant
+<think>
+"""
+PARAMETER temperature {p.temperature}
+PARAMETER top_p {p.top_p}
+PARAMETER top_k {p.top_k}
+PARAMETER stop <|im_end|>
+PARAMETER stop <|endoftext|>
+'''
+
+
+def verify_gguf(path: Path, expected_arch: str | None, expected_kind: str) -> dict:
+    """Metadata (architecture, tensor count and types) and a real generation through llama.cpp."""
+    info = gguf.inspect(path)
+    if expected_arch and info["architecture"] != expected_arch:
+        raise ExportError(f"{path.name}: architecture {info['architecture']!r}, expected {expected_arch!r}")
+    if not info["tensor_count"]:
+        raise ExportError(f"{path.name}: no tensors")
+    wanted = {"q4_k_m": "Q4_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K", "q8_0": "Q8_0", "f16": "F16", "q4_0": "Q4_0"}[expected_kind]
+    if wanted not in info["tensor_types"]:
+        raise ExportError(f"{path.name}: no {wanted} tensors (types: {info['tensor_types']}); the quantisation "
+                          f"fell back — tensor widths must be multiples of 256 for K-quants")
+    llm = gguf.load(path)
+    out = llm.create_chat_completion(messages=VERIFY_PROMPT, max_tokens=8, temperature=0.0)
+    text = out["choices"][0]["message"]["content"] or ""
+    tokens = out["usage"]["completion_tokens"]
+    if tokens < 1:
+        raise ExportError(f"{path.name}: llama.cpp generated nothing")
+    return {**info, "generated_tokens": tokens, "sample": text[:80]}
+
+
+def run(recipe: Recipe) -> dict:
+    out = start_stage(recipe, "export")
+    adapter = final_adapter(recipe)
+    print(f"[kit] exporting {adapter.parent.name}/adapter of recipe {recipe.name}")
+    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "adapter": f"{adapter.parent.name}/adapter"}
+    with Timer() as t:
+        merged_dir = out / "merged"
+        metrics["merge"] = merge(recipe, adapter, merged_dir)
+    metrics["merge"]["seconds"] = round(t.seconds, 2)
+    (merged_dir / "README.md").write_text(model_card(recipe, "export", metrics, extra=NOT_MEDICAL_ADVICE), encoding="utf-8")
+    print(f"[kit] merged into a {metrics['merge']['dtype']} base: max |Δlogit| vs adapter-on-base "
+          f"{metrics['merge']['max_abs_logit_diff']:.2e}")
+
+    gguf_dir = out / "gguf"
+    shutil.rmtree(gguf_dir, ignore_errors=True)
+    gguf_dir.mkdir(parents=True)
+    arch = GGUF_ARCH.get(metrics["merge"]["model_type"])
+    extra = ["--no-mtp"] if arch and arch.startswith("qwen35") else []
+    files = {}
+    with Timer() as t:
+        base = gguf.convert(merged_dir, gguf_dir / f"{recipe.name}-f16.gguf", outtype="f16", extra_args=extra)
+    files["f16"] = {"file": base.name, "seconds": round(t.seconds, 2), **verify_gguf(base, arch, "f16")}
+    for kind in recipe.export.quantizations:
+        with Timer() as t:
+            q = gguf.quantize(base, gguf_dir / f"{recipe.name}-{kind}.gguf", kind)
+        files[kind] = {"file": q.name, "seconds": round(t.seconds, 2), **verify_gguf(q, arch, kind)}
+        print(f"[kit] {q.name}: {files[kind]['bytes'] / 2**20:.2f} MiB, {files[kind]['tensor_types']}")
+    metrics["gguf"] = files
+    preferred = next((k for k in ("q4_k_m", "q8_0") if k in files), "f16")
+    (gguf_dir / "Modelfile").write_text(modelfile(recipe, files[preferred]["file"]), encoding="utf-8")
+    metrics["merged_bytes"] = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
+    if recipe.export.push_to_hub:
+        metrics["pushed_to"] = push(recipe, merged_dir, gguf_dir)
+    write_metrics(out, metrics)
+    print(f"[kit] export done → {out}")
+    return metrics
+
+
+def push(recipe: Recipe, merged_dir: Path, gguf_dir: Path) -> str:
+    """Upload the merged model and GGUF files (only when the recipe says so). The token comes from
+    the Hugging Face login or $HF_TOKEN and is never printed."""
+    from huggingface_hub import HfApi
+
+    if not recipe.export.hub_repo:
+        raise ExportError("export.push_to_hub is true but export.hub_repo is not set")
+    api = HfApi()
+    api.create_repo(recipe.export.hub_repo, exist_ok=True)
+    api.upload_folder(repo_id=recipe.export.hub_repo, folder_path=str(merged_dir))
+    api.upload_folder(repo_id=recipe.export.hub_repo, folder_path=str(gguf_dir), allow_patterns=["*.gguf", "Modelfile"])
+    return recipe.export.hub_repo

@@ -1,0 +1,125 @@
+"""GGUF tooling without cloning or building llama.cpp at run time.
+
+llama.cpp's own converter (`convert_hf_to_gguf.py`, its `conversion/` package and the `gguf-py`
+it needs) ships inside the llama-cpp-python source distribution on PyPI. We fetch the sdist of the
+installed llama-cpp-python version through pip (the package registry; cached after the first time),
+convert with it, and quantise and load with the installed llama-cpp-python, so the converter and the
+runtime that reads the file come from the same llama.cpp.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+# llama.cpp file types (llama.h: enum llama_ftype)
+FTYPES = {"q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q4_0": 2}
+
+
+class GGUFError(RuntimeError):
+    """A GGUF step that failed, with the reason."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KIT_CACHE_DIR", Path.home() / ".cache" / "medreason-kit"))
+
+
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return llama_cpp.__version__
+
+
+def converter_dir() -> Path:
+    """Folder holding llama.cpp's `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/` (fetched once)."""
+    version = llama_cpp_version()
+    target = cache_dir() / f"llama.cpp-{version}"
+    if (target / "convert_hf_to_gguf.py").exists():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q",
+             f"llama-cpp-python=={version}", "-d", tmp],
+            capture_output=True, text=True,
+        )
+        sdists = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        if proc.returncode != 0 or not sdists:
+            raise GGUFError(f"could not fetch the llama-cpp-python {version} source distribution from the "
+                            f"package registry (it holds llama.cpp's converter): {proc.stderr.strip()[-500:]}")
+        prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+        wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        with tarfile.open(sdists[0]) as tar:
+            members = [m for m in tar.getmembers()
+                       if m.name.startswith(prefix) and m.name[len(prefix):].startswith(wanted) and m.isfile()]
+            for m in members:
+                m.name = m.name[len(prefix):]
+            tar.extractall(partial, members=members, filter="data")
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return target
+
+
+def convert(model_dir: Path, out_file: Path, *, outtype: str = "f16", pre_tokenizer: str = "qwen2",
+            extra_args: list[str] | None = None) -> Path:
+    """HF folder → GGUF with llama.cpp's converter, in a subprocess (it imports its own gguf-py).
+
+    `pre_tokenizer` is used only when the converter does not recognise the tokenizer (a locally
+    trained one): llama.cpp then needs to be told which pre-tokenizer regex it was trained with.
+    """
+    tool = converter_dir()
+    cmd = [sys.executable, "-m", "kit.gguf_convert", str(tool), pre_tokenizer, "--", str(model_dir),
+           "--outfile", str(out_file), "--outtype", outtype, *(extra_args or [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode != 0 or not out_file.exists():
+        raise GGUFError(f"convert_hf_to_gguf failed for {model_dir}: {(proc.stderr or proc.stdout)[-1500:]}")
+    return out_file
+
+
+def quantize(src: Path, dst: Path, kind: str) -> Path:
+    import llama_cpp
+
+    if kind not in FTYPES:
+        raise GGUFError(f"unknown quantisation '{kind}' (known: {', '.join(FTYPES)})")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FTYPES[kind]
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0 or not dst.exists():
+        raise GGUFError(f"llama.cpp could not quantise {src.name} to {kind} (return code {rc})")
+    return dst
+
+
+def inspect(path: Path) -> dict:
+    """Architecture, tensor count and tensor types from the file's own metadata."""
+    from collections import Counter
+
+    sys.path.insert(0, str(converter_dir() / "gguf-py"))
+    try:
+        from gguf import GGUFReader
+    finally:
+        sys.path.pop(0)
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as e:
+        raise GGUFError(f"{path} is not a readable GGUF file: {type(e).__name__}: {e}") from None
+    field = reader.fields.get("general.architecture")
+    arch = bytes(field.parts[field.data[0]]).decode() if field else None
+    types = Counter(t.tensor_type.name for t in reader.tensors)
+    template = reader.fields.get("tokenizer.chat_template")
+    return {"architecture": arch, "tensor_count": len(reader.tensors), "tensor_types": dict(types),
+            "has_chat_template": template is not None, "bytes": path.stat().st_size}
+
+
+def load(path: Path, n_ctx: int = 1024):
+    import llama_cpp
+
+    try:
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), verbose=False, seed=0)
+    except Exception as e:
+        raise GGUFError(f"llama.cpp could not load {path}: {type(e).__name__}: {e}") from None
