@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. sft.trainer.max_steps=10")
 
+    p = sub.add_parser("serve", help="OpenAI-compatible endpoint for the exported model (vLLM or llama.cpp)")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--quant", default=None, help="GGUF to serve on the llama.cpp end (default q4_k_m)")
+
     args = parser.parse_args(argv)
     from .recipe import RecipeError, available, load_recipe
 
@@ -72,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe, args.set)
         if args.command == "check":
             return preflight(recipe)
+        if args.command == "serve":
+            from .serve import serve
+
+            serve(recipe, args.host, args.port, args.quant)
+            return 0
         module = importlib.import_module(STAGES[args.command][0])
         module.run(recipe)
         return 0

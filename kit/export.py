@@ -104,8 +104,12 @@ PARAMETER stop <|endoftext|>
 '''
 
 
-def verify_gguf(path: Path, expected_arch: str | None, expected_kind: str) -> dict:
-    """Metadata (architecture, tensor count and types) and a real generation through llama.cpp."""
+TOKENIZER_PROBE = "Opioid overdose? 答案是纳洛酮。 It's 3.5 mg, don't!\n\n  <|im_start|>user\n<think>x</think>"
+
+
+def verify_gguf(path: Path, expected_arch: str | None, expected_kind: str, tokenizer=None) -> dict:
+    """Metadata (architecture, tensor count and types), tokenisation identical to the HF tokenizer,
+    and a real generation with the embedded chat template, through llama.cpp."""
     info = gguf.inspect(path)
     if expected_arch and info["architecture"] != expected_arch:
         raise ExportError(f"{path.name}: architecture {info['architecture']!r}, expected {expected_arch!r}")
@@ -116,12 +120,21 @@ def verify_gguf(path: Path, expected_arch: str | None, expected_kind: str) -> di
         raise ExportError(f"{path.name}: no {wanted} tensors (types: {info['tensor_types']}); the quantisation "
                           f"fell back — tensor widths must be multiples of 256 for K-quants")
     llm = gguf.load(path)
-    out = llm.create_chat_completion(messages=VERIFY_PROMPT, max_tokens=8, temperature=0.0)
+    try:
+        if tokenizer is not None:
+            ours = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+            theirs = llm.tokenize(TOKENIZER_PROBE.encode(), add_bos=False, special=True)
+            if ours != theirs:
+                raise ExportError(f"{path.name}: llama.cpp tokenises differently from the model's tokenizer "
+                                  f"({len(theirs)} vs {len(ours)} tokens): wrong pre-tokenizer?")
+        out = llm.create_chat_completion(messages=VERIFY_PROMPT, max_tokens=8, temperature=0.0)
+    finally:
+        llm.close()
     text = out["choices"][0]["message"]["content"] or ""
     tokens = out["usage"]["completion_tokens"]
     if tokens < 1:
         raise ExportError(f"{path.name}: llama.cpp generated nothing")
-    return {**info, "generated_tokens": tokens, "sample": text[:80]}
+    return {**info, "tokenizer_matches": tokenizer is not None, "generated_tokens": tokens, "sample": text[:80]}
 
 
 def run(recipe: Recipe) -> dict:
@@ -145,11 +158,14 @@ def run(recipe: Recipe) -> dict:
     files = {}
     with Timer() as t:
         base = gguf.convert(merged_dir, gguf_dir / f"{recipe.name}-f16.gguf", outtype="f16", extra_args=extra)
-    files["f16"] = {"file": base.name, "seconds": round(t.seconds, 2), **verify_gguf(base, arch, "f16")}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    files["f16"] = {"file": base.name, "seconds": round(t.seconds, 2), **verify_gguf(base, arch, "f16", tokenizer)}
     for kind in recipe.export.quantizations:
         with Timer() as t:
             q = gguf.quantize(base, gguf_dir / f"{recipe.name}-{kind}.gguf", kind)
-        files[kind] = {"file": q.name, "seconds": round(t.seconds, 2), **verify_gguf(q, arch, kind)}
+        files[kind] = {"file": q.name, "seconds": round(t.seconds, 2), **verify_gguf(q, arch, kind, tokenizer)}
         print(f"[kit] {q.name}: {files[kind]['bytes'] / 2**20:.2f} MiB, {files[kind]['tensor_types']}")
     metrics["gguf"] = files
     preferred = next((k for k in ("q4_k_m", "q8_0") if k in files), "f16")
