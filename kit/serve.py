@@ -75,6 +75,11 @@ def create_app(recipe: Recipe, gguf_path: Path, tokenizer_dir: Path, n_ctx: int 
     model_id = recipe.name
     app = FastAPI(title=f"medreason-kit · {recipe.name} (not medical advice)")
 
+    @app.exception_handler(HTTPException)
+    def openai_error(request, exc: HTTPException):  # the shape the openai client reads its message from
+        return JSONResponse({"error": {"message": exc.detail, "type": "invalid_request_error", "code": exc.status_code}},
+                            status_code=exc.status_code)
+
     @app.get("/v1/models")
     def models():
         return {"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": "medreason-kit"}]}

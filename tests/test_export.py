@@ -1,0 +1,93 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kit import export, gguf
+
+
+@pytest.fixture(scope="session")
+def export_metrics(sft_metrics, shared_runs):
+    proc = subprocess.run([sys.executable, "-m", "kit", "export", "--recipe", "tiny"], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((shared_runs / "tiny" / "export" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_merged_model_equals_adapter_on_base(export_metrics, shared_runs):
+    m = export_metrics["merge"]
+    assert m["dtype"] == "float32" and m["max_abs_logit_diff"] < 1e-3
+    merged = shared_runs / "tiny" / "export" / "merged"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "README.md"):
+        assert (merged / name).exists(), name
+    gen = json.loads((merged / "generation_config.json").read_text())
+    assert (gen["temperature"], gen["top_p"], gen["top_k"]) == (1.0, 0.95, 20)
+    assert "not medical advice" in (merged / "README.md").read_text().lower()
+
+
+@pytest.mark.slow
+def test_each_gguf_loads_generates_and_q4_k_m_is_a_real_k_quant(export_metrics, shared_runs):
+    files = export_metrics["gguf"]
+    assert set(files) == {"f16", "q8_0", "q4_k_m"}
+    for kind, info in files.items():
+        assert info["architecture"] == "qwen35" and info["tensor_count"] > 0
+        assert info["generated_tokens"] >= 1 and info["tokenizer_matches"] and info["has_chat_template"]
+    assert "Q4_K" in files["q4_k_m"]["tensor_types"] and "Q8_0" in files["q8_0"]["tensor_types"]
+    assert files["q4_k_m"]["bytes"] < files["q8_0"]["bytes"] < files["f16"]["bytes"]
+    # the file on disk, read again independently of the stage's own metrics
+    info = gguf.inspect(shared_runs / "tiny" / "export" / "gguf" / files["q4_k_m"]["file"])
+    assert info["tensor_types"].get("Q4_K", 0) >= 10
+    modelfile = (shared_runs / "tiny" / "export" / "gguf" / "Modelfile").read_text()
+    assert f"FROM ./{files['q4_k_m']['file']}" in modelfile and "PARAMETER top_k 20" in modelfile
+
+
+@pytest.mark.slow
+def test_server_answers_the_openai_client_with_thinking_on_and_off(export_metrics):
+    from openai import OpenAI
+
+    from kit.serve import Server
+
+    with Server("tiny") as url:
+        client = OpenAI(base_url=url, api_key="unused")
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        q = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
+        on = client.chat.completions.create(model="tiny", messages=q, max_tokens=48, seed=0)
+        assert "reasoning_content" in on.choices[0].message.model_extra
+        off = client.chat.completions.create(model="tiny", messages=q, max_tokens=24, seed=0,
+                                             extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        assert "reasoning_content" not in (off.choices[0].message.model_extra or {})
+        assert off.usage.completion_tokens >= 1
+        chunks = list(client.chat.completions.create(model="tiny", messages=q, max_tokens=32, stream=True))
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+        too_long = client.with_options(max_retries=0).chat.completions
+        with pytest.raises(Exception, match="exceeds the context"):
+            too_long.create(model="tiny", messages=q, max_tokens=100_000)
+
+
+def test_split_reasoning_table():
+    from kit.serve import split_reasoning
+
+    assert split_reasoning("why\n</think>\n\nNaloxone", True) == ("why", "Naloxone")
+    assert split_reasoning("still thinking", True) == ("still thinking", "")
+    assert split_reasoning("Naloxone", False) == (None, "Naloxone")
+
+
+def test_corrupted_gguf_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(gguf.GGUFError, match="broken.gguf"):
+        gguf.inspect(bad)
+    with pytest.raises(gguf.GGUFError, match="could not load"):
+        gguf.load(bad)
+
+
+def test_missing_adapter_is_a_clear_error(runs_dir):
+    proc = subprocess.run([sys.executable, "-m", "kit", "export", "--recipe", "tiny"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no adapter to export" in proc.stderr and "kit sft --recipe tiny" in proc.stderr
+
+
+def test_unknown_quantisation(tmp_path):
+    with pytest.raises(gguf.GGUFError, match="unknown quantisation 'q3'"):
+        gguf.quantize(tmp_path / "a.gguf", tmp_path / "b.gguf", "q3")
