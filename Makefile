@@ -11,12 +11,13 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 STAMP := $(VENV)/.installed$(if $(HAS_GPU),-gpu,)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup smoke test test-fast data sft rl train-4b train-27b workshop gpu-check bench clean help
+PHONY_STAGES := data sft rl export
+.PHONY: setup smoke test test-fast $(PHONY_STAGES) serve train-4b train-27b workshop gpu-check bench clean help
 
 help:
 	@echo "make smoke   - whole pipeline on the tiny recipe (CPU, offline)"
 	@echo "make test    - unit tests + every notebook under nbval (CPU)"
-	@echo "make data|sft|rl RECIPE=name [SET='key=value ...']  - one stage"
+	@echo "make data|sft|rl|export|serve RECIPE=name [SET='key=value ...']  - one stage"
 	@echo "make train-4b | train-27b | workshop  - the GPU recipes"
 
 setup: $(STAMP)
@@ -32,10 +33,11 @@ endif
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
+FORCE_FLAG := $(if $(FORCE),--force,)
+
+# Stages already up to date for the same resolved recipe are skipped; FORCE=1 reruns them.
 smoke: setup
-	$(PY) -m kit data --recipe tiny $(SETS)
-	$(PY) -m kit sft --recipe tiny $(SETS)
-	$(PY) -m kit rl --recipe tiny $(SETS)
+	$(PY) -m kit pipeline --recipe tiny $(SETS) $(FORCE_FLAG)
 
 test: setup
 	$(PY) -m pytest -q
@@ -43,20 +45,23 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-data sft rl: setup
+data sft rl export: setup
 	$(PY) -m kit $@ --recipe $(RECIPE) $(SETS)
+
+serve: setup
+	$(PY) -m kit serve --recipe $(RECIPE) $(SETS)
 
 train-4b: RECIPE = qwen3.5-4b-gspo
 train-27b: RECIPE = qwen3.6-27b-grpo
 workshop: RECIPE = workshop
 train-4b train-27b workshop: setup
 	$(PY) -m kit check --recipe $(RECIPE) $(SETS)
-	$(PY) -m kit data --recipe $(RECIPE) $(SETS)
-	$(PY) -m kit sft --recipe $(RECIPE) $(SETS)
-	$(PY) -m kit rl --recipe $(RECIPE) $(SETS)
+	$(PY) -m kit pipeline --recipe $(RECIPE) $(SETS) $(FORCE_FLAG)
 
 bench: setup
 	$(PY) bench/bench_data.py
+	$(PY) bench/bench_judge.py
+	$(PY) bench/bench_sft.py
 
 clean:
 	rm -rf runs

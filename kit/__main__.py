@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. sft.trainer.max_steps=10")
 
+    p = sub.add_parser("pipeline", help="every stage in order, skipping those up to date; writes summary.md")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+
     p = sub.add_parser("serve", help="OpenAI-compatible endpoint for the exported model (vLLM or llama.cpp)")
     p.add_argument("--recipe", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -79,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe, args.set)
         if args.command == "check":
             return preflight(recipe)
+        if args.command == "pipeline":
+            from .pipeline import run as run_pipeline
+
+            run_pipeline(recipe, force=args.force)
+            return 0
         if args.command == "serve":
             from .serve import serve
 

@@ -1,0 +1,107 @@
+"""The whole pipeline, stage after stage, with a summary at the end.
+
+    python -m kit pipeline --recipe tiny [--force]
+
+A stage whose `metrics.json` was written for the same resolved recipe is skipped, unless an earlier
+stage ran again in this invocation or `--force` (make: FORCE=1) is given; an interrupted stage
+resumes from its last checkpoint. Writes `runs/<recipe>/summary.md` with the loss and reward curves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+
+from .cards import NOT_MEDICAL_ADVICE
+from .recipe import Recipe
+from .runs import runs_root, stage_dir
+
+STAGES = ["data", "sft", "rl", "export"]
+
+
+def is_done(recipe: Recipe, stage: str) -> bool:
+    path = stage_dir(recipe, stage) / "metrics.json"
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()).get("recipe_hash") == recipe.hash()
+    except json.JSONDecodeError:
+        return False
+
+
+def run(recipe: Recipe, force: bool = False) -> dict:
+    from .modeling import check_capacity
+
+    check_capacity(recipe)
+    times, status = {}, {}
+    rerun_downstream = force
+    t0 = time.perf_counter()
+    for stage in STAGES:
+        if stage == "sft" and not recipe.data.sft:
+            status[stage] = "not in recipe"
+            continue
+        if not rerun_downstream and is_done(recipe, stage):
+            status[stage] = "skipped (up to date)"
+            print(f"[kit] {stage}: up to date for recipe hash {recipe.hash()}, skipped (FORCE=1 reruns it)")
+            continue
+        start = time.perf_counter()
+        importlib.import_module(f"kit.{stage}").run(recipe)
+        times[stage] = round(time.perf_counter() - start, 1)
+        status[stage] = "ran"
+        rerun_downstream = True  # everything after a stage that ran depends on its new outputs
+    total = round(time.perf_counter() - t0, 1)
+    summary = write_summary(recipe, times, status, total)
+    print(f"[kit] pipeline done in {total} s; summary → {summary}")
+    print(summary.read_text())
+    return {"times": times, "status": status, "total_seconds": total, "summary": str(summary)}
+
+
+def _size(path: Path) -> str:
+    n = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    return f"{n / 2**20:.1f} MiB"
+
+
+def write_summary(recipe: Recipe, times: dict, status: dict, total: float) -> Path:
+    from .plots import loss_curve, reward_curve
+
+    root = runs_root() / recipe.name
+    metrics = {s: json.loads((stage_dir(recipe, s) / "metrics.json").read_text())
+               for s in STAGES if (stage_dir(recipe, s) / "metrics.json").exists()}
+    lines = [f"# Run summary · `{recipe.name}`", "", NOT_MEDICAL_ADVICE, "",
+             f"- Recipe hash `{recipe.hash()}`; base model `{recipe.model.name_or_path}`; total {total} s this invocation.",
+             "", "| stage | status | seconds | end | key figures |", "|---|---|---|---|---|"]
+    for s in STAGES:
+        m = metrics.get(s, {})
+        figures = {
+            "data": lambda: f"SFT rows {m['sft']['kept']} (train {m['sft']['train']}, val {m['sft']['val']})" if "sft" in m else "",
+            "sft": lambda: f"loss {m['train_loss_first']:.3f} → {m['train_loss_last']:.3f}; format adherence "
+                           f"{m['format_adherence_before']:.2f} → {m['format_adherence_after']:.2f}",
+            "rl": lambda: f"{m['algorithm'].upper()}: reward {m['reward_first']:.3f} → {m['reward_last']:.3f}; judge "
+                          f"{m['judge']['preset']}, {m['judge']['ledger']['calls']} calls",
+            "export": lambda: f"max Δlogit {m['merge']['max_abs_logit_diff']:.1e}; GGUF: " +
+                              ", ".join(f"{k} {v['bytes'] / 2**20:.1f} MiB" for k, v in m['gguf'].items()),
+        }[s]
+        try:
+            fig = figures() if m else ""
+        except (KeyError, TypeError):
+            fig = ""
+        lines.append(f"| {s} | {status.get(s, '-')} | {times.get(s, m.get('seconds', '-'))} | {m.get('end', '-')} | {fig} |")
+    if "sft" in metrics:
+        loss_curve(metrics["sft"]["loss_history"], root / "loss.png")
+        lines += ["", "![loss](loss.png)"]
+    if "rl" in metrics and metrics["rl"]["reward_history"]:
+        reward_curve(metrics["rl"]["reward_history"], root / "reward.png")
+        lines += ["", "![reward](reward.png)"]
+    lines += ["", "## Artefacts", "", "| artefact | path | size |", "|---|---|---|"]
+    for label, path in [("SFT adapter", stage_dir(recipe, "sft") / "adapter"),
+                        ("RL adapter", stage_dir(recipe, "rl") / "adapter"),
+                        ("merged model", stage_dir(recipe, "export") / "merged"),
+                        *[(f"GGUF {k}", stage_dir(recipe, "export") / "gguf" / v["file"])
+                          for k, v in metrics.get("export", {}).get("gguf", {}).items()]]:
+        if path.exists():
+            lines.append(f"| {label} | `{path.relative_to(runs_root())}` | {_size(path)} |")
+    out = root / "summary.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
