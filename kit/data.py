@@ -251,7 +251,7 @@ def run(recipe: Recipe) -> dict:
     out = start_stage(recipe, "data")
     tokenizer = load_tokenizer(recipe)
     max_len = recipe.model.max_seq_length
-    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash()}
+    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("data")}
     with Timer() as t:
         kinds = {"sft": recipe.data.sft, "rl": recipe.data.rl, "mcq": recipe.data.eval}
         files = {"sft": None, "rl": "rl.jsonl", "mcq": "eval.jsonl"}

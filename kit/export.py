@@ -141,7 +141,7 @@ def run(recipe: Recipe) -> dict:
     out = start_stage(recipe, "export")
     adapter = final_adapter(recipe)
     print(f"[kit] exporting {adapter.parent.name}/adapter of recipe {recipe.name}")
-    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "adapter": f"{adapter.parent.name}/adapter"}
+    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("export"), "adapter": f"{adapter.parent.name}/adapter"}
     with Timer() as t:
         merged_dir = out / "merged"
         metrics["merge"] = merge(recipe, adapter, merged_dir)

@@ -26,7 +26,7 @@ def is_done(recipe: Recipe, stage: str) -> bool:
     if not path.exists():
         return False
     try:
-        return json.loads(path.read_text()).get("recipe_hash") == recipe.hash()
+        return json.loads(path.read_text()).get("stage_hash") == recipe.stage_hash(stage)
     except json.JSONDecodeError:
         return False
 
@@ -44,7 +44,8 @@ def run(recipe: Recipe, force: bool = False) -> dict:
             continue
         if not rerun_downstream and is_done(recipe, stage):
             status[stage] = "skipped (up to date)"
-            print(f"[kit] {stage}: up to date for recipe hash {recipe.hash()}, skipped (FORCE=1 reruns it)")
+            print(f"[kit] {stage}: up to date ({stage} settings hash {recipe.stage_hash(stage)}), skipped "
+                  f"(FORCE=1 reruns it)")
             continue
         start = time.perf_counter()
         importlib.import_module(f"kit.{stage}").run(recipe)

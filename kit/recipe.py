@@ -162,9 +162,22 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def hash(self) -> str:
-        """Stable hash of the resolved recipe: a stage whose inputs match can be skipped."""
+        """Stable hash of the whole resolved recipe."""
         blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def stage_hash(self, stage: str) -> str:
+        """Hash of what a stage's outputs depend on (its sections and every earlier stage's), so that
+        changing RL settings does not make the SFT stage out of date."""
+        upto = STAGE_SECTIONS[: [s for s, _ in STAGE_SECTIONS].index(stage) + 1]
+        d = self.to_dict()
+        sections = {k: d[k] for _, keys in upto for k in keys}
+        return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Stages in order, each with the recipe sections it adds to what the earlier ones read.
+STAGE_SECTIONS = [("data", ["model", "data"]), ("sft", ["lora", "sft"]), ("rl", ["rl"]),
+                  ("export", ["export", "sampling"]), ("eval", ["eval"])]
 
 
 def _build(cls, data, where: str):

@@ -90,7 +90,7 @@ def prepare(recipe: Recipe) -> RLSession:
     if recipe.data.sft:
         adapter = require(recipe, "sft", "adapter/adapter_config.json").parent
     ckpt_dir = out / "checkpoints"
-    fresh_checkpoints(ckpt_dir, recipe)
+    fresh_checkpoints(ckpt_dir, recipe, "rl")
     config = build_config(recipe, ckpt_dir)
     funcs, weights, judge_reward = build_rewards(recipe, out / "judge_cache.sqlite")
     config.reward_weights = weights
@@ -148,7 +148,7 @@ def train(session: RLSession) -> dict:
     rewards = [h["reward"] for h in history]
     steps = trainer.state.global_step
     metrics = {
-        "recipe": recipe.name, "recipe_hash": recipe.hash(), "end": session.loaded.end,
+        "recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("rl"), "end": session.loaded.end,
         "device": session.loaded.device, "algorithm": recipe.rl.algorithm,
         "importance_sampling_level": trainer.args.importance_sampling_level, "loss_type": trainer.args.loss_type,
         "start_adapter": Path(session.start_adapter).parent.name + "/adapter" if session.start_adapter else None,

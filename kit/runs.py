@@ -63,14 +63,14 @@ def require(recipe: Recipe, stage: str, filename: str) -> Path:
     return path
 
 
-def fresh_checkpoints(ckpt_dir: Path, recipe: Recipe) -> None:
-    """Checkpoints of another resolved recipe are not resumed from: they are removed, with a notice."""
-    stamp = ckpt_dir / "recipe_hash"
-    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != recipe.hash()):
-        print(f"[kit] {ckpt_dir} holds checkpoints of another recipe version: starting afresh")
+def fresh_checkpoints(ckpt_dir: Path, recipe: Recipe, stage: str) -> None:
+    """Checkpoints made under other settings for this stage are not resumed from: they are removed."""
+    stamp, current = ckpt_dir / "stage_hash", recipe.stage_hash(stage)
+    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != current):
+        print(f"[kit] {ckpt_dir} holds checkpoints of other {stage} settings: starting afresh")
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(recipe.hash())
+    stamp.write_text(current)
 
 
 def last_checkpoint(ckpt_dir: Path) -> str | None:

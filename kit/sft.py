@@ -79,7 +79,7 @@ def prepare(recipe: Recipe) -> SFTSession:
     train_rows = read_jsonl(require(recipe, "data", "sft_train.jsonl"))
     val_rows = read_jsonl(require(recipe, "data", "sft_val.jsonl"))
     ckpt_dir = out / "checkpoints"
-    fresh_checkpoints(ckpt_dir, recipe)
+    fresh_checkpoints(ckpt_dir, recipe, "sft")
     config = build_config(recipe, ckpt_dir)
     loaded = load_model(recipe)
 
@@ -122,7 +122,7 @@ def train(session: SFTSession) -> dict:
 
     steps = trainer.state.global_step
     metrics = {
-        "recipe": recipe.name, "recipe_hash": recipe.hash(), "end": session.loaded.end,
+        "recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("sft"), "end": session.loaded.end,
         "device": session.loaded.device, "steps": steps,
         "resumed_from": Path(session.resume).name if session.resume else None,
         "seconds": round(t.seconds, 2),
