@@ -19,6 +19,7 @@ STAGES = {
     "sft": ("kit.sft", "supervised fine-tuning (LoRA) on reasoning + answer"),
     "rl": ("kit.rl", "GSPO / GRPO with the judge reward, from the SFT adapter"),
     "export": ("kit.export", "merge into a 16-bit base, GGUF (f16, q8_0, q4_k_m), verify each file"),
+    "eval": ("kit.evaluate", "base vs SFT vs RL vs GGUF on the same items, with 95% intervals"),
 }
 
 

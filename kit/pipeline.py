@@ -18,7 +18,8 @@ from .cards import NOT_MEDICAL_ADVICE
 from .recipe import Recipe
 from .runs import runs_root, stage_dir
 
-STAGES = ["data", "sft", "rl", "export"]
+STAGES = ["data", "sft", "rl", "export", "eval"]
+MODULES = {"eval": "evaluate"}
 
 
 def is_done(recipe: Recipe, stage: str) -> bool:
@@ -48,7 +49,7 @@ def run(recipe: Recipe, force: bool = False) -> dict:
                   f"(FORCE=1 reruns it)")
             continue
         start = time.perf_counter()
-        importlib.import_module(f"kit.{stage}").run(recipe)
+        importlib.import_module(f"kit.{MODULES.get(stage, stage)}").run(recipe)
         times[stage] = round(time.perf_counter() - start, 1)
         status[stage] = "ran"
         rerun_downstream = True  # everything after a stage that ran depends on its new outputs
@@ -83,6 +84,8 @@ def write_summary(recipe: Recipe, times: dict, status: dict, total: float) -> Pa
                           f"{m['judge']['preset']}, {m['judge']['ledger']['calls']} calls",
             "export": lambda: f"max Δlogit {m['merge']['max_abs_logit_diff']:.1e}; GGUF: " +
                               ", ".join(f"{k} {v['bytes'] / 2**20:.1f} MiB" for k, v in m['gguf'].items()),
+            "eval": lambda: "MC accuracy " + ", ".join(f"{k} {v['mcq_accuracy']['value']:.2f}"
+                                                       for k, v in m['results'].items()),
         }[s]
         try:
             fig = figures() if m else ""
@@ -95,6 +98,9 @@ def write_summary(recipe: Recipe, times: dict, status: dict, total: float) -> Pa
     if "rl" in metrics and metrics["rl"]["reward_history"]:
         reward_curve(metrics["rl"]["reward_history"], root / "reward.png")
         lines += ["", "![reward](reward.png)"]
+    if (root / "eval" / "results.md").exists():
+        table = (root / "eval" / "results.md").read_text().split("\n", 2)[2]
+        lines += ["", "## Evaluation", "", table.strip(), "", "![accuracy](eval/accuracy.png)"]
     lines += ["", "## Artefacts", "", "| artefact | path | size |", "|---|---|---|"]
     for label, path in [("SFT adapter", stage_dir(recipe, "sft") / "adapter"),
                         ("RL adapter", stage_dir(recipe, "rl") / "adapter"),

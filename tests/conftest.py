@@ -40,3 +40,11 @@ def sft_metrics(shared_runs):
         proc = subprocess.run([sys.executable, "-m", "kit", stage, "--recipe", "tiny"], capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((shared_runs / "tiny" / "sft" / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def export_metrics(sft_metrics, shared_runs):
+    proc = subprocess.run([sys.executable, "-m", "kit", "export", "--recipe", "tiny"], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((shared_runs / "tiny" / "export" / "metrics.json").read_text())

@@ -7,14 +7,6 @@ import pytest
 from kit import export, gguf
 
 
-@pytest.fixture(scope="session")
-def export_metrics(sft_metrics, shared_runs):
-    proc = subprocess.run([sys.executable, "-m", "kit", "export", "--recipe", "tiny"], capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((shared_runs / "tiny" / "export" / "metrics.json").read_text())
-
-
 @pytest.mark.slow
 def test_merged_model_equals_adapter_on_base(export_metrics, shared_runs):
     m = export_metrics["merge"]

@@ -8,7 +8,8 @@ from kit.recipe import load_recipe
 
 FAST = ["sft.trainer.max_steps=20", "sft.trainer.eval_steps=10", "sft.trainer.save_steps=10",
         "sft.format_check_questions=2", "sft.format_check_max_new_tokens=16",
-        "rl.trainer.max_steps=2", "rl.trainer.max_completion_length=32", "export.quantizations=[q4_k_m]"]
+        "rl.trainer.max_steps=2", "rl.trainer.max_completion_length=32", "export.quantizations=[q4_k_m]",
+        "eval.max_items=4", "eval.max_new_tokens=16"]
 
 
 def pipeline(*sets, force=False):
@@ -30,18 +31,19 @@ def test_stage_hash_covers_a_stage_and_what_came_before():
 def test_pipeline_runs_everything_then_skips_what_is_up_to_date(runs_dir):
     out = pipeline(*FAST)
     summary = (runs_dir / "tiny" / "summary.md").read_text()
-    for stage in ("data", "sft", "rl", "export"):
+    for stage in ("data", "sft", "rl", "export", "eval"):
         assert f"| {stage} | ran |" in summary
     assert "not medical advice" in summary.lower() and "tiny/export/gguf/tiny-q4_k_m.gguf" in summary
     assert (runs_dir / "tiny" / "loss.png").stat().st_size > 1000 and (runs_dir / "tiny" / "reward.png").exists()
     assert "pipeline done" in out
 
     again = pipeline(*FAST)
-    assert again.count("skipped (FORCE=1 reruns it)") == 4
+    assert again.count("skipped (FORCE=1 reruns it)") == 5
     changed = pipeline(*FAST, "rl.trainer.learning_rate=1e-5")
     assert "data: up to date" in changed and "sft: up to date" in changed
     summary = (runs_dir / "tiny" / "summary.md").read_text()
-    assert "| rl | ran |" in summary and "| export | ran |" in summary
+    assert "| rl | ran |" in summary and "| export | ran |" in summary and "| eval | ran |" in summary
+    assert "## Evaluation" in summary and "| gguf-q4_k_m |" in summary
     forced = pipeline(*FAST, force=True)
     assert "up to date" not in forced
     assert json.loads((runs_dir / "tiny" / "rl" / "metrics.json").read_text())["steps"] == 2
