@@ -66,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--quant", default=None, help="GGUF to serve on the llama.cpp end (default q4_k_m)")
 
+    p = sub.add_parser("demo", help="Gradio chat with the reasoning shown apart from the answer")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--backend", default="local", choices=["local", "gguf", "openai"])
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --backend openai")
+    p.add_argument("--model", default=None)
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="public gradio.live link (off by default)")
+
     args = parser.parse_args(argv)
     from .recipe import RecipeError, available, load_recipe
 
@@ -89,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             from .pipeline import run as run_pipeline
 
             run_pipeline(recipe, force=args.force)
+            return 0
+        if args.command == "demo":
+            from .demo import launch
+
+            launch(recipe, args.backend, base_url=args.base_url, model=args.model, share=args.share, port=args.port)
             return 0
         if args.command == "serve":
             from .serve import serve

@@ -1,0 +1,248 @@
+"""Gradio demo: a streaming chat with the reasoning in a collapsible "Thinking" block.
+
+    python -m kit demo --recipe tiny [--backend local|gguf|openai] [--base-url URL] [--share]
+
+Backends: the run's own model (`local`: the RL or SFT adapter on its base, transformers), the
+exported GGUF through llama.cpp (`gguf`), or any OpenAI-compatible endpoint (`openai`: the kit's
+server, vLLM, DeepSeek). Thinking on/off applies the recipe's two sampling presets, editable under
+"Advanced". Earlier turns are sent without their reasoning unless asked to keep it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .recipe import Recipe
+from .runs import stage_dir
+from .serve import STOP, split_reasoning
+
+NOTICE = ("⚠️ **Not medical advice.** Answers come from a research model, are not validated for clinical "
+          "use, can be wrong, and must be reviewed by a qualified health professional.")
+EXAMPLES = [
+    "A 58-year-old man has crushing chest pain and ST elevation in II, III and aVF. Which artery is occluded?",
+    "What is the first-line treatment of anaphylaxis in an adult?",
+    "A patient on warfarin starts clarithromycin. What happens to the INR?",
+    "对乙酰氨基酚过量的解毒剂是什么？",
+    "青年女性怕热、心悸、甲状腺弥漫性肿大伴突眼，最可能的诊断是什么？",
+]
+MAX_INPUT_CHARS = 4000
+
+
+@dataclass
+class Sampling:
+    temperature: float
+    top_p: float
+    top_k: int
+    presence_penalty: float
+    max_new_tokens: int
+
+
+def preset(recipe: Recipe, thinking: bool, max_new_tokens: int = 512) -> Sampling:
+    p = recipe.sampling.thinking if thinking else recipe.sampling.non_thinking
+    return Sampling(p.temperature, p.top_p, p.top_k, p.presence_penalty, max_new_tokens)
+
+
+def history_messages(history: list[dict], keep_reasoning: bool) -> list[dict]:
+    """Chatbot history → chat messages. Thinking blocks are dropped (the model's default) unless kept,
+    in which case they are put back in front of their answer."""
+    out, pending = [], None
+    for m in history:
+        title = (m.get("metadata") or {}).get("title")
+        if m["role"] == "assistant" and title:
+            pending = m["content"] if keep_reasoning else None
+            continue
+        if m["role"] == "assistant":
+            content = f"<think>\n{pending}\n</think>\n\n{m['content']}" if pending else m["content"]
+            out.append({"role": "assistant", "content": content})
+            pending = None
+        elif m["role"] == "user":
+            out.append({"role": "user", "content": m["content"]})
+    return out
+
+
+class LocalBackend:
+    """The run's adapter on its base, through transformers, streamed with TextIteratorStreamer."""
+
+    def __init__(self, recipe: Recipe):
+        from .modeling import load_model
+
+        adapter = next((stage_dir(recipe, s) / "adapter" for s in ("rl", "sft")
+                        if (stage_dir(recipe, s) / "adapter" / "adapter_config.json").exists()), None)
+        self.loaded = load_model(recipe, adapter=adapter, trainable=False)
+        self.name = f"local ({adapter.parent.name} adapter)" if adapter else "local (base model)"
+        self.lock = threading.Lock()
+
+    def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
+        from transformers import TextIteratorStreamer
+
+        tok, model = self.loaded.tokenizer, self.loaded.model
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
+        inputs = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        kwargs = dict(**inputs, streamer=streamer, max_new_tokens=s.max_new_tokens, do_sample=s.temperature > 0,
+                      temperature=s.temperature or None, top_p=s.top_p, top_k=s.top_k,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        with self.lock:
+            worker = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
+            worker.start()
+            acc = ""
+            for piece in streamer:
+                acc += piece
+                yield acc
+            worker.join()
+
+
+class GGUFBackend:
+    def __init__(self, recipe: Recipe, path: Path | None = None):
+        from transformers import AutoTokenizer
+
+        from . import gguf
+        from .serve import find_gguf
+
+        self.path = path or find_gguf(recipe)
+        self.llm = gguf.load(self.path, n_ctx=4096)
+        self.tok = AutoTokenizer.from_pretrained(stage_dir(recipe, "export") / "merged")
+        self.name = f"llama.cpp ({self.path.name})"
+        self.lock = threading.Lock()
+
+    def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                            enable_thinking=thinking)
+        with self.lock:
+            acc = ""
+            for part in self.llm.create_completion(prompt=text, stream=True, max_tokens=s.max_new_tokens, stop=STOP,
+                                                   temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                                                   presence_penalty=s.presence_penalty):
+                acc += part["choices"][0]["text"]
+                yield acc
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible endpoint. Reasoning arrives as `reasoning_content` deltas (vLLM, the
+    kit's server, DeepSeek) or inline before `</think>`."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None):
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "unused"),
+                             timeout=120, max_retries=1)
+        self.model, self.name = model, f"OpenAI-compatible ({base_url}, {model})"
+
+    def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
+        stream = self.client.chat.completions.create(
+            model=self.model, messages=messages, stream=True, max_tokens=s.max_new_tokens,
+            temperature=s.temperature, top_p=s.top_p, presence_penalty=s.presence_penalty,
+            extra_body={"top_k": s.top_k, "chat_template_kwargs": {"enable_thinking": thinking}})
+        reasoning, answer = "", ""
+        for chunk in stream:
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+            answer += delta.content or ""
+            yield f"{reasoning}\n</think>\n\n{answer}" if reasoning else answer
+
+
+def respond(backend, message: str, history: list[dict], thinking: bool, keep_reasoning: bool, s: Sampling):
+    """Chatbot history after each streamed piece: user turn, Thinking block, answer; errors shown in the chat."""
+    history = list(history or [])
+    message = (message or "").strip()
+    if not message:
+        yield history
+        return
+    history.append({"role": "user", "content": message})
+    if len(message) > MAX_INPUT_CHARS:
+        history.append({"role": "assistant", "content": f"Your message is {len(message):,} characters long; "
+                        f"the limit is {MAX_INPUT_CHARS:,}. Please shorten it."})
+        yield history
+        return
+    messages = history_messages(history, keep_reasoning)
+    base, text = list(history), ""
+    try:
+        for text in backend.stream(messages, thinking, s):
+            yield base + shown_turn(text, thinking, finished=False)
+        yield base + shown_turn(text, thinking, finished=True)
+    except Exception as e:  # the app stays up; the user sees what went wrong
+        yield base + [{"role": "assistant", "content": f"⚠️ The model backend failed: {type(e).__name__}: {e}"}]
+
+
+def shown_turn(text: str, thinking: bool, finished: bool) -> list[dict]:
+    """The assistant's turn as chat messages: a collapsible Thinking block, then the answer."""
+    reasoning, answer = split_reasoning(text, thinking)
+    out = []
+    if reasoning is not None:
+        done = finished or "</think>" in text
+        out.append({"role": "assistant", "content": reasoning or "…",
+                    "metadata": {"title": "Thinking", "status": "done" if done else "pending"}})
+    if finished and not answer:
+        answer = "(no final answer: the model was still thinking at the token limit — raise max new tokens)" \
+            if thinking else "(empty answer)"
+    if answer:
+        out.append({"role": "assistant", "content": answer})
+    return out
+
+
+def build_app(recipe: Recipe, backend):
+    import gradio as gr
+
+    think, plain = preset(recipe, True), preset(recipe, False)
+    with gr.Blocks(title=f"Medical reasoning demo · {recipe.name}") as app:
+        gr.Markdown(f"# Medical reasoning demo · `{recipe.name}`\nBackend: {backend.name}")
+        gr.Markdown(NOTICE, elem_id="notice")
+        chat = gr.Chatbot(label="Conversation", height=480, elem_id="chat")
+        with gr.Row():
+            box = gr.Textbox(placeholder="Ask a medical question…", scale=5, show_label=False, elem_id="question")
+            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        with gr.Row():
+            thinking = gr.Checkbox(value=True, label="Thinking", elem_id="thinking")
+            keep = gr.Checkbox(value=False, label="Send earlier reasoning back to the model")
+            clear = gr.Button("Clear")
+        with gr.Accordion("Advanced", open=False):
+            temperature = gr.Slider(0.0, 2.0, value=think.temperature, step=0.05, label="temperature")
+            top_p = gr.Slider(0.05, 1.0, value=think.top_p, step=0.05, label="top_p")
+            top_k = gr.Slider(0, 100, value=think.top_k, step=1, label="top_k")
+            presence = gr.Slider(0.0, 2.0, value=think.presence_penalty, step=0.1, label="presence_penalty")
+            max_new = gr.Slider(16, 8192, value=think.max_new_tokens, step=16, label="max new tokens")
+        gr.Examples(EXAMPLES, inputs=box)
+
+        def apply_preset(on: bool):
+            p = think if on else plain
+            return p.temperature, p.top_p, p.top_k, p.presence_penalty
+
+        thinking.change(apply_preset, thinking, [temperature, top_p, top_k, presence])
+
+        def chat_fn(message, history, on, keep_r, t, p, k, pres, mx):
+            yield from respond(backend, message, history, on, keep_r, Sampling(t, p, int(k), pres, int(mx)))
+
+        inputs = [box, chat, thinking, keep, temperature, top_p, top_k, presence, max_new]
+        for trigger in (send.click, box.submit):
+            trigger(chat_fn, inputs, chat, api_name="chat" if trigger == send.click else False).then(
+                lambda: "", None, box)
+        clear.click(lambda: [], None, chat)
+    app.queue(default_concurrency_limit=2, max_size=32)  # generations at once; requests waiting
+    return app
+
+
+def make_backend(recipe: Recipe, kind: str = "local", base_url: str | None = None, model: str | None = None):
+    if kind == "local":
+        return LocalBackend(recipe)
+    if kind == "gguf":
+        return GGUFBackend(recipe)
+    if kind == "openai":
+        if not base_url:
+            raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        return OpenAIBackend(base_url, model or recipe.name)
+    raise ValueError(f"unknown backend '{kind}' (local, gguf, openai)")
+
+
+def launch(recipe: Recipe, backend: str = "local", *, base_url: str | None = None, model: str | None = None,
+           share: bool = False, port: int | None = None, block: bool = True, inline: bool = False):
+    """Start the demo on 127.0.0.1 (public link only with share=True). Returns the app (call .close())."""
+    app = build_app(recipe, make_backend(recipe, backend, base_url, model))
+    app.launch(server_name="127.0.0.1", server_port=port, share=share, prevent_thread_lock=not block,
+               show_error=True, inline=inline)
+    return app
