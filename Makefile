@@ -31,6 +31,10 @@ ifeq ($(HAS_GPU),1)
 	$(PY) -m pip install -q -r requirements-gpu.txt
 endif
 	$(PY) -m pip install -q --no-deps -e .
+	@# the demo's browser test uses Debian's chromium; installed where we are root (CI, containers)
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "note: could not install chromium; the browser test will fail"; fi
 	touch $@
 
 FORCE_FLAG := $(if $(FORCE),--force,)
@@ -57,6 +61,9 @@ workshop: RECIPE = workshop
 train-4b train-27b workshop: setup
 	$(PY) -m kit check --recipe $(RECIPE) $(SETS)
 	$(PY) -m kit pipeline --recipe $(RECIPE) $(SETS) $(FORCE_FLAG)
+
+gpu-check: setup
+	$(PY) bench/gpu_check.py
 
 bench: setup
 	$(PY) bench/bench_data.py

@@ -12,6 +12,7 @@ unsloth is imported only on the Unsloth end: on a machine without a GPU its impo
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def has_cuda() -> bool:
 
 
 def pick_end() -> str:
+    """Unsloth on a CUDA machine that has it, else transformers+peft; `KIT_END` forces one (gpu-check)."""
+    forced = os.environ.get("KIT_END")
+    if forced:
+        if forced not in (UNSLOTH, TRANSFORMERS):
+            raise CapacityError(f"KIT_END must be '{UNSLOTH}' or '{TRANSFORMERS}', got '{forced}'")
+        if forced == UNSLOTH and not has_cuda():
+            raise CapacityError("KIT_END=unsloth needs a CUDA GPU (unsloth cannot be imported without one)")
+        return forced
     if has_cuda() and importlib.util.find_spec("unsloth") is not None:
         return UNSLOTH
     return TRANSFORMERS

@@ -48,3 +48,13 @@ def export_metrics(sft_metrics, shared_runs):
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((shared_runs / "tiny" / "export" / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_url(export_metrics, shared_runs):
+    from kit.demo import launch
+    from kit.recipe import load_recipe
+
+    app = launch(load_recipe("tiny"), "local", block=False)
+    yield app.local_url
+    app.close()

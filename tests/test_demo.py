@@ -53,16 +53,6 @@ def test_respond_streams_and_shows_backend_errors_in_the_chat():
     assert "limit is 4,000" in long[-1][-1]["content"]
 
 
-@pytest.fixture(scope="module")
-def demo_url(export_metrics, shared_runs):
-    from kit.demo import launch
-    from kit.recipe import load_recipe
-
-    app = launch(load_recipe("tiny"), "local", block=False)
-    yield app.local_url
-    app.close()
-
-
 @pytest.mark.slow
 def test_demo_through_gradio_client(demo_url, shared_runs):
     from gradio_client import Client

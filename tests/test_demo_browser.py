@@ -1,0 +1,42 @@
+"""The demo in a real browser: headless Chromium (Debian's package) driven by Playwright."""
+
+import os
+import shutil
+import time
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and os.geteuid() != 0,
+                    reason="Debian's chromium is not installed and this user cannot install it "
+                           "(make setup installs it where it runs as root, as in CI)")
+def test_demo_in_headless_chromium(demo_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.goto(demo_url)
+        assert page.get_by_text("Not medical advice").is_visible()
+        page.locator("#question textarea").fill("What is the antidote for opioid overdose?")
+        page.locator("#send").click()
+        page.get_by_text("Thinking").first.wait_for(timeout=120_000)
+        chat = page.locator("#chat")
+        last, deadline = None, time.time() + 120
+        while time.time() < deadline:  # the stream is finished when the chat stops changing
+            text = chat.inner_text()
+            if text == last:
+                break
+            last = text
+            time.sleep(2)
+        page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+    after_thinking = last.split("Thinking", 1)[1].strip()
+    assert page is not None and after_thinking, "no answer below the Thinking block"
+    assert "backend failed" not in last
