@@ -22,7 +22,9 @@ def test_demo_in_headless_chromium(demo_url, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         page.goto(demo_url)
-        assert page.get_by_text("Not medical advice").is_visible()
+        notice = page.get_by_text("Not medical advice")
+        notice.wait_for(timeout=60_000)  # Gradio renders in the browser after load
+        assert notice.is_visible()
         page.locator("#question textarea").fill("What is the antidote for opioid overdose?")
         page.locator("#send").click()
         page.get_by_text("Thinking").first.wait_for(timeout=120_000)
@@ -38,5 +40,5 @@ def test_demo_in_headless_chromium(demo_url, tmp_path):
         browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     after_thinking = last.split("Thinking", 1)[1].strip()
-    assert page is not None and after_thinking, "no answer below the Thinking block"
+    assert after_thinking, "no answer below the Thinking block"
     assert "backend failed" not in last
