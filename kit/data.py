@@ -177,16 +177,20 @@ def render(tokenizer, example: dict) -> str:
 
 
 def token_lengths(tokenizer, examples: list[dict], num_proc: int = 1) -> list[int]:
-    """Token counts of the rendered examples, tokenised in batches (and processes when num_proc > 1)."""
+    """Token counts of the rendered examples: chat template and tokeniser applied in batches, in
+    `num_proc` processes when more than one."""
     import datasets
 
     datasets.disable_progress_bars()
-    texts = datasets.Dataset.from_dict({"text": [render(tokenizer, e) for e in examples]})
-    lengths = texts.map(
-        lambda b: {"n": [len(ids) for ids in tokenizer(b["text"], add_special_tokens=False)["input_ids"]]},
-        batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
-        remove_columns=["text"], desc=None,
-    )
+    column = "messages" if "messages" in examples[0] else "prompt"
+    ds = datasets.Dataset.from_dict({column: [e[column] for e in examples]})
+
+    def count(batch):
+        texts = [render(tokenizer, {column: conv}) for conv in batch[column]]
+        return {"n": [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]}
+
+    lengths = ds.map(count, batched=True, batch_size=500, num_proc=num_proc if num_proc > 1 else None,
+                     remove_columns=[column])
     return list(lengths["n"])
 
 
