@@ -16,6 +16,16 @@ def _figure(width=7, height=3.2):
     return plt.subplots(figsize=(width, height))
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, out: Path | None):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    fig.tight_layout()
+    if out:
+        fig.savefig(out, dpi=110)
+    return fig
+
+
 def length_histogram(data_dir: Path, max_len: int, out: Path | None = None):
     """Token lengths of each kind of data, with the recipe's max length marked."""
     lengths = json.loads((Path(data_dir) / "lengths.json").read_text())
@@ -23,13 +33,7 @@ def length_histogram(data_dir: Path, max_len: int, out: Path | None = None):
     for kind, values in lengths.items():
         ax.hist(values, bins=30, alpha=0.6, label=f"{kind} (n={len(values)})")
     ax.axvline(max_len, color="red", linestyle="--", label=f"max_seq_length = {max_len}")
-    ax.set_xlabel("tokens per rendered example")
-    ax.set_ylabel("rows")
-    ax.legend()
-    fig.tight_layout()
-    if out:
-        fig.savefig(out, dpi=110)
-    return fig
+    return _finish(fig, ax, "tokens per rendered example", "rows", out)
 
 
 def loss_curve(history: dict, out: Path | None = None):
@@ -39,13 +43,7 @@ def loss_curve(history: dict, out: Path | None = None):
         if points:
             ax.plot([p["step"] for p in points], [p["loss"] for p in points], marker="o" if name == "val" else None,
                     label=f"{name} loss")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("cross-entropy (nats / token)")
-    ax.legend()
-    fig.tight_layout()
-    if out:
-        fig.savefig(out, dpi=110)
-    return fig
+    return _finish(fig, ax, "optimiser step", "cross-entropy (nats / token)", out)
 
 
 def reward_curve(history: list[dict], out: Path | None = None):
@@ -56,10 +54,4 @@ def reward_curve(history: list[dict], out: Path | None = None):
     ax.plot(steps, [h.get("reward") for h in history], linewidth=2.5, label="reward (weighted sum)")
     for key in keys:
         ax.plot(steps, [h.get(key) for h in history], linestyle="--", label=key.split("/")[1])
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("mean reward")
-    ax.legend()
-    fig.tight_layout()
-    if out:
-        fig.savefig(out, dpi=110)
-    return fig
+    return _finish(fig, ax, "optimiser step", "mean reward", out)

@@ -20,7 +20,7 @@ from .judge import Judge
 from .modeling import Loaded, check_capacity, load_model, peak_memory_mb, precision_args
 from .recipe import Recipe, RecipeError, check_trainer_keys
 from .rewards import JudgeReward, completion_text, format_reward
-from .runs import Timer, fresh_checkpoints, last_checkpoint, require, start_stage, write_metrics
+from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, train_resumable, write_metrics
 
 # What each algorithm sets unless the recipe says otherwise. GSPO: sequence-level ratios, the GSPO
 # paper's tight clipping range and its per-sequence objective (loss_type "grpo"; Unsloth's notebook
@@ -135,13 +135,8 @@ def train(session: RLSession) -> dict:
     import torch
 
     recipe, trainer, out = session.recipe, session.trainer, session.out
-    if session.resume:
-        print(f"[kit] resuming from {session.resume}")
-    with Timer() as t:
-        trainer.train(resume_from_checkpoint=session.resume)
     adapter_dir = out / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    session.loaded.tokenizer.save_pretrained(adapter_dir)
+    seconds = train_resumable(trainer, session.resume, adapter_dir, session.loaded.tokenizer)
     after = lora_snapshot(trainer.model)
     change = max((after[n] - session.lora_before[n]).abs().max().item() for n in after) if after else 0.0
     history = reward_history(trainer.state.log_history)
@@ -153,7 +148,7 @@ def train(session: RLSession) -> dict:
         "importance_sampling_level": trainer.args.importance_sampling_level, "loss_type": trainer.args.loss_type,
         "start_adapter": Path(session.start_adapter).parent.name + "/adapter" if session.start_adapter else None,
         "steps": steps, "resumed_from": Path(session.resume).name if session.resume else None,
-        "seconds": round(t.seconds, 2), "prompts": len(session.rows),
+        "seconds": round(seconds, 2), "prompts": len(session.rows),
         "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
         "reward_history": history,
         "rewards_finite": all(r is not None and torch.isfinite(torch.tensor(float(r))) for r in rewards),

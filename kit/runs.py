@@ -79,6 +79,18 @@ def last_checkpoint(ckpt_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
+def train_resumable(trainer, resume: str | None, adapter_dir: Path, tokenizer) -> float:
+    """Train from `resume` (a checkpoint) or from scratch; save adapter and tokenizer; return seconds."""
+    if resume:
+        print(f"[kit] resuming from {resume}")
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - start
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    return seconds
+
+
 class Timer:
     def __enter__(self):
         self.start = time.perf_counter()

@@ -18,7 +18,7 @@ from .formatting import adherence
 from .generation import generate
 from .modeling import UNSLOTH, Loaded, check_capacity, load_model, peak_memory_mb, precision_args
 from .recipe import Recipe, RecipeError, check_trainer_keys
-from .runs import Timer, fresh_checkpoints, last_checkpoint, require, start_stage, write_metrics
+from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, train_resumable, write_metrics
 
 
 def build_config(recipe: Recipe, output_dir: Path):
@@ -106,16 +106,10 @@ def sample(session: SFTSession, questions: list[str]) -> list[str]:
 def train(session: SFTSession) -> dict:
     """Train (resuming from the last checkpoint if one exists), save the adapter, check the format."""
     recipe, trainer, out = session.recipe, session.trainer, session.out
-    if session.resume:
-        print(f"[kit] resuming from {session.resume}")
-    with Timer() as t:
-        trainer.train(resume_from_checkpoint=session.resume)
+    adapter_dir = out / "adapter"
+    seconds = train_resumable(trainer, session.resume, adapter_dir, session.loaded.tokenizer)
     history = loss_history(trainer.state.log_history)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
-
-    adapter_dir = out / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    session.loaded.tokenizer.save_pretrained(adapter_dir)
     after, after_outs = format_check(trainer.model, session.loaded.tokenizer, session.questions, recipe,
                                      session.loaded.end)
     print(f"[kit] format adherence after SFT: {after:.2f}")
@@ -125,8 +119,8 @@ def train(session: SFTSession) -> dict:
         "recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("sft"), "end": session.loaded.end,
         "device": session.loaded.device, "steps": steps,
         "resumed_from": Path(session.resume).name if session.resume else None,
-        "seconds": round(t.seconds, 2),
-        "steps_per_second": round(steps / t.seconds, 3) if t.seconds else None,
+        "seconds": round(seconds, 2),
+        "steps_per_second": round(steps / seconds, 3) if seconds else None,
         "train_loss_first": history["train"][0]["loss"] if history["train"] else None,
         "train_loss_last": history["train"][-1]["loss"] if history["train"] else None,
         "eval_loss": final_eval.get("eval_loss"),
