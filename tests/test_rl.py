@@ -74,3 +74,29 @@ def test_rl_with_a_remote_judge_over_http(sft_metrics, shared_runs):
     assert m["judge"]["ledger"]["calls"] == server.requests
     assert server.requests == counts["graded"] - m["judge"]["ledger"]["cache_hits"]
     assert all(THINK_CLOSE not in json.dumps(b) for b in server.bodies)
+
+
+@pytest.mark.slow
+def test_interrupted_rl_resumes(sft_metrics, shared_runs):
+    import signal
+    import time
+
+    sets = sum((["--set", s] for s in ["rl.trainer.max_steps=12", "rl.trainer.save_steps=2",
+                                        "rl.trainer.max_completion_length=48"]), [])
+    ckpts = shared_runs / "tiny" / "rl" / "checkpoints"
+    import shutil
+
+    shutil.rmtree(shared_runs / "tiny" / "rl", ignore_errors=True)
+    proc = subprocess.Popen([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sets],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(ckpts.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        assert proc.poll() is None, "RL ended before it could be interrupted"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sets], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((shared_runs / "tiny" / "rl" / "metrics.json").read_text())
+    assert m["resumed_from"] and m["resumed_from"].startswith("checkpoint-") and m["steps"] == 12
