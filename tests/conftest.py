@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,15 @@ def demo_url(export_metrics, shared_runs):
     app = launch(load_recipe("tiny"), "local", block=False)
     yield app.local_url
     app.close()
+
+
+def kill_after_checkpoint(stage: str, sets: list[str], ckpts, pattern: str = "checkpoint-*") -> None:
+    """Start `python -m kit STAGE --recipe tiny`, SIGKILL it once a complete checkpoint exists."""
+    proc = subprocess.Popen([sys.executable, "-m", "kit", stage, "--recipe", "tiny", *sets],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(ckpts.glob(f"{pattern}/trainer_state.json")) and time.time() < deadline:
+        assert proc.poll() is None, f"{stage} ended before it could be interrupted"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
+    proc.wait()

@@ -1,9 +1,11 @@
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from conftest import kill_after_checkpoint
 from fake_openai import FakeOpenAI
 from kit import rl
 from kit.recipe import RecipeError, load_recipe
@@ -78,23 +80,10 @@ def test_rl_with_a_remote_judge_over_http(sft_metrics, shared_runs):
 
 @pytest.mark.slow
 def test_interrupted_rl_resumes(sft_metrics, shared_runs):
-    import signal
-    import time
-
     sets = sum((["--set", s] for s in ["rl.trainer.max_steps=12", "rl.trainer.save_steps=2",
                                         "rl.trainer.max_completion_length=48"]), [])
-    ckpts = shared_runs / "tiny" / "rl" / "checkpoints"
-    import shutil
-
     shutil.rmtree(shared_runs / "tiny" / "rl", ignore_errors=True)
-    proc = subprocess.Popen([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sets],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(ckpts.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
-        assert proc.poll() is None, "RL ended before it could be interrupted"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint("rl", sets, shared_runs / "tiny" / "rl" / "checkpoints")
     done = subprocess.run([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sets], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

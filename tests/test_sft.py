@@ -1,11 +1,10 @@
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from conftest import kill_after_checkpoint
 from kit.recipe import load_recipe
 
 
@@ -42,15 +41,7 @@ def test_interrupted_sft_resumes_instead_of_restarting(runs_dir):
     sets = ["--set", "sft.trainer.max_steps=40", "--set", "sft.trainer.save_steps=10",
             "--set", "sft.trainer.eval_steps=20", "--set", "sft.format_check_questions=2"]
     assert kit("data", "--recipe", "tiny").returncode == 0
-    ckpts = runs_dir / "tiny" / "sft" / "checkpoints"
-    proc = subprocess.Popen([sys.executable, "-m", "kit", "sft", "--recipe", "tiny", *sets],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(ckpts.glob("checkpoint-20/trainer_state.json")) and time.time() < deadline:
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
-    proc.wait()
+    kill_after_checkpoint("sft", sets, runs_dir / "tiny" / "sft" / "checkpoints", "checkpoint-20")
     assert not (runs_dir / "tiny" / "sft" / "metrics.json").exists()
     done = kit("sft", "--recipe", "tiny", *sets)
     assert done.returncode == 0, done.stderr[-3000:]
