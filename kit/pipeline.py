@@ -65,6 +65,27 @@ def _size(path: Path) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def key_figures(stage: str, m: dict) -> str:
+    """One line of the figures that matter for a stage, from its metrics.json."""
+    try:
+        if stage == "data":
+            return f"SFT rows {m['sft']['kept']} (train {m['sft']['train']}, val {m['sft']['val']})" if "sft" in m else ""
+        if stage == "sft":
+            return (f"loss {m['train_loss_first']:.3f} → {m['train_loss_last']:.3f}; format adherence "
+                    f"{m['format_adherence_before']:.2f} → {m['format_adherence_after']:.2f}")
+        if stage == "rl":
+            return (f"{m['algorithm'].upper()}: reward {m['reward_first']:.3f} → {m['reward_last']:.3f}; judge "
+                    f"{m['judge']['preset']}, {m['judge']['ledger']['calls']} calls")
+        if stage == "export":
+            return f"max Δlogit {m['merge']['max_abs_logit_diff']:.1e}; GGUF: " + \
+                ", ".join(f"{k} {v['bytes'] / 2**20:.1f} MiB" for k, v in m["gguf"].items())
+        if stage == "eval":
+            return "MC accuracy " + ", ".join(f"{k} {v['mcq_accuracy']['value']:.2f}" for k, v in m["results"].items())
+    except (KeyError, TypeError):  # a stage skipped, or metrics from an older kit
+        pass
+    return ""
+
+
 def write_summary(recipe: Recipe, times: dict, status: dict, total: float) -> Path:
     from .plots import loss_curve, reward_curve
 
@@ -76,21 +97,7 @@ def write_summary(recipe: Recipe, times: dict, status: dict, total: float) -> Pa
              "", "| stage | status | seconds | end | key figures |", "|---|---|---|---|---|"]
     for s in STAGES:
         m = metrics.get(s, {})
-        figures = {
-            "data": lambda: f"SFT rows {m['sft']['kept']} (train {m['sft']['train']}, val {m['sft']['val']})" if "sft" in m else "",
-            "sft": lambda: f"loss {m['train_loss_first']:.3f} → {m['train_loss_last']:.3f}; format adherence "
-                           f"{m['format_adherence_before']:.2f} → {m['format_adherence_after']:.2f}",
-            "rl": lambda: f"{m['algorithm'].upper()}: reward {m['reward_first']:.3f} → {m['reward_last']:.3f}; judge "
-                          f"{m['judge']['preset']}, {m['judge']['ledger']['calls']} calls",
-            "export": lambda: f"max Δlogit {m['merge']['max_abs_logit_diff']:.1e}; GGUF: " +
-                              ", ".join(f"{k} {v['bytes'] / 2**20:.1f} MiB" for k, v in m['gguf'].items()),
-            "eval": lambda: "MC accuracy " + ", ".join(f"{k} {v['mcq_accuracy']['value']:.2f}"
-                                                       for k, v in m['results'].items()),
-        }[s]
-        try:
-            fig = figures() if m else ""
-        except (KeyError, TypeError):
-            fig = ""
+        fig = key_figures(s, m) if m else ""
         lines.append(f"| {s} | {status.get(s, '-')} | {times.get(s, m.get('seconds', '-'))} | {m.get('end', '-')} | {fig} |")
     if "sft" in metrics:
         loss_curve(metrics["sft"]["loss_history"], root / "loss.png")
