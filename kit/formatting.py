@@ -61,6 +61,40 @@ def final_answer(text: str) -> str:
     return text.rsplit(THINK_CLOSE, 1)[-1].strip()
 
 
+# Explicit answer statements, in English and Chinese. Only the text after </think> is searched.
+_EXPLICIT = [
+    r"answer\s*(?:is|:)\s*(?:option\s*)?\(?\**([A-J])\b\)?",
+    r"\\boxed\{\s*\(?([A-J])\)?\s*\}",
+    r"(?:答案|正确答案|选项)\s*(?:是|为|：|:)\s*\(?([A-J])\b",
+    r"(?:答案|选)\s*([A-J])\b",
+]
+_AMBIGUOUS = re.compile(r"answer\s*(?:is|:)\s*\(?[A-J]\)?\s*(?:or|and|/|,)\s*\(?[A-J]\b", re.I)
+_LONE = re.compile(r"^\s*\(?\**([A-J])\**\)?[.:)]?\s*$")
+
+
+def extract_choice(completion: str, letters: str = "ABCD") -> str | None:
+    """The option letter a completion commits to, or None when it commits to none or to several.
+
+    >>> extract_choice("A is tempting but...\\n</think>\\n\\nThe answer is C.")
+    'C'
+    >>> extract_choice("I think B\\n</think>\\n\\nNot sure.") is None
+    True
+    """
+    text = final_answer(completion)
+    if _AMBIGUOUS.search(text):
+        return None
+    found = []
+    for pattern in _EXPLICIT:
+        found += [(m.start(), m.group(1).upper()) for m in re.finditer(pattern, text, flags=re.I)]
+    found = [(pos, letter) for pos, letter in found if letter in letters]
+    if found:
+        return max(found)[1]  # the last statement wins ("…, so the answer is B")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if lines and (m := _LONE.match(lines[-1])) and m.group(1).upper() in letters:
+        return m.group(1).upper()
+    return None
+
+
 def strictly_well_formed(text: str) -> bool:
     """Well formed AND ended by the model (an end-of-turn token), not cut off by a token limit."""
     p = parse(text)

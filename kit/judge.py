@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .formatting import final_answer
+from .formatting import extract_choice, final_answer
 from .recipe import JudgeConfig
 
 PROMPT_VERSION = "v1"
@@ -134,9 +134,6 @@ def parse_verdict(text: str) -> tuple[str, float, str]:
 
 # ---------------------------------------------------------------- the offline rule judge
 
-_LETTER = re.compile(r"(?:answer is|answer:|答案是|答案[:：])\s*\(?([A-J])\b|^\(?([A-J])[).:]?$", re.I | re.M)
-
-
 def _norm(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     return re.sub(r"[^\w\s]", " ", text).strip()
@@ -165,8 +162,7 @@ def rule_grade(answer: str, reference: str) -> tuple[str, float, str]:
     if a == r:
         return "correct", 1.0, "exact match"
     if re.fullmatch(r"[A-Ja-j]", reference.strip()):
-        m = _LETTER.search(answer.strip())
-        letter = (m.group(1) or m.group(2)).upper() if m else None
+        letter = extract_choice(answer, "ABCDEFGHIJ")
         ok = letter == reference.strip().upper()
         return ("correct", 1.0, "option letter matches") if ok else ("incorrect", 0.0, f"option {letter}")
     cjk = re.search(r"[\u4e00-\u9fff]", r) is not None  # no spaces between words: plain containment
