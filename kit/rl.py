@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .cards import model_card
 from .data import read_jsonl
+from .formatting import final_answer
 from .judge import Judge
 from .modeling import Loaded, check_capacity, load_model, peak_memory_mb, precision_args
 from .recipe import Recipe, RecipeError, check_trainer_keys
@@ -118,8 +119,6 @@ def preview(session: RLSession, n: int = 4, num_generations: int = 2) -> list[di
     questions = [r["question"] for r in rows for _ in range(num_generations)]
     fmt = format_reward(outs)
     judged = session.judge_reward(outs, reference=refs, question=questions)
-    from .formatting import final_answer
-
     return [{"question": q, "conclusion": final_answer(completion_text(o))[:120], "reference": r,
              "format": f, "judge": j} for q, o, r, f, j in zip(questions, outs, refs, fmt, judged)]
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
+from .data import SAMPLES_DIR
 from .recipe import TinyModelConfig
 from .runs import runs_root
-
-SAMPLES_DIR = Path(__file__).parent / "samples"
 
 # Qwen2/3/3.5's pre-tokenizer split: llama.cpp knows it as pre-tokenizer "qwen2", so the GGUF
 # tokenizes exactly as transformers does.
@@ -158,8 +158,6 @@ def ensure(cfg: TinyModelConfig) -> Path:
         tmp = out_dir.with_name(out_dir.name + ".partial")
         build(cfg, tmp)
         if out_dir.exists():
-            import shutil
-
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)  # a half-built folder is never mistaken for a cached model
     return out_dir

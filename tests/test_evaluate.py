@@ -58,7 +58,7 @@ def test_eval_of_the_tiny_recipe_writes_table_and_plot(export_metrics, shared_ru
     results = json.loads((out / "results.json").read_text())
     systems = set(results["results"])
     assert {"base", "sft", "gguf-q4_k_m"} <= systems
-    for name, r in results["results"].items():
+    for r in results["results"].values():
         assert r["mcq_accuracy"]["n"] == 8 and 0 <= r["mcq_accuracy"]["value"] <= 1
         lo, hi = r["mcq_accuracy"]["ci95"]
         assert lo <= r["mcq_accuracy"]["value"] <= hi

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from kit import export, gguf
+from kit import gguf
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ def test_merged_model_equals_adapter_on_base(export_metrics, shared_runs):
 def test_each_gguf_loads_generates_and_q4_k_m_is_a_real_k_quant(export_metrics, shared_runs):
     files = export_metrics["gguf"]
     assert set(files) == {"f16", "q8_0", "q4_k_m"}
-    for kind, info in files.items():
+    for info in files.values():
         assert info["architecture"] == "qwen35" and info["tensor_count"] > 0
         assert info["generated_tokens"] >= 1 and info["tokenizer_matches"] and info["has_chat_template"]
     assert "Q4_K" in files["q4_k_m"]["tensor_types"] and "Q8_0" in files["q8_0"]["tensor_types"]
