@@ -112,8 +112,9 @@ def generate_gguf(recipe: Recipe, path: Path, prompts: list[list[dict]], tokeniz
 
 
 def run(recipe: Recipe) -> dict:
-    from .modeling import check_capacity, load_tokenizer
+    from .modeling import check_capacity, import_end, load_tokenizer, peak_memory_mb
 
+    end = import_end()
     check_capacity(recipe)
     out = start_stage(recipe, "eval")
     cfg = recipe.eval
@@ -153,7 +154,8 @@ def run(recipe: Recipe) -> dict:
     metrics = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("eval"),
                "items": {"mcq": len(mcq), "open": len(open_items)}, "seed": cfg.seed,
                "decoding": f"greedy, thinking on, max_new_tokens {cfg.max_new_tokens}",
-               "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()}, "results": results}
+               "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()}, "results": results,
+               "end": end, **peak_memory_mb()}
     (out / "results.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     with (out / "outputs.jsonl").open("w", encoding="utf-8") as f:
         for e in examples:

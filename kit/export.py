@@ -16,13 +16,15 @@ from pathlib import Path
 
 from . import gguf
 from .cards import NOT_MEDICAL_ADVICE, model_card
-from .modeling import UNSLOTH, load_model
+from .modeling import UNSLOTH, import_end, load_model, peak_memory_mb
 from .recipe import Recipe
 from .runs import Timer, stage_dir, start_stage, write_metrics
 
 VERIFY_PROMPT = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
-# Largest |logit| difference allowed between merged weights and adapter-on-base (fp32 / 16-bit)
-LOGIT_TOLERANCE = {"float32": 1e-3, "other": 5e-2}
+# Largest |logit| difference allowed between merged weights and adapter-on-base: absolute in fp32;
+# in 16-bit a fraction of the largest |logit| (a bf16 logit of 14 is only good to ±0.03), never
+# below 0.05. Merging into 4-bit weights, the mistake this catches, is off by far more.
+LOGIT_TOLERANCE = {"float32": 1e-3, "16-bit": 5e-2, "16-bit relative": 2e-2}
 # llama.cpp architecture names of the model types the recipes use
 GGUF_ARCH = {"qwen3_5_text": "qwen35", "qwen3_5": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen3": "qwen3"}
 
@@ -78,11 +80,14 @@ def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
     after = _logits(merged, tokenizer)
     diff = (before - after).abs().max().item()
     dtype = str(merged.dtype).replace("torch.", "")
-    tol = LOGIT_TOLERANCE["float32" if dtype == "float32" else "other"]
+    scale = before.abs().max().item()
+    tol = LOGIT_TOLERANCE["float32"] if dtype == "float32" else \
+        max(LOGIT_TOLERANCE["16-bit"], LOGIT_TOLERANCE["16-bit relative"] * scale)
     if not diff <= tol:
-        raise ExportError(f"merged model disagrees with adapter-on-base: max |Δlogit| = {diff:.3g} > {tol:g}")
+        raise ExportError(f"merged model disagrees with adapter-on-base: max |Δlogit| = {diff:.3g} > {tol:.3g} "
+                          f"({dtype}, largest |logit| {scale:.3g})")
     return {"end": loaded.end, "dtype": dtype, "max_abs_logit_diff": diff, "logit_tolerance": tol,
-            "model_type": merged.config.model_type}
+            "max_abs_logit": scale, "model_type": merged.config.model_type}
 
 
 def modelfile(recipe: Recipe, gguf_name: str) -> str:
@@ -138,6 +143,7 @@ def verify_gguf(path: Path, expected_arch: str | None, expected_kind: str, token
 
 
 def run(recipe: Recipe) -> dict:
+    import_end()
     out = start_stage(recipe, "export")
     adapter = final_adapter(recipe)
     print(f"[kit] exporting {adapter.parent.name}/adapter of recipe {recipe.name}")
@@ -173,6 +179,7 @@ def run(recipe: Recipe) -> dict:
     metrics["merged_bytes"] = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
     if recipe.export.push_to_hub:
         metrics["pushed_to"] = push(recipe, merged_dir, gguf_dir)
+    metrics.update(end=metrics["merge"]["end"], **peak_memory_mb())
     write_metrics(out, metrics)
     print(f"[kit] export done → {out}")
     return metrics

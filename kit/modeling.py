@@ -55,6 +55,17 @@ def pick_end() -> str:
     return TRANSFORMERS
 
 
+def import_end() -> str:
+    """Pick the end and, on the Unsloth end, import unsloth now, before transformers, TRL or peft:
+    unsloth patches them when it is imported and warns (and skips its patches) when it comes later.
+    Every stage calls this first."""
+    end = pick_end()
+    if end == UNSLOTH:
+        import unsloth  # noqa: F401
+
+    return end
+
+
 def check_capacity(recipe: Recipe) -> None:
     """Fail early, with the reason, when this machine cannot run the recipe."""
     need = recipe.model.min_gpu_memory_gb

@@ -265,9 +265,25 @@ def save_resolved(recipe: Recipe, out_dir: Path) -> Path:
     return path
 
 
-def check_trainer_keys(trainer: dict, config_cls, where: str) -> None:
-    """Reject keys the TRL config class does not have, naming the key."""
+# Trainer arguments renamed in newer transformers (5.2x). Recipes use the new names; the GPU set,
+# which pins transformers 5.17 for unsloth, only knows the old ones.
+RENAMED_TRAINER_ARGS = {"activation_checkpointing": "gradient_checkpointing",
+                        "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}
+
+
+def check_trainer_keys(trainer: dict, config_cls, where: str) -> dict:
+    """The recipe's trainer section as arguments of the installed TRL config class.
+
+    A key the class does not have is rejected, naming it; a key renamed in newer transformers is
+    passed under its old name when only that one exists.
+    """
     names = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(trainer) - names)
+    args = {}
+    for key, value in trainer.items():
+        if key not in names and RENAMED_TRAINER_ARGS.get(key) in names:
+            key = RENAMED_TRAINER_ARGS[key]
+        args[key] = value
+    unknown = sorted(k for k in trainer if k not in names and RENAMED_TRAINER_ARGS.get(k) not in names)
     if unknown:
         raise RecipeError(f"unknown recipe key '{where}.{unknown[0]}': not an argument of {config_cls.__name__}")
+    return args

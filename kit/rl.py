@@ -18,7 +18,7 @@ from .cards import model_card
 from .data import read_jsonl
 from .formatting import final_answer
 from .judge import Judge
-from .modeling import Loaded, check_capacity, load_model, peak_memory_mb, precision_args
+from .modeling import Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args
 from .recipe import Recipe, RecipeError, check_trainer_keys
 from .rewards import JudgeReward, completion_text, format_reward
 from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, train_resumable, write_metrics
@@ -37,8 +37,8 @@ def build_config(recipe: Recipe, output_dir: Path):
 
     if recipe.rl.algorithm not in ALGORITHMS:
         raise RecipeError(f"rl.algorithm must be one of {', '.join(ALGORITHMS)}, got '{recipe.rl.algorithm}'")
-    check_trainer_keys(recipe.rl.trainer, GRPOConfig, "rl.trainer")
-    args = {**ALGORITHMS[recipe.rl.algorithm], **precision_args(recipe), **recipe.rl.trainer}
+    trainer = check_trainer_keys(recipe.rl.trainer, GRPOConfig, "rl.trainer")
+    args = {**ALGORITHMS[recipe.rl.algorithm], **precision_args(recipe), **trainer}
     if recipe.rl.trainer.get("importance_sampling_level", args["importance_sampling_level"]) != \
             ALGORITHMS[recipe.rl.algorithm]["importance_sampling_level"]:
         raise RecipeError("rl.trainer.importance_sampling_level contradicts rl.algorithm: set only rl.algorithm")
@@ -79,6 +79,7 @@ def lora_snapshot(model) -> dict:
 
 def prepare(recipe: Recipe) -> RLSession:
     """Load the RL prompts, the model (continuing the SFT adapter) and the judge; build the GRPOTrainer."""
+    import_end()
     import datasets
     from trl import GRPOTrainer
 

@@ -16,7 +16,7 @@ from .cards import model_card
 from .data import read_jsonl
 from .formatting import adherence
 from .generation import generate
-from .modeling import UNSLOTH, Loaded, check_capacity, load_model, peak_memory_mb, precision_args
+from .modeling import UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args
 from .recipe import Recipe, RecipeError, check_trainer_keys
 from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, train_resumable, write_metrics
 
@@ -24,8 +24,8 @@ from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, trai
 def build_config(recipe: Recipe, output_dir: Path):
     from trl import SFTConfig
 
-    check_trainer_keys(recipe.sft.trainer, SFTConfig, "sft.trainer")
-    args = {"max_length": recipe.model.max_seq_length, **precision_args(recipe), **recipe.sft.trainer}
+    trainer = check_trainer_keys(recipe.sft.trainer, SFTConfig, "sft.trainer")
+    args = {"max_length": recipe.model.max_seq_length, **precision_args(recipe), **trainer}
     args.setdefault("seed", recipe.data.seed)
     if args.get("report_to") is None:
         args["report_to"] = "none"
@@ -69,6 +69,7 @@ class SFTSession:
 
 def prepare(recipe: Recipe) -> SFTSession:
     """Load data and model, check the format before training, and build the SFTTrainer."""
+    import_end()
     import datasets
     from trl import SFTTrainer
 

@@ -62,6 +62,31 @@ def test_unknown_trainer_key_names_the_trl_class():
         check_trainer_keys({"max_stpes": 3}, SFTConfig, "sft.trainer")
 
 
+def test_renamed_trainer_key_goes_under_the_name_the_installed_class_knows():
+    """transformers 5.17 (the GPU set, pinned by unsloth) has gradient_checkpointing only; 5.2x renamed it."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class OldConfig:
+        gradient_checkpointing: bool = True
+        max_steps: int = -1
+
+    @dataclasses.dataclass
+    class NewConfig(OldConfig):
+        activation_checkpointing: bool = True
+
+    section = {"activation_checkpointing": False, "max_steps": 3}
+    assert check_trainer_keys(section, OldConfig, "sft.trainer") == {"gradient_checkpointing": False, "max_steps": 3}
+    assert check_trainer_keys(section, NewConfig, "sft.trainer") == section
+
+    @dataclasses.dataclass
+    class NeitherConfig:
+        max_steps: int = -1
+
+    with pytest.raises(RecipeError, match=r"'sft\.trainer\.activation_checkpointing'.*NeitherConfig"):
+        check_trainer_keys(section, NeitherConfig, "sft.trainer")
+
+
 def test_overrides_parse_numbers_lists_and_nested_keys():
     r = load_recipe("tiny", ["sft.trainer.learning_rate=3e-3", "lora.r=4", "lora.modules_to_save=[lm_head]",
                              "rl.judge.preset=deepseek"])
