@@ -1,0 +1,33 @@
+"""bench/gpu_check.py: refuses a machine without a GPU, and reads the stages' real metrics."""
+
+import importlib.util
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "bench" / "gpu_check.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_without_a_gpu_it_says_so_and_exits_2():
+    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "needs a CUDA GPU" in proc.stdout
+
+
+def test_key_figures_come_from_the_stage_metrics(sft_metrics, export_metrics):
+    gpu_check = load_script()
+    sft = gpu_check.key_figures("sft", sft_metrics)
+    assert sft["steps"] == sft_metrics["steps"] > 0
+    assert sft["train_loss_last"] < sft["train_loss_first"]
+    assert sft["format_adherence_before"] == sft_metrics["format_adherence_before"]
+    export = gpu_check.key_figures("export", export_metrics)
+    assert export["merge_dtype"] == "float32" and export["max_abs_logit_diff"] < 1e-3
+    assert 0 < export["q4_k_m_mib"] < export["q8_0_mib"] < export["f16_mib"]
