@@ -6,8 +6,8 @@
 On a CUDA machine, runs the tiny recipe's stages (data → sft → rl → export → eval) once per end, each
 stage in its own process as `python -m kit <stage>` runs it, and prints per stage the seconds, the end
 that really ran and the peak GPU memory, then the figures that say the stage did its work (loss,
-format adherence, reward, merge check, GGUF sizes, accuracies). Needs no hub: the tiny model is built
-locally. On a machine without a GPU it says so and exits 2.
+format adherence, reward, merge check, GGUF sizes, accuracies). Each end starts with empty compiler
+caches. Needs no hub: the tiny model is built locally. On a machine without a GPU it says so and exits 2.
 """
 
 import argparse
@@ -43,7 +43,13 @@ def key_figures(stage: str, m: dict) -> dict:
 
 def run_end(end: str, logs: Path | None) -> dict:
     runs = tempfile.mkdtemp(prefix=f"gpu-check-{end[:4]}-")
-    env = {**os.environ, "KIT_END": end, "KIT_RUNS_DIR": runs}
+    # Each end starts with empty compiler caches (inductor, Triton, Unsloth's generated modules): the
+    # figures then include compile time, and no kernel compiled by an earlier run is reused (re-runs
+    # on one machine crashed in Unsloth's compiled block; see bench/RESULTS.md).
+    caches = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton",
+              "UNSLOTH_COMPILE_LOCATION": "unsloth_compiled_cache"}
+    env = {**os.environ, "KIT_END": end, "KIT_RUNS_DIR": runs,
+           **{var: str(Path(runs) / "_caches" / name) for var, name in caches.items()}}
     out = {}
     for stage in STAGES:
         log = (logs or Path(runs)) / f"{end.split('+')[0]}-{stage}.log"
