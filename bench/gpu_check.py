@@ -68,6 +68,15 @@ def run_end(end: str, logs: Path | None) -> dict:
     return out
 
 
+def cell(r: dict | None) -> str:
+    """One stage of one end in the printed table."""
+    if not r:
+        return "not run"
+    if "error" in r:
+        return f"{r['seconds']} s ERROR {r['error'][:60]}"
+    return f"{r['seconds']} s / {r.get('peak_gpu_mb')} ({r.get('end') or '-'})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ends", nargs="+", choices=ENDS, default=ENDS)
@@ -89,13 +98,7 @@ def main() -> int:
         print(f"{end}: {json.dumps(results[end])}", flush=True)
     print(f"\n{'stage':<8} | " + " | ".join(f"{e + ': s / peak GPU MiB':>34}" for e in results))
     for stage in STAGES:
-        cells = []
-        for end in results:
-            r = results[end].get(stage, {})
-            cells.append(f"{r['seconds']} s ERROR {r['error'][:60]}" if "error" in r else
-                         f"{r.get('seconds')} s / {r.get('peak_gpu_mb')} ({r.get('end') or '-'})" if r else "not run")
-            cells[-1] = f"{cells[-1]:>34}"
-        print(f"{stage:<8} | " + " | ".join(cells))
+        print(f"{stage:<8} | " + " | ".join(f"{cell(results[end].get(stage)):>34}" for end in results))
     if args.json:
         args.json.write_text(json.dumps({"device": device, "results": results}, indent=2))
     print(json.dumps(results, indent=2))

@@ -279,11 +279,9 @@ def check_trainer_keys(trainer: dict, config_cls, where: str) -> dict:
     """
     names = {f.name for f in dataclasses.fields(config_cls)}
     args = {}
-    for key, value in trainer.items():
-        if key not in names and RENAMED_TRAINER_ARGS.get(key) in names:
-            key = RENAMED_TRAINER_ARGS[key]
-        args[key] = value
-    unknown = sorted(k for k in trainer if k not in names and RENAMED_TRAINER_ARGS.get(k) not in names)
-    if unknown:
-        raise RecipeError(f"unknown recipe key '{where}.{unknown[0]}': not an argument of {config_cls.__name__}")
+    for key in sorted(trainer):
+        name = key if key in names else RENAMED_TRAINER_ARGS.get(key)
+        if name not in names:
+            raise RecipeError(f"unknown recipe key '{where}.{key}': not an argument of {config_cls.__name__}")
+        args[name] = trainer[key]
     return args
