@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_sft.py [--steps 60]
 
-Both train the same LoRA on the tiny recipe's data with evaluation off; the ratio kit / bare
-should be ≥ 0.97 (the kit must cost nothing).
+Both train the tiny recipe's LoRA (rank, dropout, targets, full modules) on its data with evaluation
+off; the ratio kit / bare should be ≥ 0.97 (the kit must cost nothing).
 """
 
 import argparse
@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def bare_trl(model_dir, train_rows, steps, out):
+def bare_trl(model_dir, lora, train_rows, steps, out):
     """What a user would write by hand with transformers + peft + TRL."""
     import datasets
     import torch
@@ -26,9 +26,8 @@ def bare_trl(model_dir, train_rows, steps, out):
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                                      "in_proj_qkv", "in_proj_z", "out_proj"])
+    peft = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
+                      target_modules=lora.target_modules, modules_to_save=lora.modules_to_save or None)
     args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=8, learning_rate=3e-3,
                      lr_scheduler_type="cosine", warmup_steps=10, logging_steps=10, save_strategy="no",
                      assistant_only_loss=True, activation_checkpointing=False, max_length=384, bf16=False,
@@ -64,7 +63,7 @@ def main():
             m = sft.train(sft.prepare(recipe))
             results[name] = m["steps_per_second"]
         else:
-            results[name] = bare_trl(model_path(recipe), rows, args.steps, tempfile.mkdtemp())
+            results[name] = bare_trl(model_path(recipe), recipe.lora, rows, args.steps, tempfile.mkdtemp())
         print(f"{name}: {results[name]:.3f} steps/s")
     kit_sps = (results["kit"] + results["kit2"]) / 2
     bare_sps = (results["bare"] + results["bare2"]) / 2

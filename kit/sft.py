@@ -16,7 +16,8 @@ from .cards import model_card
 from .data import read_jsonl
 from .formatting import adherence
 from .generation import generate
-from .modeling import UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args
+from .modeling import (UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
+                       restore_full_module_dtypes)
 from .recipe import Recipe, RecipeError, check_trainer_keys
 from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, train_resumable, write_metrics
 
@@ -94,6 +95,8 @@ def prepare(recipe: Recipe) -> SFTSession:
         config.eval_strategy = "no"
     trainer = SFTTrainer(model=loaded.model, args=config, train_dataset=train_ds, eval_dataset=val_ds,
                          processing_class=loaded.tokenizer)
+    if loaded.end != UNSLOTH:  # Unsloth sets the dtype of full modules itself
+        restore_full_module_dtypes(trainer.model)
     return SFTSession(recipe, out, loaded, trainer, questions, before, before_outs,
                       last_checkpoint(ckpt_dir), len(train_rows), len(val_rows))
 

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import kill_after_checkpoint
 from kit.recipe import load_recipe
@@ -63,6 +64,9 @@ def test_four_bit_path_trains_on_cpu(runs_dir):
     data.run(recipe)
     session = sft.prepare(recipe)
     assert any(type(m).__name__ == "Linear4bit" for m in session.loaded.model.modules())
+    # the tiny recipe trains embeddings and head in full: they stay fp32 although TRL casts trainables to bf16
+    full = {n: p.dtype for n, p in session.trainer.model.named_parameters() if ".modules_to_save." in n}
+    assert full and set(full.values()) == {torch.float32}, full
     m = sft.train(session)
     assert m["steps"] == 3 and m["train_loss_first"] > 0
 
