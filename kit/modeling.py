@@ -184,6 +184,7 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
     elif trainable:
         lora = recipe.lora
+        torch.manual_seed(recipe.data.seed)  # the LoRA init, as Unsloth's random_state= does on its end
         model = get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
             target_modules=lora.target_modules, modules_to_save=lora.modules_to_save or None,

@@ -86,7 +86,7 @@ class DataConfig:
 
 @dataclass
 class SFTStage:
-    format_check_questions: int = 8  # held-out questions generated after training
+    format_check_questions: int = 8  # questions SFT never saw, answered before and after: held-out rows, then RL's
     format_check_max_new_tokens: int = 128
     trainer: dict = field(default_factory=dict)  # TRL SFTConfig arguments
 

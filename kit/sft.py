@@ -46,6 +46,15 @@ def format_check(model, tokenizer, questions: list[str], recipe: Recipe, end: st
     return adherence(outs), outs
 
 
+def format_check_questions(recipe: Recipe, val_rows: list[dict]) -> list[str]:
+    """Questions SFT never trains on: the held-out SFT rows, then (when those are fewer than
+    `sft.format_check_questions`) the RL stage's questions, which are what GSPO will ask the model next."""
+    questions = [r["messages"][0]["content"] for r in val_rows]
+    if len(questions) < recipe.sft.format_check_questions and recipe.data.rl:
+        questions += [r["question"] for r in read_jsonl(require(recipe, "data", "rl.jsonl"))]
+    return questions[: recipe.sft.format_check_questions]
+
+
 def loss_history(log_history: list[dict]) -> dict:
     train = [{"step": h["step"], "loss": h["loss"]} for h in log_history if "loss" in h]
     val = [{"step": h["step"], "loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
@@ -85,9 +94,9 @@ def prepare(recipe: Recipe) -> SFTSession:
     config = build_config(recipe, ckpt_dir)
     loaded = load_model(recipe)
 
-    questions = [r["messages"][0]["content"] for r in val_rows][: recipe.sft.format_check_questions]
+    questions = format_check_questions(recipe, val_rows)
     before, before_outs = format_check(loaded.model, loaded.tokenizer, questions, recipe, loaded.end)
-    print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} held-out questions")
+    print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} questions it does not train on")
 
     train_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
     val_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in val_rows]) if val_rows else None

@@ -80,3 +80,36 @@ def test_capacity_is_checked_before_loading(runs_dir):
 def test_missing_data_stage_names_the_command(runs_dir):
     proc = kit("sft", "--recipe", "tiny")
     assert proc.returncode == 2 and "python -m kit data --recipe tiny" in proc.stderr
+
+
+def test_lora_init_follows_the_recipe_seed_not_the_process(runs_dir):
+    """Same recipe, same adapter at the start, whatever the process did with the RNG before."""
+    from kit.modeling import load_model
+
+    def lora_a(recipe, rng_before):
+        torch.manual_seed(rng_before)
+        model = load_model(recipe).model
+        return torch.cat([p.detach().flatten() for n, p in model.named_parameters() if "lora_A" in n])
+
+    tiny = load_recipe("tiny")
+    first = lora_a(tiny, 1)
+    assert torch.equal(first, lora_a(tiny, 2))
+    assert not torch.equal(first, lora_a(load_recipe("tiny", ["data.seed=7"]), 1))
+
+
+def test_format_check_asks_held_out_rows_then_rl_questions(runs_dir):
+    from kit import data, sft
+    from kit.data import read_jsonl
+    from kit.runs import stage_dir
+
+    recipe = load_recipe("tiny", ["sft.format_check_questions=20"])
+    data.run(recipe)
+    val = read_jsonl(stage_dir(recipe, "data") / "sft_val.jsonl")
+    train = {r["messages"][0]["content"] for r in read_jsonl(stage_dir(recipe, "data") / "sft_train.jsonl")}
+    rl = [r["question"] for r in read_jsonl(stage_dir(recipe, "data") / "rl.jsonl")]
+    qs = sft.format_check_questions(recipe, val)
+    assert qs == [r["messages"][0]["content"] for r in val] + rl[: 20 - len(val)]
+    assert not train & set(qs)
+    assert sft.format_check_questions(load_recipe("tiny", ["sft.format_check_questions=3"]), val) == qs[:3]
+    no_rl = load_recipe("tiny", ["sft.format_check_questions=20", "data.rl=[]"])
+    assert sft.format_check_questions(no_rl, val) == qs[: len(val)]
