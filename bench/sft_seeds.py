@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def num(x, spec: str) -> str:
-    """A figure, or '-' in the same width where the run logged none (fewer steps than logging_steps)."""
-    return format(x, spec) if x is not None else format("-", spec[0] + spec[1:].split(".")[0])
+def num(x) -> str:
+    """A figure to two places, or '-' where the run logged none (fewer steps than logging_steps)."""
+    return "-" if x is None else f"{x:.2f}"
 
 
 def run_seed(seed: int, sets: list[str], runs: Path) -> dict:
@@ -47,8 +47,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             m = run_seed(seed, args.set, Path(tmp))
         lowest = min(lowest, m["format_adherence_after"])
-        print(f"{seed:>5} {m['seconds']:>6.1f} {num(m['train_loss_first'], '>7.2f')} → {num(m['train_loss_last'], '<6.2f')} "
-              f"{num(m['eval_loss'], '>6.2f')} {m['format_adherence_before']:>5.2f} → {m['format_adherence_after']:<4.2f} "
+        print(f"{seed:>5} {m['seconds']:>6.1f} {num(m['train_loss_first']):>7} → {num(m['train_loss_last']):<6} "
+              f"{num(m['eval_loss']):>6} {m['format_adherence_before']:>5.2f} → {m['format_adherence_after']:<4.2f} "
               f"{len(m['format_check']['questions']):>3}")
     print(f"lowest format adherence after SFT: {lowest:.2f}")
     return 0

@@ -195,25 +195,22 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
     return Loaded(model, tokenizer, TRANSFORMERS, device)
 
 
-def restore_full_module_dtypes(model) -> int:
+def restore_full_module_dtypes(loaded: Loaded, model) -> None:
     """Put each module trained in full (`lora.modules_to_save`) back in the dtype of the module it replaces.
 
     TRL's trainers cast every trainable parameter of a quantized model to bf16 (the QLoRA convention
     for LoRA A/B; TRL PR #7272 and peft issue #2889 discuss it). A full copy of the embeddings or the
     head then hands bf16 activations to layers that compute in fp32, which fails (4-bit on a CPU). Call
-    after building the trainer; returns how many copies were changed. A no-op where dtypes already agree.
+    after building the trainer (`model` is the trainer's). Unsloth sets these dtypes itself: nothing to do there.
     """
+    if loaded.end == UNSLOTH:
+        return
     from peft.utils import ModulesToSaveWrapper
 
-    changed = 0
     for module in model.modules():
         if isinstance(module, ModulesToSaveWrapper):
-            dtype = module.original_module.weight.dtype
             for copy in module.modules_to_save.values():
-                if copy.weight.dtype != dtype:
-                    copy.to(dtype)
-                    changed += 1
-    return changed
+                copy.to(module.original_module.weight.dtype)
 
 
 def precision_args(recipe: Recipe) -> dict:

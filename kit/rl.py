@@ -18,7 +18,7 @@ from .cards import model_card
 from .data import read_jsonl
 from .formatting import final_answer
 from .judge import Judge
-from .modeling import (UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
+from .modeling import (Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
                        restore_full_module_dtypes)
 from .recipe import Recipe, RecipeError, check_trainer_keys
 from .rewards import JudgeReward, completion_text, format_reward
@@ -101,8 +101,7 @@ def prepare(recipe: Recipe) -> RLSession:
     dataset = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "question", "reference")} for r in rows])
     trainer = GRPOTrainer(model=loaded.model, reward_funcs=funcs, args=config, train_dataset=dataset,
                           processing_class=loaded.tokenizer)
-    if loaded.end != UNSLOTH:  # Unsloth sets the dtype of full modules itself
-        restore_full_module_dtypes(trainer.model)
+    restore_full_module_dtypes(loaded, trainer.model)
     print(f"[kit] {recipe.rl.algorithm.upper()} (importance_sampling_level={config.importance_sampling_level}, "
           f"loss_type={config.loss_type}) on {len(rows)} prompts; judge: {judge_reward.judge!r}")
     return RLSession(recipe, out, loaded, trainer, judge_reward, rows, last_checkpoint(ckpt_dir),

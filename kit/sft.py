@@ -104,8 +104,7 @@ def prepare(recipe: Recipe) -> SFTSession:
         config.eval_strategy = "no"
     trainer = SFTTrainer(model=loaded.model, args=config, train_dataset=train_ds, eval_dataset=val_ds,
                          processing_class=loaded.tokenizer)
-    if loaded.end != UNSLOTH:  # Unsloth sets the dtype of full modules itself
-        restore_full_module_dtypes(trainer.model)
+    restore_full_module_dtypes(loaded, trainer.model)
     return SFTSession(recipe, out, loaded, trainer, questions, before, before_outs,
                       last_checkpoint(ckpt_dir), len(train_rows), len(val_rows))
 
