@@ -31,10 +31,12 @@ ifeq ($(HAS_GPU),1)
 	$(PY) -m pip install -q -r requirements-gpu.txt
 endif
 	$(PY) -m pip install -q --no-deps -e .
-	@# the demo's browser test uses Debian's chromium; installed where we are root (CI, containers)
-	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-		|| echo "note: could not install chromium; the browser test will fail"; fi
+	@# the demo's browser test uses Debian's chromium and a CJK font (half the data is Chinese; without
+	@# one it renders as boxes); installed where we are root (CI, containers)
+	@if { ! command -v chromium >/dev/null 2>&1 || [ -z "$$(fc-list :lang=zh 2>/dev/null)" ]; } \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) \
+		|| echo "note: could not install chromium and fonts-noto-cjk; the browser tests will fail"; fi
 	touch $@
 
 FORCE_FLAG := $(if $(FORCE),--force,)

@@ -1,51 +1,84 @@
 """Judge throughput against a loopback OpenAI-compatible server with 50 ms latency per request.
 
-    .venv/bin/python bench/bench_judge.py [--items 64 --latency 0.05]
+    .venv/bin/python bench/bench_judge.py [--items 64 --latency 0.05 --concurrency 16 --repeats 3]
 
-Prints items/s at concurrency 1 and 16, and again from the SQLite cache.
+The scripted server runs in a process of its own (in the judge's process it would compete with the
+judge for the GIL, and the benchmark would measure the two together). Prints items/s sequentially
+and at the given concurrency (each repeated, with a fresh judge), the speed-up over sequential, and
+the ratio to the ideal (concurrency / latency items/s: every request waiting only for the server),
+then items/s from the SQLite cache.
 """
 
 import argparse
+import json
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+
+
+def timed_grade(judge, questions, answers, refs) -> float:
+    t = time.perf_counter()
+    verdicts = judge.grade(questions, answers, refs)
+    dt = time.perf_counter() - t
+    assert all(v.error is None for v in verdicts), [v.error for v in verdicts if v.error][:3]
+    return dt
+
+
+def stats(url: str) -> dict:
+    with urllib.request.urlopen(url + "/stats", timeout=5) as r:
+        return json.loads(r.read())
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from fake_openai import FakeOpenAI
     from kit.judge import Judge
 
-    n = args.items
+    n, c = args.items, args.concurrency
     questions = [f"question {i}" for i in range(n)]
     answers = [f"reasoning {i}\n</think>\n\nanswer {i}" for i in range(n)]
     refs = [f"answer {i}" for i in range(n)]
     cache = Path(tempfile.mkdtemp()) / "cache.sqlite"
-    with FakeOpenAI(latency_s=args.latency) as server:
-        for concurrency in (1, 16):
-            judge = Judge("openai-compatible", base_url=server.url, model="bench", max_concurrency=concurrency,
-                          cache_path=cache if concurrency == 16 else None)
-            t = time.perf_counter()
-            verdicts = judge.grade(questions, answers, refs)
-            dt = time.perf_counter() - t
-            assert all(v.error is None for v in verdicts)
-            print(f"concurrency {concurrency:>2}: {n / dt:7.1f} items/s ({dt:.2f} s, {judge.ledger.calls} requests, "
-                  f"max in flight {server.max_in_flight})")
-        before = server.requests
-        judge = Judge("openai-compatible", base_url=server.url, model="bench", max_concurrency=16, cache_path=cache)
-        t = time.perf_counter()
-        verdicts = judge.grade(questions, answers, refs)
-        dt = time.perf_counter() - t
-        assert all(v.cached for v in verdicts) and server.requests == before
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), str(args.latency)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+        rates = {}
+        for concurrency in (1, c):
+            runs = []
+            for _ in range(args.repeats):
+                judge = Judge("openai-compatible", base_url=url, model="bench", max_concurrency=concurrency)
+                runs.append(n / timed_grade(judge, questions, answers, refs))
+            rates[concurrency] = runs
+            print(f"concurrency {concurrency:>2}: " + ", ".join(f"{r:6.1f}" for r in runs) +
+                  f" items/s (median {statistics.median(runs):.1f}; server's max in flight so far "
+                  f"{stats(url)['max_in_flight']})")
+        ideal = c / args.latency
+        speedup = statistics.median(rates[c]) / statistics.median(rates[1])
+        print(f"speed-up at concurrency {c}: {speedup:.1f}x over sequential (ideal {c}x); "
+              f"{statistics.median(rates[c]):.0f} of an ideal {ideal:.0f} items/s = "
+              f"{statistics.median(rates[c]) / ideal:.2f} (worst run {min(rates[c]) / ideal:.2f})")
+        judge = Judge("openai-compatible", base_url=url, model="bench", max_concurrency=c, cache_path=cache)
+        timed_grade(judge, questions, answers, refs)
+        before = stats(url)["requests"]
+        judge = Judge("openai-compatible", base_url=url, model="bench", max_concurrency=c, cache_path=cache)
+        dt = timed_grade(judge, questions, answers, refs)
+        assert stats(url)["requests"] == before
         print(f"from cache    : {n / dt:7.1f} items/s ({dt:.3f} s, 0 requests)")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,12 @@ def preflight(recipe) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _help(text: str) -> str:
+    """argparse expands `%` in help strings (`95%` crashes `--help`): escape it."""
+    return text.replace("%", "%%")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tiny-model", help="build (or find) the built-in tiny model and print its folder")
 
     for stage, (_, help_text) in STAGES.items():
-        p = sub.add_parser(stage, help=help_text)
+        p = sub.add_parser(stage, help=_help(help_text), description=help_text)
         p.add_argument("--recipe", required=True, help="recipe name or YAML path")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. sft.trainer.max_steps=10")
@@ -74,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="public gradio.live link (off by default)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from .recipe import RecipeError, available, load_recipe
 
     try:

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .formatting import END_TOKENS, THINK_CLOSE, THINK_OPEN
 from .recipe import DatasetSpec, Recipe
 from .runs import Timer, start_stage, write_metrics
 
@@ -88,8 +89,29 @@ def normalise_mcq(row: dict) -> dict:
     return row
 
 
+# Text the output format or the chat template gives a meaning to. Inside a question, a reasoning or an
+# answer it would teach a broken format (two `</think>`), or end a turn early.
+CONTROL_STRINGS = (THINK_OPEN, THINK_CLOSE, "<|im_start|>", *END_TOKENS)
+
+
+def control_text(row: dict, kind: str) -> str | None:
+    """The drop reason when a text field holds a think tag or a chat control token, else None.
+
+    >>> control_text({"Question": "Q", "Complex_CoT": "a </think> b", "Response": "R"}, "sft")
+    "field 'Complex_CoT' contains '</think>'"
+    """
+    for col in SCHEMAS[kind]:
+        values = row[col].values() if isinstance(row[col], dict) else [row[col]]
+        for value in values:
+            for tag in CONTROL_STRINGS:
+                if isinstance(value, str) and tag in value:
+                    return f"field '{col}' contains '{tag}'"
+    return None
+
+
 def validate(rows: list[dict], kind: str, source: str) -> Checked:
-    """Drop rows with missing, empty or non-string fields and duplicates, counting each reason."""
+    """Drop rows with missing, empty or non-string fields, think tags or chat tokens in text, and duplicates,
+    counting each reason."""
     out = Checked(rows=[])
     seen = set()
     for i, row in enumerate(rows):
@@ -113,6 +135,8 @@ def validate(rows: list[dict], kind: str, source: str) -> Checked:
                 break
         if reason is None and kind == "mcq" and row["answer_idx"] not in row["options"]:
             reason = "field 'answer_idx' is not one of the option letters"
+        if reason is None:
+            reason = control_text(row, kind)
         if reason is None:
             key = tuple(str(row[c]).strip() for c in SCHEMAS[kind])
             if key in seen:

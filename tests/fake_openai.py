@@ -18,6 +18,12 @@ def verdict_json(verdict="correct", score=1.0):
     return json.dumps({"verdict": verdict, "score": score, "rationale": "scripted"})
 
 
+class _Server(ThreadingHTTPServer):
+    # http.server's listen backlog is 5: more simultaneous connects than that are dropped and retried by
+    # TCP after about a second, which a benchmark at concurrency 16 measures instead of the judge.
+    request_queue_size = 128
+
+
 class FakeOpenAI:
     def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0):
         self.latency_s, self.hang_s = latency_s, hang_s
@@ -29,8 +35,14 @@ class FakeOpenAI:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real API servers do: no new connection per request
+            disable_nagle_algorithm = True  # else headers and body, written apart, wait ~40 ms for a delayed ACK
+
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):  # counters, for a benchmark that runs the server in another process
+                server.send(self, 200, {"requests": server.requests, "max_in_flight": server.max_in_flight})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -44,7 +56,7 @@ class FakeOpenAI:
                     with server._lock:
                         server.in_flight -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -102,3 +114,11 @@ class FakeOpenAI:
             h.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a time-out test)
+
+
+if __name__ == "__main__":  # the server alone, in its own process: python tests/fake_openai.py [latency_s]
+    import sys
+
+    with FakeOpenAI(latency_s=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as fake:
+        print(fake.url, flush=True)
+        fake.thread.join()

@@ -33,3 +33,17 @@ def test_sft_is_skipped_for_a_recipe_without_sft_data(runs_dir):
     from kit.recipe import load_recipe
 
     assert sft.run(load_recipe("tiny", ["data.sft=[]"])) == {"skipped": True}
+
+
+def test_help_works_for_the_cli_and_every_command():
+    """`--help` is the first command many users type; argparse crashes on a bare `%` in a help string."""
+    from kit.__main__ import build_parser
+
+    top = kit("--help")
+    assert top.returncode == 0 and "Traceback" not in top.stderr, top.stderr
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert {"data", "sft", "rl", "export", "eval", "pipeline", "serve", "demo"} <= set(commands)
+    for name in commands:
+        out = kit(name, "--help")
+        assert out.returncode == 0 and out.stdout.startswith("usage: python -m kit " + name), (name, out.stderr)
+    assert "95% intervals" in kit("eval", "--help").stdout

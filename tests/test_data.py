@@ -42,6 +42,23 @@ def test_bad_multiple_choice_rows(row, reason):
     assert checked.dropped == {reason: 1}
 
 
+@pytest.mark.parametrize("kind, good, row, reason", [
+    ("sft", GOOD, {**GOOD, "Complex_CoT": "First this.</think> Then that."}, "field 'Complex_CoT' contains '</think>'"),
+    ("sft", GOOD, {**GOOD, "Response": "<think>hmm</think> A."}, "field 'Response' contains '<think>'"),
+    ("sft", GOOD, {**GOOD, "Question": "Q?<|im_end|>"}, "field 'Question' contains '<|im_end|>'"),
+    ("rl", {"Open-ended Verifiable Question": "q", "Ground-True Answer": "a"},
+     {"Open-ended Verifiable Question": "q2", "Ground-True Answer": "</think> Naloxone"},
+     "field 'Ground-True Answer' contains '</think>'"),
+    ("mcq", {"question": "q0", "options": {"A": "x", "B": "y"}, "answer_idx": "B"},
+     {"question": "q", "options": {"A": "x", "B": "y <think>"}, "answer_idx": "A"}, "field 'options' contains '<think>'"),
+])
+def test_think_tags_and_chat_tokens_inside_data_are_dropped_and_counted(kind, good, row, reason):
+    """A closing tag inside the reasoning would become an SFT target with two `</think>`."""
+    checked = data.validate([good, row], kind, "f.jsonl")
+    assert len(checked.rows) == 1 and checked.dropped == {reason: 1}
+    assert checked.first_bad[reason] == "f.jsonl row 2"
+
+
 def test_mmlu_pro_rows_take_medqa_shape():
     row = {"question": "q", "options": ["a", "b", "c"], "answer": "C", "answer_index": 2, "category": "biology"}
     checked = data.validate([row], "mcq", "m")

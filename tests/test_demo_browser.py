@@ -42,3 +42,27 @@ def test_demo_in_headless_chromium(demo_url, tmp_path):
     after_thinking = last.split("Thinking", 1)[1].strip()
     assert after_thinking, "no answer below the Thinking block"
     assert "backend failed" not in last
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and os.geteuid() != 0,
+                    reason="Debian's chromium is not installed and this user cannot install it")
+def test_chinese_examples_render_as_glyphs_not_boxes():
+    """Without a CJK font every Chinese character is drawn as the same missing-glyph box, so two
+    different characters render to identical pixels."""
+    from playwright.sync_api import sync_playwright
+
+    from kit.demo import EXAMPLES
+
+    chinese = next(e for e in EXAMPLES if "\u4e00" <= e[0] <= "\u9fff")
+    a, b = chinese[0], chinese[1]
+    assert a != b
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        shots = []
+        for char in (a, b):  # each alone at the same place, so only the glyph can differ
+            page.set_content(f'<span id="c" style="font-size:48px">{char}</span>')
+            shots.append(page.locator("#c").screenshot())
+        browser.close()
+    shot_a, shot_b = shots
+    assert shot_a != shot_b, "Chinese renders as boxes: install a CJK font (Debian: fonts-noto-cjk; `make setup` does)"
