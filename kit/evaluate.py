@@ -12,6 +12,7 @@ figure comes with its sample size and a 95% Wilson interval. Writes `runs/<recip
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
@@ -19,12 +20,14 @@ from pathlib import Path
 
 from .data import read_jsonl
 from .formatting import extract_choice, parse
+from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory,
+                         prompt_texts, say_once, vllm_adapter_problem)
 from .judge import Judge
-from .recipe import Recipe
+from .recipe import Recipe, RecipeError
 from .runs import Timer, require, stage_dir, start_stage, write_metrics
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion.
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (successes may be a mean times n).
 
     >>> [round(x, 3) for x in wilson(8, 10)]
     [0.49, 0.943]
@@ -43,25 +46,43 @@ def proportion(successes: int, n: int) -> dict:
     return {"value": successes / n if n else None, "n": n, "ci95": [round(low, 4), round(high, 4)]}
 
 
+def mean_over_samples(per_item: list[list[bool]]) -> dict:
+    """Accuracy when each item has k sampled completions: the mean of the per-item means. Its 95%
+    interval is Wilson's over the items (the independent draws; an item's k samples are not), which is
+    conservative: a per-item mean in [0, 1] varies at most as a single yes/no would, and the interval
+    never collapses to a point when every item scores the same.
+
+    >>> mean_over_samples([[True, True], [True, False], [False, False], [True, True]])
+    {'value': 0.625, 'n': 4, 'samples': 2, 'ci95': [0.2194, 0.9081]}
+    """
+    k = max((len(x) for x in per_item), default=1)
+    means = [sum(x) / len(x) for x in per_item if x]
+    value = sum(means) / len(means) if means else None
+    low, high = wilson(sum(means), len(means))
+    return {"value": value, "n": len(means), "samples": k, "ci95": [round(low, 4), round(high, 4)]}
+
+
 def sample_items(rows: list[dict], k: int, seed: int) -> list[dict]:
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     return rows[:k]
 
 
-def score_mcq(items: list[dict], completions: list[str]) -> dict:
-    picks = [extract_choice(c, "".join(sorted(it["options"]))) for it, c in zip(items, completions)]
-    correct = sum(p == it["gold"] for p, it in zip(picks, items))
-    unparseable = sum(p is None for p in picks)
-    return {"accuracy": proportion(correct, len(items)), "unparseable": proportion(unparseable, len(items)),
-            "picks": picks}
+def score_mcq(items: list[dict], completions: list[list[str]]) -> dict:
+    """Accuracy and unparseable rate for items with one or more completions each."""
+    picks = [[extract_choice(c, "".join(sorted(it["options"]))) for c in cs] for it, cs in zip(items, completions)]
+    correct = [[p == it["gold"] for p in ps] for ps, it in zip(picks, items)]
+    unparseable = [[p is None for p in ps] for ps in picks]
+    return {"accuracy": mean_over_samples(correct), "unparseable": mean_over_samples(unparseable), "picks": picks}
 
 
-def format_stats(completions: list[str], count_tokens) -> dict:
-    parsed = [parse(c) for c in completions]
+def format_stats(completions: list[Completion], count_tokens) -> dict:
+    parsed = [parse(c.text) for c in completions]
     well = sum(p.well_formed for p in parsed)
     mean = (lambda xs: round(sum(xs) / len(xs), 1) if xs else None)
     return {"format_adherence": proportion(well, len(parsed)),
+            "truncated": proportion(sum(c.truncated for c in completions), len(completions)),
+            "mean_completion_tokens": mean([c.tokens for c in completions]),
             "mean_reasoning_tokens": mean([count_tokens(p.reasoning) for p in parsed]),
             "mean_answer_tokens": mean([count_tokens(p.answer) for p in parsed])}
 
@@ -80,35 +101,71 @@ def systems(recipe: Recipe) -> list[tuple[str, Path | None]]:
     for kind in ("q4_k_m", "q8_0"):
         path = gguf_dir / f"{recipe.name}-{kind}.gguf"
         if path.exists():
+            if importlib.util.find_spec("llama_cpp") is None:
+                say_once(f"[kit] eval: {path.name} is not evaluated: llama-cpp-python is not installed here")
+                break
             out.append((f"gguf-{kind}", path))
             break
     return out
 
 
-def generate_hf(recipe: Recipe, adapter: Path | None, prompts: list[list[dict]]) -> list[str]:
-    from .generation import generate
-    from .modeling import load_model
+def eval_sampling(recipe: Recipe) -> Sampling:
+    """Decoding for every system: the thinking preset with k samples (Qwen advises against greedy
+    decoding with thinking on: it loops to the token limit), or greedy when the recipe asks."""
+    cfg = recipe.eval
+    if cfg.decoding == "greedy":
+        return Sampling(cfg.max_new_tokens, seed=cfg.seed)
+    if cfg.decoding != "sampled":
+        raise RecipeError(f"eval.decoding must be 'sampled' or 'greedy', got '{cfg.decoding}'")
+    return Sampling.from_preset(recipe.sampling.thinking, cfg.max_new_tokens, n=max(1, cfg.samples), seed=cfg.seed)
 
-    loaded = load_model(recipe, adapter=adapter, trainable=False)
-    return generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens=recipe.eval.max_new_tokens,
-                    batch_size=recipe.eval.batch_size, seed=recipe.eval.seed)
 
+class Generators:
+    """Completions for each system of a run. With vLLM, one engine loads the base once and serves the
+    base, SFT and RL systems through LoRA requests; a system vLLM cannot serve, and every system on the
+    hf engine, loads its own model (freed before the next); GGUF files go through llama.cpp."""
 
-def generate_gguf(recipe: Recipe, path: Path, prompts: list[list[dict]], tokenizer) -> list[str]:
-    from . import gguf
-    from .generation import prompt_texts
+    def __init__(self, recipe: Recipe):
+        from .modeling import model_path
 
-    llm = gguf.load(path, n_ctx=recipe.model.max_seq_length + recipe.eval.max_new_tokens)
-    outs = []
-    try:
-        for text in prompt_texts(tokenizer, prompts):
-            out = llm.create_completion(prompt=text, max_tokens=recipe.eval.max_new_tokens, temperature=0.0,
-                                        stop=["<|im_end|>", "<|endoftext|>"], seed=recipe.eval.seed)
-            choice = out["choices"][0]
-            outs.append(choice["text"] + ("<|im_end|>" if choice["finish_reason"] == "stop" else ""))
-    finally:
-        llm.close()
-    return outs
+        self.recipe = recipe
+        self.engine, self.why = choose(recipe.eval.generation, "evaluation")
+        self.vllm = None
+        if self.engine == "vllm":
+            cfg = recipe.eval
+            self.vllm = VLLMEngine(model_path(recipe), max_model_len=recipe.model.max_seq_length + cfg.max_new_tokens,
+                                   max_lora_rank=recipe.lora.r, seed=cfg.seed,
+                                   gpu_memory_utilization=cfg.gpu_memory_utilization)
+
+    def __call__(self, name: str, path: Path | None, prompts: list[str], s: Sampling) -> tuple[list[list[Completion]], str]:
+        """(completions per prompt, the engine that made them and why)."""
+        recipe = self.recipe
+        if name.startswith("gguf"):
+            engine = LlamaCppEngine(path, n_ctx=recipe.model.max_seq_length + recipe.eval.max_new_tokens)
+            try:
+                return engine.generate(prompts, s), "llama.cpp (the exported file)"
+            finally:
+                engine.close()
+        problem = vllm_adapter_problem(path, recipe.lora.r) if self.vllm else None
+        if self.vllm and problem is None:
+            return self.vllm.generate(prompts, s, adapter=path, adapter_name=name), \
+                f"vllm ({'LoRA request' if path else 'base'} on one engine)"
+        why = self.why
+        if problem:
+            say_once(f"[kit] ⚠ evaluation of {name}: generating with HF model.generate, NOT vLLM, because {problem}")
+            why = problem
+        from .modeling import load_model
+
+        loaded = load_model(recipe, adapter=path, trainable=False)
+        try:
+            return HFEngine(loaded.model, loaded.tokenizer, recipe.eval.batch_size).generate(prompts, s), f"hf ({why})"
+        finally:
+            del loaded
+            free_memory()
+
+    def close(self):
+        if self.vllm is not None:
+            self.vllm.close()
 
 
 def run(recipe: Recipe) -> dict:
@@ -118,6 +175,7 @@ def run(recipe: Recipe) -> dict:
     check_capacity(recipe)
     out = start_stage(recipe, "eval")
     cfg = recipe.eval
+    sampling = eval_sampling(recipe)
     mcq = sample_items(read_jsonl(require(recipe, "data", "eval.jsonl")), cfg.max_items, cfg.seed)
     data_dir = stage_dir(recipe, "data")
     open_items = sample_items(read_jsonl(data_dir / "rl.jsonl"), cfg.max_items, cfg.seed) \
@@ -128,32 +186,40 @@ def run(recipe: Recipe) -> dict:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
     judge = Judge(recipe.rl.judge, cache_path=out / "judge_cache.sqlite")
-    prompts = [it["prompt"] for it in mcq] + [it["prompt"] for it in open_items]
+    prompts = prompt_texts(tokenizer, [it["prompt"] for it in mcq] + [it["prompt"] for it in open_items])
     results, examples = {}, []
-    for name, path in systems(recipe):
-        print(f"[kit] eval: {name} on {len(mcq)} multiple-choice + {len(open_items)} open-ended items")
-        with Timer() as t:
-            if name.startswith("gguf"):
-                completions = generate_gguf(recipe, path, prompts, tokenizer)
-            else:
-                completions = generate_hf(recipe, path, prompts)
-        mc_out, open_out = completions[: len(mcq)], completions[len(mcq):]
-        scored = score_mcq(mcq, mc_out)
-        res = {"seconds": round(t.seconds, 1), "mcq_accuracy": scored["accuracy"],
-               "mcq_unparseable": scored["unparseable"], **format_stats(completions, count_tokens)}
-        if open_items:
-            verdicts = judge.grade([it["question"] for it in open_items], open_out,
-                                   [it["reference"] for it in open_items])
-            graded = [v for v in verdicts if v.error is None]
-            res["judged_accuracy"] = proportion(sum(v.verdict == "correct" for v in graded), len(graded))
-            res["judge_errors"] = len(verdicts) - len(graded)
-        results[name] = res
-        for it, c, pick in zip(mcq, mc_out, scored["picks"]):
-            examples.append({"system": name, "question": it["question"], "gold": it["gold"], "pick": pick,
-                             "completion": c})
+    generators = Generators(recipe)
+    try:
+        for name, path in systems(recipe):
+            print(f"[kit] eval: {name} on {len(mcq)} multiple-choice + {len(open_items)} open-ended items, "
+                  f"{sampling.describe()}")
+            with Timer() as t:
+                completions, engine = generators(name, path, prompts, sampling)
+            mc_out, open_out = completions[: len(mcq)], completions[len(mcq):]
+            scored = score_mcq(mcq, [[c.text for c in cs] for cs in mc_out])
+            flat = [c for cs in completions for c in cs]
+            res = {"engine": engine, "seconds": round(t.seconds, 1),
+                   "generated_tokens_per_second": round(sum(c.tokens for c in flat) / t.seconds, 1) if t.seconds else None,
+                   "mcq_accuracy": scored["accuracy"], "mcq_unparseable": scored["unparseable"],
+                   **format_stats(flat, count_tokens)}
+            if open_items:
+                pairs = [(it, c) for it, cs in zip(open_items, open_out) for c in cs]
+                verdicts = judge.grade([it["question"] for it, _ in pairs], [c.text for _, c in pairs],
+                                       [it["reference"] for it, _ in pairs])
+                graded = [v for v in verdicts if v.error is None]
+                res["judged_accuracy"] = proportion(sum(v.verdict == "correct" for v in graded), len(graded))
+                res["judge_errors"] = len(verdicts) - len(graded)
+            results[name] = res
+            for it, cs, picks in zip(mcq, mc_out, scored["picks"]):
+                for c, pick in zip(cs, picks):
+                    examples.append({"system": name, "question": it["question"], "gold": it["gold"], "pick": pick,
+                                     "truncated": c.truncated, "completion": c.text})
+    finally:
+        generators.close()
     metrics = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("eval"),
                "items": {"mcq": len(mcq), "open": len(open_items)}, "seed": cfg.seed,
-               "decoding": f"greedy, thinking on, max_new_tokens {cfg.max_new_tokens}",
+               "decoding": f"{sampling.describe()}, thinking on", "engine": generators.engine,
+               "engine_reason": generators.why,
                "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()}, "results": results,
                "end": end, **peak_memory_mb()}
     (out / "results.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
@@ -175,14 +241,16 @@ def _fmt(p: dict | None) -> str:
 
 def results_table(metrics: dict) -> str:
     lines = [f"# Evaluation · `{metrics['recipe']}`", "",
-             f"Decoding: {metrics['decoding']}. Intervals: 95% Wilson. Judge: {metrics['judge']['preset']}.",
+             f"Decoding: {metrics['decoding']}. Intervals: 95% (Wilson; over items when several samples per item). "
+             f"Judge: {metrics['judge']['preset']}.",
              "Not medical advice; not validated for clinical use.", "",
-             "| system | MC accuracy | MC unparseable | judged accuracy (open) | format adherence | "
-             "mean reasoning / answer tokens |", "|---|---|---|---|---|---|"]
+             "| system | engine | MC accuracy | MC unparseable | judged accuracy (open) | format adherence | "
+             "truncated | mean reasoning / answer tokens |", "|---|---|---|---|---|---|---|---|"]
     for name, r in metrics["results"].items():
-        lines.append(f"| {name} | {_fmt(r['mcq_accuracy'])} | {_fmt(r['mcq_unparseable'])} | "
-                     f"{_fmt(r.get('judged_accuracy'))} | {_fmt(r['format_adherence'])} | "
+        lines.append(f"| {name} | {r['engine'].split(' ')[0]} | {_fmt(r['mcq_accuracy'])} | {_fmt(r['mcq_unparseable'])} | "
+                     f"{_fmt(r.get('judged_accuracy'))} | {_fmt(r['format_adherence'])} | {_fmt(r['truncated'])} | "
                      f"{r['mean_reasoning_tokens']} / {r['mean_answer_tokens']} |")
+    lines += ["", "Engines: " + "; ".join(f"{name}: {r['engine']}" for name, r in metrics["results"].items())]
     return "\n".join(lines) + "\n"
 
 

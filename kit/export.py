@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import gguf
 from .cards import NOT_MEDICAL_ADVICE, model_card
+from .generation import STOP_TOKENS, free_memory
 from .modeling import UNSLOTH, import_end, load_model, peak_memory_mb
 from .recipe import Recipe
 from .runs import Timer, stage_dir, start_stage, write_metrics
@@ -62,19 +63,22 @@ def generation_config(recipe: Recipe, tokenizer):
 def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
     """Merge into the base loaded in 16-bit (never 4-bit), check logits against adapter-on-base, save."""
     loaded = load_model(recipe, adapter=adapter, trainable=False, load_in_4bit=False)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    before = _logits(model, tokenizer)
+    tokenizer, end, device = loaded.tokenizer, loaded.end, loaded.device
+    before = _logits(loaded.model, tokenizer)
     if out.exists():
         shutil.rmtree(out)
-    if loaded.end == UNSLOTH:
-        model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+    if end == UNSLOTH:
+        loaded.model.save_pretrained_merged(str(out), loaded.processor or tokenizer, save_method="merged_16bit")
+        dtype = loaded.model.dtype
+        del loaded  # one 16-bit copy on the GPU at a time: free the adapter model before the merged one loads
+        free_memory()
         from transformers import AutoModelForCausalLM
 
-        merged = AutoModelForCausalLM.from_pretrained(out, dtype=model.dtype, device_map=loaded.device)
+        merged = AutoModelForCausalLM.from_pretrained(out, dtype=dtype, device_map=device)
     else:
-        merged = model.merge_and_unload()
+        merged = loaded.model.merge_and_unload()  # in place: still one copy
         merged.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        (loaded.processor or tokenizer).save_pretrained(out)
     merged.generation_config = generation_config(recipe, tokenizer)
     merged.generation_config.save_pretrained(out)
     after = _logits(merged, tokenizer)
@@ -86,7 +90,7 @@ def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
     if not diff <= tol:
         raise ExportError(f"merged model disagrees with adapter-on-base: max |Δlogit| = {diff:.3g} > {tol:.3g} "
                           f"({dtype}, largest |logit| {scale:.3g})")
-    return {"end": loaded.end, "dtype": dtype, "max_abs_logit_diff": diff, "logit_tolerance": tol,
+    return {"end": end, "dtype": dtype, "max_abs_logit_diff": diff, "logit_tolerance": tol,
             "max_abs_logit": scale, "model_type": merged.config.model_type}
 
 
@@ -104,9 +108,7 @@ TEMPLATE """{{{{- range .Messages }}}}<|im_start|>{{{{ .Role }}}}
 PARAMETER temperature {p.temperature}
 PARAMETER top_p {p.top_p}
 PARAMETER top_k {p.top_k}
-PARAMETER stop <|im_end|>
-PARAMETER stop <|endoftext|>
-'''
+''' + "".join(f"PARAMETER stop {t}\n" for t in STOP_TOKENS)
 
 
 TOKENIZER_PROBE = "Opioid overdose? 答案是纳洛酮。 It's 3.5 mg, don't!\n\n  <|im_start|>user\n<think>x</think>"

@@ -33,6 +33,21 @@ class Loaded:
     tokenizer: object
     end: str  # UNSLOTH or TRANSFORMERS
     device: str
+    processor: object | None = None  # vision-language checkpoints: saved with every adapter and merge
+    loader: object | None = None  # Unsloth's class that loaded it (its for_inference / for_training switches)
+
+    def save_tokenizer(self, folder) -> None:
+        """The processor of a vision-language checkpoint (tokenizer, image processor, chat template), so that
+        `FastVisionModel` or `vllm serve` reload the folder; the tokenizer alone otherwise."""
+        (self.processor or self.tokenizer).save_pretrained(folder)
+
+    def for_inference(self) -> None:
+        if self.loader is not None:
+            self.loader.for_inference(self.model)
+
+    def for_training(self) -> None:
+        if self.loader is not None:
+            self.loader.for_training(self.model)
 
 
 def has_cuda() -> bool:
@@ -66,9 +81,19 @@ def import_end() -> str:
     return end
 
 
+def gpu_memory_needed(recipe: Recipe) -> float:
+    """GiB of GPU memory the recipe needs: the recipe's figure, else kit.memory's estimate of its largest
+    stage (0 = runs on a CPU)."""
+    if recipe.model.min_gpu_memory_gb is not None:
+        return recipe.model.min_gpu_memory_gb
+    from .memory import needed_gib
+
+    return round(needed_gib(recipe, unsloth=pick_end() == UNSLOTH if has_cuda() else True), 1)
+
+
 def check_capacity(recipe: Recipe) -> None:
     """Fail early, with the reason, when this machine cannot run the recipe."""
-    need = recipe.model.min_gpu_memory_gb
+    need = gpu_memory_needed(recipe)
     if need <= 0:
         return
     if not has_cuda():
@@ -82,8 +107,9 @@ def check_capacity(recipe: Recipe) -> None:
     total = torch.cuda.get_device_properties(0).total_memory / 2**30
     if total < need:
         raise CapacityError(
-            f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory; "
-            f"{torch.cuda.get_device_name(0)} has {total:.0f} GiB. Try the 'workshop' recipe."
+            f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory (its largest stage; "
+            f"`python -m kit check --recipe {recipe.name}` shows each); {torch.cuda.get_device_name(0)} has "
+            f"{total:.1f} GiB. Try the 'workshop' recipe, or a smaller batch or sequence length."
         )
 
 
@@ -119,50 +145,80 @@ def _is_vision_language(path: str) -> bool:
 
 
 def load_model(recipe: Recipe, *, adapter: str | Path | None = None, trainable: bool = True,
-               load_in_4bit: bool | None = None) -> Loaded:
-    """Base model (+ a new LoRA, or an existing adapter) on the best end this machine offers."""
+               load_in_4bit: bool | None = None, fast_inference: bool = False) -> Loaded:
+    """Base model (+ a new LoRA, or an existing adapter) on the best end this machine offers.
+    `fast_inference` (Unsloth end): a vLLM engine in the same process shares the weights, for rollouts."""
     check_capacity(recipe)
     path = model_path(recipe)
     four_bit = recipe.model.load_in_4bit if load_in_4bit is None else load_in_4bit
     end = pick_end()
-    print(f"[kit] loading {recipe.model.name_or_path} on the {end} end (4-bit: {four_bit})")
+    print(f"[kit] loading {recipe.model.name_or_path} on the {end} end (4-bit: {four_bit}"
+          f"{', vLLM fast_inference' if fast_inference else ''})")
     if end == UNSLOTH:
-        return _load_unsloth(recipe, path, adapter, trainable, four_bit)
+        return _load_unsloth(recipe, path, adapter, trainable, four_bit, fast_inference)
     return _load_transformers(recipe, path, adapter, trainable, four_bit)
 
 
-def _load_unsloth(recipe, path, adapter, trainable, four_bit) -> Loaded:
+def unsloth_fast_inference_problem(path: str) -> str | None:
+    """Why the installed Unsloth cannot put this checkpoint on vLLM (`fast_inference`), from its own
+    lists (vision-language types it supports; text types it does not), or None."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    types = [config.model_type] + [getattr(getattr(config, k, None), "model_type", None)
+                                   for k in ("text_config", "vision_config")]
+    types = [t for t in types if t]
+    try:
+        from unsloth.models.loader import VLLM_UNSUPPORTED_MODEL_TYPES
+        from unsloth.models.vision import VLLM_SUPPORTED_VLM
+    except ImportError as e:
+        return f"could not read the installed Unsloth's vLLM support lists ({e})"
+    if hasattr(config, "vision_config") and not any(t in VLLM_SUPPORTED_VLM for t in types):
+        return f"the installed Unsloth supports fast_inference for vision-language types {VLLM_SUPPORTED_VLM}, not {types}"
+    if bad := [t for t in types if t in VLLM_UNSUPPORTED_MODEL_TYPES]:
+        return f"the installed Unsloth does not support fast_inference for {bad[0]}"
+    return None
+
+
+def _load_unsloth(recipe, path, adapter, trainable, four_bit, fast_inference=False) -> Loaded:
     from unsloth import FastLanguageModel, FastVisionModel
 
     vision = _is_vision_language(path)
     loader = FastVisionModel if vision else FastLanguageModel
+    vllm_args = dict(fast_inference=True, gpu_memory_utilization=recipe.rl.gpu_memory_utilization,
+                     max_lora_rank=recipe.lora.r) if fast_inference else {}
     model, tokenizer = loader.from_pretrained(
         model_name=str(adapter or path),  # Unsloth resolves an adapter folder to its base
         max_seq_length=recipe.model.max_seq_length,
         load_in_4bit=four_bit,
         dtype=None if recipe.model.dtype == "auto" else _dtype(recipe),
         use_gradient_checkpointing="unsloth",
+        **vllm_args,
     )
     if trainable and adapter is None:
         lora = recipe.lora
-        extra = dict(finetune_vision_layers=False, finetune_language_layers=True,
-                     finetune_attention_modules=True, finetune_mlp_modules=True) if vision else \
-            dict(target_modules=lora.target_modules)
+        # The recipe's modules, on the language model only: Unsloth intersects an explicit list with its
+        # finetune_* filters, so the vision tower stays untouched (and is saved as it was)
+        scope = dict(finetune_vision_layers=False, finetune_language_layers=True,
+                     finetune_attention_modules=True, finetune_mlp_modules=True) if vision else {}
         model = loader.get_peft_model(
             model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-            use_gradient_checkpointing="unsloth", random_state=recipe.data.seed,
-            modules_to_save=lora.modules_to_save or None, **extra,
+            target_modules=lora.target_modules, use_gradient_checkpointing="unsloth", random_state=recipe.data.seed,
+            modules_to_save=lora.modules_to_save or None, **scope,
         )
     elif not trainable:
         loader.for_inference(model)
-    return Loaded(model, getattr(tokenizer, "tokenizer", tokenizer), UNSLOTH, "cuda")
+    processor = tokenizer if vision else None
+    return Loaded(model, getattr(tokenizer, "tokenizer", tokenizer), UNSLOTH, "cuda", processor, loader)
 
 
 def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
+                              BitsAndBytesConfig)
 
     device = "cuda" if has_cuda() else "cpu"
+    vision = _is_vision_language(path)
     dtype = _dtype(recipe)
     kwargs = {"dtype": dtype, "device_map": device}
     if four_bit:
@@ -173,9 +229,12 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
             llm_int8_skip_modules=["lm_head", "in_proj_a", "in_proj_b"],
             bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or device == "cuda" else torch.float32,
         )
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    # a vision-language checkpoint keeps its vision tower (merged and saved as it was); text-only training
+    # passes through it untouched
+    model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_pretrained(path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(str(adapter) if adapter else path)
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    processor = AutoProcessor.from_pretrained(path) if vision else None
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if four_bit and trainable:
@@ -187,12 +246,24 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
         torch.manual_seed(recipe.data.seed)  # the LoRA init, as Unsloth's random_state= does on its end
         model = get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-            target_modules=lora.target_modules, modules_to_save=lora.modules_to_save or None,
+            target_modules=lora_targets(lora.target_modules, vision), modules_to_save=lora.modules_to_save or None,
             task_type="CAUSAL_LM",
         ))
     if not trainable:
         model.eval()
-    return Loaded(model, tokenizer, TRANSFORMERS, device)
+    return Loaded(model, tokenizer, TRANSFORMERS, device, processor)
+
+
+def lora_targets(names: list[str], vision: bool) -> list[str] | str:
+    """peft's target_modules: the recipe's module names, scoped to the language model of a
+    vision-language checkpoint (a regex peft matches against full module names).
+
+    >>> lora_targets(["q_proj", "v_proj"], vision=True)
+    '.*language_model.*\\\\.(q_proj|v_proj)'
+    """
+    if not vision:
+        return names
+    return r".*language_model.*\.(" + "|".join(names) + ")"
 
 
 def restore_full_module_dtypes(loaded: Loaded, model) -> None:

@@ -49,7 +49,7 @@ class ModelConfig:
     load_in_4bit: bool = False  # NF4 through Unsloth / bitsandbytes
     max_seq_length: int = 512  # tokens; longer rows are dropped and counted
     dtype: str = "auto"  # auto = bf16 on a GPU that has it, else fp32
-    min_gpu_memory_gb: float = 0.0  # GiB of GPU memory the recipe needs; 0 = runs on a CPU
+    min_gpu_memory_gb: float | None = None  # None = derived by kit.memory from the recipe; 0 = runs on a CPU
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -110,6 +110,10 @@ class RLStage:
     max_rows: int | None = None
     reward_weights: dict = field(default_factory=lambda: {"format": 0.2, "judge": 1.0})
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    generation: str = "auto"  # rollouts: auto | vllm | hf (auto = vLLM where installed and the model is supported)
+    vllm_mode: str = "colocate"  # colocate (vLLM shares the training GPU) | server (`trl vllm-serve` elsewhere)
+    vllm_server_url: str | None = None  # server mode: the `trl vllm-serve` address
+    gpu_memory_utilization: float = 0.5  # colocate: share of the GPU for vLLM's weights + KV cache
     trainer: dict = field(default_factory=dict)  # TRL GRPOConfig arguments
 
 
@@ -126,11 +130,16 @@ class SamplingPreset:
     top_p: float
     top_k: int
     presence_penalty: float = 0.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
 
 
 @dataclass
 class SamplingConfig:
+    """Qwen3.6's presets: thinking (general), thinking-precise (coding, exact answers), non-thinking."""
+
     thinking: SamplingPreset = field(default_factory=lambda: SamplingPreset(1.0, 0.95, 20))
+    thinking_precise: SamplingPreset = field(default_factory=lambda: SamplingPreset(0.6, 0.95, 20))
     non_thinking: SamplingPreset = field(default_factory=lambda: SamplingPreset(0.7, 0.8, 20, 1.5))
 
 
@@ -138,8 +147,12 @@ class SamplingConfig:
 class EvalStage:
     max_items: int = 40  # items per task
     max_new_tokens: int = 256  # thinking output needs room; real recipes use thousands
-    batch_size: int = 8
+    batch_size: int = 8  # prompts per model.generate call on the hf engine (vLLM batches them all)
     seed: int = 0
+    generation: str = "auto"  # auto | vllm | hf: auto = vLLM where installed and usable
+    decoding: str = "sampled"  # sampled (the thinking preset, as Qwen advises) | greedy
+    samples: int = 1  # completions per item when sampled; accuracy is their mean, per item then overall
+    gpu_memory_utilization: float = 0.85  # share of the GPU vLLM may take (weights + KV cache)
 
 
 @dataclass
@@ -237,6 +250,28 @@ def _parse_value(text: str):
     return value
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_raw(path: Path, seen: tuple) -> dict:
+    """A recipe file's data; `inherit: NAME` takes another shipped recipe and changes only what this one says."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    parent = raw.pop("inherit", None)
+    if parent is None:
+        return raw
+    parent_path = RECIPES_DIR / f"{parent}.yaml"
+    if not parent_path.exists() or parent in seen:
+        raise RecipeError(f"{path.name}: inherit '{parent}' is not a shipped recipe (or inherits itself)")
+    base = _read_raw(parent_path, seen + (parent,))
+    base.pop("name", None)
+    base.pop("description", None)
+    return _merge(base, raw)
+
+
 def available() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
@@ -248,7 +283,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         path = Path(name_or_path)
     if not path.exists():
         raise RecipeError(f"no recipe '{name_or_path}' (shipped: {', '.join(available())})")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = _read_raw(path, seen=())
     raw.setdefault("name", path.stem)
     for item in overrides or []:
         if "=" not in item:

@@ -9,25 +9,66 @@ from __future__ import annotations
 
 import threading
 
-from .formatting import parse
+from .formatting import THINK_CLOSE, parse
 from .judge import Judge, rule_grade
 
 
+# Where a parsed completion keeps its reasoning: TRL parses completions with the tokenizer's response
+# schema when it has one (Qwen3.5's puts it in `reasoning_content`, without the `</think>`).
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
 def completion_text(completion) -> str:
+    """One text for a completion: as is when a string; the assistant messages joined when conversational,
+    with parsed-out reasoning put back before a `</think>`.
+
+    >>> completion_text([{"role": "assistant", "reasoning_content": "Opioid toxidrome.", "content": "Naloxone"}])
+    'Opioid toxidrome.\\n</think>\\n\\nNaloxone'
+    """
     if isinstance(completion, str):
         return completion
-    return "".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
+    parts = []
+    for m in completion:
+        if m.get("role", "assistant") != "assistant":
+            continue
+        reasoning = next((m[k] for k in REASONING_KEYS if m.get(k)), None)
+        parts.append(f"{reasoning.strip()}\n{THINK_CLOSE}\n\n{m.get('content') or ''}" if reasoning else m.get("content") or "")
+    return "".join(parts)
 
 
-def format_reward(completions, **kwargs) -> list[float]:
-    """1.0 for one well-formed reasoning block closed by `</think>` and a non-empty conclusion, else 0.0.
+def finished(texts: list[str], completion_ids=None, stop_ids=()) -> list[bool]:
+    """Did the model end each completion itself (not the token limit)? With token ids, TRL's own test:
+    the last id is an end-of-turn token (TRL decodes completions without their special tokens); for
+    text alone, it ends with `<|im_end|>`."""
+    if completion_ids is not None and stop_ids:
+        return [bool(ids) and ids[-1] in stop_ids for ids in completion_ids]
+    return [parse(t).finished for t in texts]
 
-    >>> format_reward(["ST elevation in II, III, aVF.\\n</think>\\n\\nInferior STEMI."])
+
+def format_reward(completions, completion_ids=None, stop_ids=(), **kwargs) -> list[float]:
+    """1.0 for a finished completion with one well-formed reasoning block closed by `</think>` and a
+    non-empty conclusion, else 0.0 (the eval's strict adherence). A completion cut off by the token limit
+    scores 0.0 even when its text looks well formed.
+
+    >>> format_reward(["ST elevation in II, III, aVF.\\n</think>\\n\\nInferior STEMI.<|im_end|>"])
     [1.0]
-    >>> format_reward([[{"role": "assistant", "content": "推理。\\n</think>\\n\\n"}], "no tags"])
+    >>> format_reward(["ST elevation.\\n</think>\\n\\nInferior STEMI, and the", "no tags<|im_end|>"])
     [0.0, 0.0]
     """
-    return [1.0 if parse(completion_text(c)).well_formed else 0.0 for c in completions]
+    texts = [completion_text(c) for c in completions]
+    done = finished(texts, completion_ids, stop_ids)
+    return [1.0 if d and parse(t).well_formed else 0.0 for t, d in zip(texts, done)]
+
+
+def make_format_reward(stop_ids: list[int]):
+    """`format_reward` bound to the tokenizer's end-of-turn ids, under the name TRL logs it by."""
+    stop_ids = tuple(stop_ids)
+
+    def reward(completions, completion_ids=None, **kwargs) -> list[float]:
+        return format_reward(completions, completion_ids, stop_ids)
+
+    reward.__name__ = "format_reward"
+    return reward
 
 
 def _question(kwargs: dict, i: int) -> str:

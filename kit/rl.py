@@ -17,12 +17,13 @@ from pathlib import Path
 from .cards import model_card
 from .data import read_jsonl
 from .formatting import final_answer
+from .generation import choose, stop_token_ids
 from .judge import Judge
-from .modeling import (Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
+from .modeling import (UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
                        restore_full_module_dtypes)
 from .recipe import Recipe, RecipeError, check_trainer_keys
-from .rewards import JudgeReward, completion_text, format_reward
-from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, train_resumable, write_metrics
+from .rewards import JudgeReward, completion_text, format_reward, make_format_reward
+from .runs import fresh_checkpoints, last_checkpoint, require, stage_dir, start_stage, train_resumable, write_metrics
 
 # What each algorithm sets unless the recipe says otherwise. GSPO: sequence-level ratios, the GSPO
 # paper's tight clipping range and its per-sequence objective (loss_type "grpo"; Unsloth's notebook
@@ -33,13 +34,44 @@ ALGORITHMS = {
 }
 
 
-def build_config(recipe: Recipe, output_dir: Path):
+def rollout_engine(recipe: Recipe, end: str) -> tuple[str, str]:
+    """(`vllm` or `hf`, why) for the rollouts. vLLM generates in the training process and shares its GPU:
+    on the Unsloth end through `fast_inference` (where the installed Unsloth supports the checkpoint),
+    on the transformers end through TRL's `use_vllm` (colocate, or a `trl vllm-serve` server)."""
+    from .modeling import has_cuda, model_path, unsloth_fast_inference_problem
+
+    def problem():
+        if recipe.rl.vllm_mode == "server":
+            return None if recipe.rl.vllm_server_url else "rl.vllm_mode is server but rl.vllm_server_url is not set"
+        if not has_cuda():
+            return "vLLM rollouts share the training GPU (Unsloth fast_inference, TRL colocate); this machine has no CUDA GPU"
+        return unsloth_fast_inference_problem(model_path(recipe)) if end == UNSLOTH else None
+
+    if recipe.rl.vllm_mode not in ("colocate", "server"):
+        raise RecipeError(f"rl.vllm_mode must be colocate or server, got '{recipe.rl.vllm_mode}'")
+    return choose(recipe.rl.generation, "GSPO/GRPO rollouts", problem)
+
+
+def vllm_args(recipe: Recipe, engine: str, end: str) -> dict:
+    """GRPOConfig's vLLM arguments. The Unsloth end turns `use_vllm` on itself when the model carries
+    its fast_inference engine (and picks colocate); the transformers end asks TRL."""
+    if engine != "vllm" or end == UNSLOTH:
+        return {}
+    args = {"use_vllm": True, "vllm_mode": recipe.rl.vllm_mode}
+    if recipe.rl.vllm_mode == "server":
+        args["vllm_server_base_url"] = recipe.rl.vllm_server_url
+    else:
+        args["vllm_gpu_memory_utilization"] = recipe.rl.gpu_memory_utilization
+    return args
+
+
+def build_config(recipe: Recipe, output_dir: Path, vllm: dict | None = None):
     from trl import GRPOConfig
 
     if recipe.rl.algorithm not in ALGORITHMS:
         raise RecipeError(f"rl.algorithm must be one of {', '.join(ALGORITHMS)}, got '{recipe.rl.algorithm}'")
     trainer = check_trainer_keys(recipe.rl.trainer, GRPOConfig, "rl.trainer")
-    args = {**ALGORITHMS[recipe.rl.algorithm], **precision_args(recipe), **trainer}
+    args = {**ALGORITHMS[recipe.rl.algorithm], **precision_args(recipe), **(vllm or {}), **trainer}
     if recipe.rl.trainer.get("importance_sampling_level", args["importance_sampling_level"]) != \
             ALGORITHMS[recipe.rl.algorithm]["importance_sampling_level"]:
         raise RecipeError("rl.trainer.importance_sampling_level contradicts rl.algorithm: set only rl.algorithm")
@@ -48,17 +80,54 @@ def build_config(recipe: Recipe, output_dir: Path):
     return GRPOConfig(output_dir=str(output_dir), **args)
 
 
-def build_rewards(recipe: Recipe, cache_path: Path | None) -> tuple[list, list[float], JudgeReward]:
-    """Reward functions in a fixed order with their weights from `rl.reward_weights`."""
+def build_rewards(recipe: Recipe, cache_path: Path | None, stop_ids: list[int]) -> tuple[list, list[float], JudgeReward]:
+    """Reward functions in a fixed order with their weights from `rl.reward_weights`; the format reward
+    knows the tokenizer's end-of-turn ids, so that a completion cut off by the token limit scores 0."""
     cfg = recipe.rl.judge
     judge = Judge(cfg, cache_path=cache_path)
     judge_reward = JudgeReward(judge, incorrect_floor=cfg.incorrect_floor, error_fallback=cfg.error_fallback)
-    available = {"format": format_reward, "judge": judge_reward}
+    available = {"format": make_format_reward(stop_ids), "judge": judge_reward}
     unknown = sorted(set(recipe.rl.reward_weights) - set(available))
     if unknown:
         raise RecipeError(f"unknown reward 'rl.reward_weights.{unknown[0]}' (rewards: {', '.join(available)})")
     names = [n for n in available if n in recipe.rl.reward_weights]
     return [available[n] for n in names], [float(recipe.rl.reward_weights[n]) for n in names], judge_reward
+
+
+def budget_warnings(recipe: Recipe, lengths_path: Path) -> list[str]:
+    """A thinking budget below what the SFT data teaches cuts most completions before their answer: whole
+    groups then score alike and nothing is learned. Compared with the data stage's measured lengths."""
+    limit = recipe.rl.trainer.get("max_completion_length", 256)
+    if not lengths_path.exists():
+        return []
+    lengths = json.loads(lengths_path.read_text())
+    sft, prompts = sorted(lengths.get("sft") or []), sorted(lengths.get("rl") or [0])
+    if not sft:
+        return []
+    # the SFT rows' reasoning + answer: whole rows less a typical question
+    p95 = sft[int(0.95 * (len(sft) - 1))] - prompts[len(prompts) // 2]
+    if limit < p95:
+        return [f"rl.trainer.max_completion_length {limit} is below the 95th percentile of the SFT answers "
+                f"(~{p95} tokens of reasoning + answer): many completions will be cut off before their answer"]
+    return []
+
+
+def clipping_watch():
+    """A callback that says, once and loudly, when most completions hit the token limit."""
+    from transformers import TrainerCallback
+
+    class ClippingWatch(TrainerCallback):
+        said = False
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            ratio = (logs or {}).get("completions/clipped_ratio")
+            if ratio is not None and ratio > 0.5 and state.global_step >= 5 and not self.said:
+                self.said = True
+                print(f"[kit] ⚠ {ratio:.0%} of completions hit max_completion_length "
+                      f"({args.max_completion_length}) at step {state.global_step}: they are cut before their "
+                      f"answer, so their groups teach little. Raise rl.trainer.max_completion_length.", flush=True)
+
+    return ClippingWatch()
 
 
 @dataclass
@@ -72,6 +141,7 @@ class RLSession:
     resume: str | None
     start_adapter: str | None
     lora_before: dict
+    rollouts: str  # the engine that generates them, and why
 
 
 def lora_snapshot(model) -> dict:
@@ -80,11 +150,12 @@ def lora_snapshot(model) -> dict:
 
 def prepare(recipe: Recipe) -> RLSession:
     """Load the RL prompts, the model (continuing the SFT adapter) and the judge; build the GRPOTrainer."""
-    import_end()
+    end = import_end()
     import datasets
     from trl import GRPOTrainer
 
     check_capacity(recipe)
+    engine, why = rollout_engine(recipe, end)
     out = start_stage(recipe, "rl")
     rows = read_jsonl(require(recipe, "data", "rl.jsonl"))
     if recipe.rl.max_rows:
@@ -94,30 +165,35 @@ def prepare(recipe: Recipe) -> RLSession:
         adapter = require(recipe, "sft", "adapter/adapter_config.json").parent
     ckpt_dir = out / "checkpoints"
     fresh_checkpoints(ckpt_dir, recipe, "rl")
-    config = build_config(recipe, ckpt_dir)
-    funcs, weights, judge_reward = build_rewards(recipe, out / "judge_cache.sqlite")
+    config = build_config(recipe, ckpt_dir, vllm_args(recipe, engine, end))
+    loaded = load_model(recipe, adapter=adapter, trainable=True, fast_inference=engine == "vllm" and end == UNSLOTH)
+    funcs, weights, judge_reward = build_rewards(recipe, out / "judge_cache.sqlite", stop_token_ids(loaded.tokenizer))
     config.reward_weights = weights
-    loaded = load_model(recipe, adapter=adapter, trainable=True)
     dataset = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "question", "reference")} for r in rows])
     trainer = GRPOTrainer(model=loaded.model, reward_funcs=funcs, args=config, train_dataset=dataset,
                           processing_class=loaded.tokenizer)
     restore_full_module_dtypes(loaded, trainer.model)
+    trainer.add_callback(clipping_watch())
+    for warning in budget_warnings(recipe, stage_dir(recipe, "data") / "lengths.json"):
+        print(f"[kit] ⚠ {warning}")
     print(f"[kit] {recipe.rl.algorithm.upper()} (importance_sampling_level={config.importance_sampling_level}, "
-          f"loss_type={config.loss_type}) on {len(rows)} prompts; judge: {judge_reward.judge!r}")
+          f"loss_type={config.loss_type}) on {len(rows)} prompts; judge: {judge_reward.judge!r}; rollouts "
+          f"generated by {engine} ({why})")
     return RLSession(recipe, out, loaded, trainer, judge_reward, rows, last_checkpoint(ckpt_dir),
-                     str(adapter) if adapter else None, lora_snapshot(loaded.model))
+                     str(adapter) if adapter else None, lora_snapshot(loaded.model), f"{engine} ({why})")
 
 
 def preview(session: RLSession, n: int = 4, num_generations: int = 2) -> list[dict]:
     """Sampled completions for the first `n` prompts with each reward: the table to compare after training."""
-    from .generation import generate
+    from .generation import HFEngine, Sampling, prompt_texts
 
     rows = session.rows[:n]
-    prompts = [r["prompt"] for r in rows for _ in range(num_generations)]
     cfg = session.trainer.args
-    outs = generate(session.trainer.model, session.loaded.tokenizer, prompts,
-                    max_new_tokens=cfg.max_completion_length, do_sample=True, temperature=cfg.temperature,
-                    top_p=cfg.top_p, top_k=cfg.top_k or 0, seed=cfg.seed)
+    sampling = Sampling(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k or 0,
+                        n=num_generations, seed=cfg.seed)
+    prompts = prompt_texts(session.loaded.tokenizer, [r["prompt"] for r in rows])
+    outs = [c.text for cs in HFEngine(session.trainer.model, session.loaded.tokenizer).generate(prompts, sampling)
+            for c in cs]
     refs = [r["reference"] for r in rows for _ in range(num_generations)]
     questions = [r["question"] for r in rows for _ in range(num_generations)]
     fmt = format_reward(outs)
@@ -138,7 +214,7 @@ def train(session: RLSession) -> dict:
 
     recipe, trainer, out = session.recipe, session.trainer, session.out
     adapter_dir = out / "adapter"
-    seconds = train_resumable(trainer, session.resume, adapter_dir, session.loaded.tokenizer)
+    seconds = train_resumable(trainer, session.resume, adapter_dir, session.loaded)
     after = lora_snapshot(trainer.model)
     change = max((after[n] - session.lora_before[n]).abs().max().item() for n in after) if after else 0.0
     history = reward_history(trainer.state.log_history)
@@ -146,7 +222,7 @@ def train(session: RLSession) -> dict:
     steps = trainer.state.global_step
     metrics = {
         "recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("rl"), "end": session.loaded.end,
-        "device": session.loaded.device, "algorithm": recipe.rl.algorithm,
+        "device": session.loaded.device, "algorithm": recipe.rl.algorithm, "rollouts": session.rollouts,
         "importance_sampling_level": trainer.args.importance_sampling_level, "loss_type": trainer.args.loss_type,
         "start_adapter": Path(session.start_adapter).parent.name + "/adapter" if session.start_adapter else None,
         "steps": steps, "resumed_from": Path(session.resume).name if session.resume else None,

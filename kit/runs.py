@@ -79,15 +79,16 @@ def last_checkpoint(ckpt_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
-def train_resumable(trainer, resume: str | None, adapter_dir: Path, tokenizer) -> float:
-    """Train from `resume` (a checkpoint) or from scratch; save adapter and tokenizer; return seconds."""
+def train_resumable(trainer, resume: str | None, adapter_dir: Path, loaded) -> float:
+    """Train from `resume` (a checkpoint) or from scratch; save the adapter with the tokenizer (the whole
+    processor for a vision-language checkpoint); return seconds."""
     if resume:
         print(f"[kit] resuming from {resume}")
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    loaded.save_tokenizer(adapter_dir)
     return seconds
 
 

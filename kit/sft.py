@@ -15,8 +15,8 @@ from pathlib import Path
 from .cards import model_card
 from .data import read_jsonl
 from .formatting import adherence
-from .generation import generate
-from .modeling import (UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
+from .generation import HFEngine, Sampling, prompt_texts, texts
+from .modeling import (Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
                        restore_full_module_dtypes)
 from .recipe import Recipe, RecipeError, check_trainer_keys
 from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, train_resumable, write_metrics
@@ -33,16 +33,15 @@ def build_config(recipe: Recipe, output_dir: Path):
     return SFTConfig(output_dir=str(output_dir), **args)
 
 
-def format_check(model, tokenizer, questions: list[str], recipe: Recipe, end: str) -> tuple[float, list[str]]:
-    """Greedy answers to held-out questions and the strict format-adherence fraction."""
-    if end == UNSLOTH:
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    outs = generate(model, tokenizer, [[{"role": "user", "content": q}] for q in questions],
-                    max_new_tokens=recipe.sft.format_check_max_new_tokens)
-    if end == UNSLOTH:
-        FastLanguageModel.for_training(model)
+def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe) -> tuple[float, list[str]]:
+    """Greedy answers to held-out questions and the strict format-adherence fraction. The model being
+    trained is in memory, so this generates with it directly (the hf engine), in the inference mode of
+    the Unsloth class that loaded it (FastVisionModel or FastLanguageModel)."""
+    loaded.for_inference()
+    prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": q}] for q in questions])
+    engine = HFEngine(model, loaded.tokenizer)
+    outs = texts(engine.generate(prompts, Sampling(recipe.sft.format_check_max_new_tokens)))
+    loaded.for_training()
     return adherence(outs), outs
 
 
@@ -95,7 +94,7 @@ def prepare(recipe: Recipe) -> SFTSession:
     loaded = load_model(recipe)
 
     questions = format_check_questions(recipe, val_rows)
-    before, before_outs = format_check(loaded.model, loaded.tokenizer, questions, recipe, loaded.end)
+    before, before_outs = format_check(loaded, loaded.model, questions, recipe)
     print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} questions it does not train on")
 
     train_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
@@ -111,19 +110,17 @@ def prepare(recipe: Recipe) -> SFTSession:
 
 def sample(session: SFTSession, questions: list[str]) -> list[str]:
     """Greedy completions of the model as it is now (before or after training)."""
-    return format_check(session.trainer.model, session.loaded.tokenizer, questions, session.recipe,
-                        session.loaded.end)[1]
+    return format_check(session.loaded, session.trainer.model, questions, session.recipe)[1]
 
 
 def train(session: SFTSession) -> dict:
     """Train (resuming from the last checkpoint if one exists), save the adapter, check the format."""
     recipe, trainer, out = session.recipe, session.trainer, session.out
     adapter_dir = out / "adapter"
-    seconds = train_resumable(trainer, session.resume, adapter_dir, session.loaded.tokenizer)
+    seconds = train_resumable(trainer, session.resume, adapter_dir, session.loaded)
     history = loss_history(trainer.state.log_history)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    after, after_outs = format_check(trainer.model, session.loaded.tokenizer, session.questions, recipe,
-                                     session.loaded.end)
+    after, after_outs = format_check(session.loaded, trainer.model, session.questions, recipe)
     print(f"[kit] format adherence after SFT: {after:.2f}")
 
     steps = trainer.state.global_step

@@ -36,10 +36,14 @@ BUILTIN = "builtin:tiny"
 
 
 def chat_template() -> str:
-    """Qwen3.5's own template (thinking flavour), as shipped inside the installed TRL."""
-    from trl import chat_template_utils
+    """Qwen3.5's own template (thinking flavour), as shipped inside the installed TRL (the file
+    `trl.chat_template_utils` reads; read directly, so that TRL's dependencies are not needed)."""
+    import importlib.util
 
-    return chat_template_utils.qwen3_5_think_chat_template
+    spec = importlib.util.find_spec("trl")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the tiny model takes Qwen3.5's chat template from TRL: pip install trl")
+    return (Path(spec.submodule_search_locations[0]) / "chat_templates" / "qwen3_5_think.jinja").read_text(encoding="utf-8")
 
 
 def _corpus() -> list[str]:

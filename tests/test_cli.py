@@ -47,3 +47,15 @@ def test_help_works_for_the_cli_and_every_command():
         out = kit(name, "--help")
         assert out.returncode == 0 and out.stdout.startswith("usage: python -m kit " + name), (name, out.stderr)
     assert "95% intervals" in kit("eval", "--help").stdout
+
+
+def test_check_prints_memory_and_disk_for_every_recipe_on_four_gpus():
+    from kit.recipe import available
+
+    for name in available():
+        out = kit("check", "--recipe", name, "--gpu", "all")
+        header = next(line for line in out.stdout.splitlines() if line.startswith("| stage |"))
+        assert header.split("|")[3:7] == [" T4 ", " L4 ", " A100-40GB ", " H100 "], (name, header)
+        for stage in ("eval (HF generate)", "export (16-bit merge)"):
+            assert f"| {stage} |" in out.stdout, (name, out.stdout)
+        assert "Disk:" in out.stdout

@@ -44,7 +44,7 @@ def test_earlier_reasoning_is_dropped_unless_kept():
 def test_respond_streams_and_shows_backend_errors_in_the_chat():
     from kit.demo import Sampling
 
-    s = Sampling(1.0, 0.95, 20, 0.0, 64)
+    s = Sampling(64, 1.0, 0.95, 20)
     frames = list(respond(Scripted("because\n</think>\n\nNaloxone"), "antidote?", [], True, False, s))
     assert len(frames) > 2 and frames[-1][-1]["content"] == "Naloxone"
     broken = list(respond(Scripted(error=ConnectionError("refused")), "antidote?", [], True, False, s))

@@ -40,13 +40,24 @@ def test_ten_option_letters():
 def test_accuracy_and_intervals_on_hand_made_predictions():
     items = [{"options": {"A": "x", "B": "y", "C": "z", "D": "w"}, "gold": g} for g in "ABCDABCDAB"]
     outs = [c(f"The answer is {g}") for g in "ABCDABCD"] + [c("The answer is C"), c("no idea")]
-    s = score_mcq(items, outs)
-    assert s["accuracy"]["value"] == 0.8 and s["accuracy"]["n"] == 10
+    s = score_mcq(items, [[o] for o in outs])
+    assert s["accuracy"]["value"] == 0.8 and s["accuracy"]["n"] == 10 and s["accuracy"]["samples"] == 1
     assert s["unparseable"]["value"] == 0.1
     assert s["accuracy"]["ci95"] == [0.4902, 0.9433]
     low, high = wilson(0, 40)
     assert low == 0.0 and 0.08 < high < 0.09
     assert proportion(0, 0)["value"] is None
+
+
+def test_accuracy_over_several_samples_per_item_is_the_mean_of_item_means():
+    items = [{"options": {"A": "x", "B": "y"}, "gold": g} for g in "AB"]
+    outs = [[c("The answer is A"), c("The answer is B"), c("The answer is A"), c("?")],  # 2 of 4 right
+            [c("The answer is B")] * 4]                                                  # 4 of 4 right
+    s = score_mcq(items, outs)
+    assert s["accuracy"]["value"] == 0.75 and s["accuracy"]["n"] == 2 and s["accuracy"]["samples"] == 4
+    assert s["unparseable"]["value"] == 0.125
+    lo, hi = s["accuracy"]["ci95"]
+    assert lo < 0.75 < hi  # the interval is over the 2 items, not the 8 completions
 
 
 @pytest.mark.slow

@@ -2,26 +2,53 @@ import pytest
 
 from fake_openai import FakeOpenAI
 from kit.judge import Judge
-from kit.rewards import JudgeReward, format_reward
+from kit.rewards import JudgeReward, format_reward, make_format_reward
 
 
 def conv(text):
     return [{"role": "assistant", "content": text}]
 
 
+END = "<|im_end|>"
+
+
 @pytest.mark.parametrize("completion, expected", [
-    ("reasoning\n</think>\n\nanswer", 1.0),                       # Qwen3.5: completion starts inside <think>
-    ("<think>\nreasoning\n</think>\n\nanswer", 1.0),              # an opening tag repeated is fine
-    (conv("推理过程。\n</think>\n\n格雷夫斯病。"), 1.0),             # Chinese, conversational
-    ("reasoning\n</think>\n\n", 0.0),                             # no conclusion
-    ("\n</think>\n\nanswer", 0.0),                                # no reasoning
-    ("reasoning then answer with no tags", 0.0),                  # missing tags
-    ("a\n</think>\nb\n</think>\nc", 0.0),                         # two closing tags
-    ("a\n</think>\n\nanswer <think> again", 0.0),                 # reasoning reopened in the answer
-    (conv("无标签的回答"), 0.0),
+    ("reasoning\n</think>\n\nanswer" + END, 1.0),                 # Qwen3.5: completion starts inside <think>
+    ("<think>\nreasoning\n</think>\n\nanswer" + END, 1.0),        # an opening tag repeated is fine
+    (conv("推理过程。\n</think>\n\n格雷夫斯病。" + END), 1.0),       # Chinese, conversational
+    ("reasoning\n</think>\n\nanswer", 0.0),                        # cut off by the token limit
+    ("reasoning\n</think>\n\n" + END, 0.0),                        # no conclusion
+    ("\n</think>\n\nanswer" + END, 0.0),                           # no reasoning
+    ("reasoning then answer with no tags" + END, 0.0),              # missing tags
+    ("a\n</think>\nb\n</think>\nc" + END, 0.0),                   # two closing tags
+    ("a\n</think>\n\nanswer <think> again" + END, 0.0),           # reasoning reopened in the answer
+    (conv("无标签的回答" + END), 0.0),
 ])
 def test_format_reward_table(completion, expected):
     assert format_reward([completion]) == [expected]
+
+
+def test_format_reward_reads_finished_from_token_ids_as_trl_passes_them():
+    """TRL decodes completions without special tokens and passes their ids: the last id tells."""
+    reward = make_format_reward([7, 8])
+    text = "reasoning\n</think>\n\nanswer"
+    assert reward([text, text, text], completion_ids=[[1, 2, 7], [1, 2, 3], [1, 8]]) == [1.0, 0.0, 1.0]
+    assert reward.__name__ == "format_reward"
+
+
+@pytest.mark.parametrize("message", [
+    {"role": "assistant", "reasoning_content": "ST elevation in II, III, aVF.", "content": "Inferior STEMI."},
+    {"role": "assistant", "reasoning": "ST elevation in II, III, aVF.", "content": "Inferior STEMI."},
+    {"role": "assistant", "thinking": "ST elevation in II, III, aVF.", "content": "Inferior STEMI."},
+])
+def test_rewards_see_reasoning_that_trl_parsed_out_of_the_completion(message):
+    """With a response schema on the tokenizer, TRL moves the reasoning out of `content` (and drops
+    `</think>`): read as plain content, both rewards would silently be zero."""
+    assert format_reward([[message]], completion_ids=[[5, 9]], stop_ids=(9,)) == [1.0]
+    judged = JudgeReward(Judge("rule"))([[{**message, "content": "Inferior STEMI"}]], reference=["Inferior STEMI"])
+    assert judged == [1.0]
+    parsed_without_reasoning = {"role": "assistant", "content": "Inferior STEMI."}  # cut off before </think>
+    assert format_reward([[parsed_without_reasoning]], completion_ids=[[5, 9]], stop_ids=(9,)) == [0.0]
 
 
 @pytest.mark.parametrize("completion, reference, expected", [

@@ -27,15 +27,58 @@ def test_algorithm_maps_to_importance_sampling_level(tmp_path):
         rl.build_config(load_recipe("tiny", ["rl.algorithm=ppo"]), tmp_path)
 
 
-@pytest.mark.parametrize("name", ["tiny", "qwen3.5-4b-gspo", "qwen3.6-27b-grpo", "workshop"])
+@pytest.mark.parametrize("name", ["tiny", "qwen3.5-4b-gspo", "qwen3.5-4b-gspo-bf16", "qwen3.6-27b-grpo", "workshop"])
 def test_every_recipe_builds_its_grpo_config(name, tmp_path):
     cfg = rl.build_config(load_recipe(name), tmp_path)
     assert cfg.importance_sampling_level == {"gspo": "sequence", "grpo": "token"}[load_recipe(name).rl.algorithm]
 
 
+def test_rollouts_fall_back_to_hf_loudly_where_vllm_cannot_run(monkeypatch, capsys):
+    from kit import generation
+    from kit.generation import GenerationError
+    from kit.modeling import TRANSFORMERS, UNSLOTH
+
+    monkeypatch.setattr(generation, "_said", set())
+    engine, why = rl.rollout_engine(load_recipe("tiny"), TRANSFORMERS)  # no vLLM in this environment
+    assert engine == "hf" and "vLLM is not installed" in why
+    assert "NOT vLLM" in capsys.readouterr().out
+    with pytest.raises(GenerationError, match="asks for vLLM"):
+        rl.rollout_engine(load_recipe("tiny", ["rl.generation=vllm"]), TRANSFORMERS)
+    assert rl.rollout_engine(load_recipe("tiny", ["rl.generation=hf"]), TRANSFORMERS)[0] == "hf"
+    # with vLLM installed, a CPU still cannot colocate it with training
+    monkeypatch.setattr(generation, "vllm_problem", lambda: None)
+    engine, why = rl.rollout_engine(load_recipe("tiny"), TRANSFORMERS)
+    assert engine == "hf" and "no CUDA GPU" in why
+    # server mode needs the server's address, then runs anywhere
+    assert "vllm_server_url" in rl.rollout_engine(load_recipe("tiny", ["rl.vllm_mode=server"]), TRANSFORMERS)[1]
+    served = load_recipe("tiny", ["rl.vllm_mode=server", "rl.vllm_server_url=http://gen:8000"])
+    assert rl.rollout_engine(served, TRANSFORMERS)[0] == "vllm"
+    assert rl.vllm_args(served, "vllm", UNSLOTH) == {}  # Unsloth turns use_vllm on from its fast_inference engine
+
+
+def test_vllm_rollouts_reach_trls_config(tmp_path):
+    from kit.modeling import TRANSFORMERS
+
+    recipe = load_recipe("tiny", ["rl.gpu_memory_utilization=0.4"])
+    cfg = rl.build_config(recipe, tmp_path, rl.vllm_args(recipe, "vllm", TRANSFORMERS))
+    assert cfg.use_vllm and cfg.vllm_mode == "colocate" and cfg.vllm_gpu_memory_utilization == 0.4
+    served = load_recipe("tiny", ["rl.vllm_mode=server", "rl.vllm_server_url=http://gen:8000"])
+    cfg = rl.build_config(served, tmp_path, rl.vllm_args(served, "vllm", TRANSFORMERS))
+    assert cfg.use_vllm and cfg.vllm_mode == "server" and cfg.vllm_server_base_url == "http://gen:8000"
+    assert not rl.build_config(recipe, tmp_path, rl.vllm_args(recipe, "hf", TRANSFORMERS)).use_vllm
+
+
+def test_a_budget_below_the_sft_lengths_is_warned_about(tmp_path):
+    lengths = tmp_path / "lengths.json"
+    lengths.write_text(json.dumps({"sft": list(range(100, 300)), "rl": [40, 50, 60]}))
+    assert rl.budget_warnings(load_recipe("tiny", ["rl.trainer.max_completion_length=240"]), lengths) == []
+    (warning,) = rl.budget_warnings(load_recipe("tiny", ["rl.trainer.max_completion_length=160"]), lengths)
+    assert "below the 95th percentile" in warning and "~239 tokens" in warning
+
+
 def test_unknown_reward_name():
     with pytest.raises(RecipeError, match="rl.reward_weights.style"):
-        rl.build_rewards(load_recipe("tiny", ["rl.reward_weights={format: 1, style: 1}"]), None)
+        rl.build_rewards(load_recipe("tiny", ["rl.reward_weights={format: 1, style: 1}"]), None, [1])
 
 
 def run_rl(shared_runs, *sets):

@@ -1,0 +1,263 @@
+"""GPU memory and disk by arithmetic: what each stage of a recipe needs, before anything is downloaded.
+
+    python -m kit check --recipe qwen3.5-4b-gspo --gpu all     # T4, L4, A100-40GB, H100
+
+Parameters are counted exactly, from the architecture built on PyTorch's meta device (no memory, no
+download): the checkpoint's config when it is on disk or the hub answers, else the published shape in
+`SHAPES`. The rest is arithmetic, every term named in what `check` prints:
+
+- weights: 2 bytes per parameter in 16-bit; in 4-bit (NF4, double quantisation) 0.52 bytes for every
+  linear layer's weight, 16-bit for the rest (embeddings, head, norms, the linear attention's small tensors);
+- LoRA: trainable parameters × (4 B weight + 4 B gradient + the optimiser's state: 2 B for 8-bit Adam,
+  8 B otherwise); modules trained in full (`modules_to_save`) the same way;
+- activations under gradient checkpointing: one hidden state per layer kept (2 B × tokens × hidden) plus
+  one layer recomputed in backward (2 B × tokens × (10 × hidden + 4 × intermediate));
+- logits: the transformers end materialises them (bf16 + an fp32 copy for the loss: 6 B × tokens ×
+  vocabulary; Qwen3.5's vocabulary is 248,320); Unsloth's end computes the loss in chunks (left out);
+- generation: the KV cache of the full-attention layers (2 × layers/4 × kv heads × head dim × 2 B per
+  token) and the Gated DeltaNet state of the linear-attention layers (v heads × k dim × v dim × 4 B per
+  sequence), for the batch; vLLM takes `gpu_memory_utilization` of the GPU whatever the batch, so its row
+  checks that its share holds the weights and one batch;
+- a 10 % margin for the CUDA context, allocator fragmentation and workspaces.
+
+Prompts are taken as `PROMPT_TOKENS` long (medical questions are 50–400 tokens) until the data stage has
+measured them. Disk: the download (16-bit), the merged model, the f16 GGUF and each quantisation.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .recipe import Recipe
+
+GiB = 2**30
+PROMPT_TOKENS = 512
+MARGIN = 1.10
+# Bytes per weight in each GGUF type (llama.cpp block sizes: q8_0 34 B per 32, q4_k_m ~4.85 bits).
+GGUF_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_k_m": 4.85 / 8, "q5_k_m": 5.7 / 8, "q6_k": 6.56 / 8, "q4_0": 18 / 32}
+# What GPUs report to PyTorch (total_memory), GiB.
+GPUS = {"T4": 14.74, "L4": 22.03, "A100-40GB": 39.39, "H100": 79.19}
+
+# Published shapes (config.json of each checkpoint), for estimates without the hub. Qwen3.6-27B keeps
+# Qwen3.5-27B's architecture. Vision towers: depth, width, MLP width, heads, output width.
+_VISION_SMALL = dict(depth=12, hidden_size=768, intermediate_size=3072, num_heads=12)
+_VISION = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16)
+_VISION_27B = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16)
+SHAPES = {
+    "Qwen/Qwen3.5-0.8B": (dict(_VISION_SMALL, out_hidden_size=1024), dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=8, num_key_value_heads=2,
+        intermediate_size=3584, linear_num_value_heads=16), True),
+    "Qwen/Qwen3.5-4B": (dict(_VISION, out_hidden_size=2560), dict(
+        hidden_size=2560, num_hidden_layers=32, num_attention_heads=16, num_key_value_heads=4,
+        intermediate_size=9216, linear_num_value_heads=32), True),
+    "Qwen/Qwen3.5-27B": (dict(_VISION_27B, out_hidden_size=5120), dict(
+        hidden_size=5120, num_hidden_layers=64, num_attention_heads=24, num_key_value_heads=4,
+        intermediate_size=17408, linear_num_value_heads=48), False),
+}
+SHAPES["Qwen/Qwen3.6-27B"] = SHAPES["Qwen/Qwen3.5-27B"]
+
+
+def shape_config(name: str):
+    """A transformers config of a published shape (vision-language Qwen3.5)."""
+    from transformers import Qwen3_5Config
+
+    vision, text, tied = SHAPES[name]
+    return Qwen3_5Config(vision_config=dict(vision), text_config=dict(text), tie_word_embeddings=tied)
+
+
+def model_config(recipe: Recipe):
+    """The config of the recipe's base model: on disk, the built-in tiny model, a published shape, or the hub."""
+    from transformers import AutoConfig
+
+    from .modeling import model_path
+
+    name = recipe.model.name_or_path
+    if name.startswith("builtin:") or Path(name).exists():
+        return AutoConfig.from_pretrained(model_path(recipe))
+    if name in SHAPES:
+        return shape_config(name)
+    return AutoConfig.from_pretrained(name)
+
+
+def build_on_meta(config):
+    """The architecture with no memory behind it, to count and measure its parameters."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        if hasattr(config, "vision_config"):
+            return AutoModelForImageTextToText.from_config(config)
+        return AutoModelForCausalLM.from_config(config)
+
+
+@dataclass
+class Counts:
+    total: int  # every parameter, vision tower included
+    text: int  # the language model's (what GGUF export keeps)
+    linear: int  # weights of linear layers other than the head (what 4-bit quantises)
+    lora: int  # trainable LoRA parameters for the recipe's target modules and rank
+    full: int  # parameters trained in full (modules_to_save)
+    hidden: int
+    intermediate: int
+    layers: int
+    vocab: int
+    kv_bytes_per_token: int  # full-attention layers, 16-bit
+    state_bytes_per_sequence: int  # linear-attention (Gated DeltaNet) recurrent + conv state
+    vision_language: bool
+
+
+def count(config, recipe: Recipe) -> Counts:
+    import torch
+
+    model = build_on_meta(config)
+    text_cfg = getattr(config, "text_config", config)
+    targets, full_names = set(recipe.lora.target_modules), set(recipe.lora.modules_to_save)
+    linear = lora = full = text = 0
+    head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and module is not head:
+            linear += module.weight.numel()
+            in_text = "visual" not in name
+            if leaf in targets and in_text:
+                lora += recipe.lora.r * (module.in_features + module.out_features)
+        if leaf in full_names:
+            full += sum(p.numel() for p in module.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    text = sum(p.numel() for n, p in model.named_parameters() if "visual" not in n)
+    types = list(getattr(text_cfg, "layer_types", None) or ["full_attention"] * text_cfg.num_hidden_layers)
+    n_full, n_linear = types.count("full_attention"), types.count("linear_attention")
+    head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
+    kv = 2 * n_full * text_cfg.num_key_value_heads * head_dim * 2
+    state = 0
+    if n_linear:
+        k_heads, v_heads = text_cfg.linear_num_key_heads, text_cfg.linear_num_value_heads
+        k_dim, v_dim = text_cfg.linear_key_head_dim, text_cfg.linear_value_head_dim
+        conv = (2 * k_heads * k_dim + v_heads * v_dim) * text_cfg.linear_conv_kernel_dim * 2
+        state = n_linear * (v_heads * k_dim * v_dim * 4 + conv)
+    return Counts(total, text, linear, lora, full, text_cfg.hidden_size, text_cfg.intermediate_size,
+                  text_cfg.num_hidden_layers, text_cfg.vocab_size, kv, state, hasattr(config, "vision_config"))
+
+
+@dataclass
+class Estimate:
+    stage: str
+    terms: dict[str, float] = field(default_factory=dict)  # bytes
+
+    @property
+    def total(self) -> float:
+        return sum(self.terms.values()) * MARGIN
+
+
+def weights(c: Counts, four_bit: bool) -> float:
+    return c.linear * 0.52 + (c.total - c.linear) * 2 if four_bit else c.total * 2
+
+
+def trainable(c: Counts, optim: str) -> float:
+    per = 4 + 4 + (2 if "8bit" in optim else 8)
+    return (c.lora + c.full) * per
+
+
+def activations(c: Counts, tokens: int, checkpointing: bool) -> float:
+    layer = 2 * tokens * (10 * c.hidden + 4 * c.intermediate)
+    return (c.layers * 2 * tokens * c.hidden + layer) if checkpointing else c.layers * layer
+
+
+def logits(c: Counts, tokens: int, unsloth: bool) -> float:
+    return 0.0 if unsloth else 6.0 * tokens * c.vocab
+
+
+def generation(c: Counts, sequences: int, tokens_each: int) -> float:
+    return sequences * (tokens_each * c.kv_bytes_per_token + c.state_bytes_per_sequence)
+
+
+def estimate(recipe: Recipe, c: Counts, unsloth: bool) -> list[Estimate]:
+    """Peak GPU memory of each stage the recipe runs, on the given end."""
+    four = recipe.model.load_in_4bit
+    w = weights(c, four)
+    out = []
+    sft = recipe.sft.trainer
+    ckpt = sft.get("activation_checkpointing", sft.get("gradient_checkpointing", True))
+    if recipe.data.sft:
+        b, seq = sft.get("per_device_train_batch_size", 8), recipe.model.max_seq_length
+        eb = sft.get("per_device_eval_batch_size", 8)
+        out.append(Estimate("sft (train step)", {
+            "weights": w, "LoRA + optimiser": trainable(c, sft.get("optim", "adamw_torch")),
+            f"activations ({b} × {seq} tokens)": activations(c, b * seq, ckpt),
+            "logits": logits(c, b * seq, unsloth)}))
+        out.append(Estimate("sft (eval step)", {
+            "weights": w, "LoRA + optimiser": trainable(c, sft.get("optim", "adamw_torch")),
+            f"one layer's activations ({eb} × {seq} tokens)": activations(c, eb * seq, True) -
+            c.layers * 2 * eb * seq * c.hidden,
+            f"logits ({eb} × {seq} tokens)": logits(c, eb * seq, unsloth)}))
+    rl = recipe.rl.trainer
+    if recipe.data.rl:
+        b, comp = rl.get("per_device_train_batch_size", 8), rl.get("max_completion_length", 256)
+        tokens = b * (PROMPT_TOKENS + comp)
+        rl_ckpt = rl.get("activation_checkpointing", rl.get("gradient_checkpointing", True))
+        terms = {"weights": w, "LoRA + optimiser": trainable(c, rl.get("optim", "adamw_torch")),
+                 f"activations ({b} × {PROMPT_TOKENS}+{comp} tokens)": activations(c, tokens, rl_ckpt),
+                 "completion logits": logits(c, b * comp, unsloth) / 3,  # bf16 only: log-probs are gathered
+                 f"rollout KV cache + state ({b} sequences)": generation(c, b, PROMPT_TOKENS + comp)}
+        out.append(Estimate("rl (GSPO/GRPO step)", terms))
+    ev = recipe.eval
+    tokens_each = PROMPT_TOKENS + ev.max_new_tokens
+    out.append(Estimate("eval (HF generate)", {
+        "weights": w, f"KV cache + state ({ev.batch_size} × {tokens_each} tokens)":
+        generation(c, ev.batch_size, tokens_each), "last-token logits": 4.0 * ev.batch_size * c.vocab}))
+    out.append(Estimate("eval (vLLM, one batch)", {
+        "weights (16-bit)": c.total * 2, "LoRA slots": 2 * c.lora * 2 * 2,
+        f"KV cache + state ({ev.batch_size} × {tokens_each} tokens)": generation(c, ev.batch_size, tokens_each)}))
+    out.append(Estimate("export (16-bit merge)", {"weights (16-bit, one copy)": c.total * 2,
+                                                  "reference logits": 4.0 * 64 * c.vocab}))
+    return out
+
+
+def disk(recipe: Recipe, c: Counts) -> dict[str, float]:
+    """Bytes each artefact takes on disk: the download, the merged model, the GGUF files, checkpoints."""
+    out = {"download (16-bit checkpoint)": c.total * 2.0} if not recipe.model.name_or_path.startswith("builtin:") else {}
+    out["merged model (16-bit)"] = c.total * 2.0
+    out["GGUF f16"] = c.text * GGUF_BYTES["f16"]
+    for q in recipe.export.quantizations:
+        out[f"GGUF {q}"] = c.text * GGUF_BYTES.get(q, 1.0)
+    keep = max(recipe.sft.trainer.get("save_total_limit", 2), recipe.rl.trainer.get("save_total_limit", 2))
+    out[f"checkpoints ({keep} per stage: LoRA + optimiser)"] = 2 * keep * trainable(c, "adamw_torch")
+    return out
+
+
+def needed_gib(recipe: Recipe, unsloth: bool = True) -> float:
+    """The largest stage estimate, GiB: what the recipe needs of a GPU. vLLM's rows are left out: where
+    vLLM does not fit, generation falls back to HF."""
+    c = count(model_config(recipe), recipe)
+    return max(e.total for e in estimate(recipe, c, unsloth) if "vLLM" not in e.stage) / GiB
+
+
+def free_disk_gib(path: Path) -> float:
+    path = Path(path)
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free / GiB
+
+
+def report(recipe: Recipe, gpus: dict[str, float], unsloth: bool = True) -> tuple[str, float, float]:
+    """(the printed table, the peak stage in GiB, the disk needed in GiB)."""
+    c = count(model_config(recipe), recipe)
+    stages = estimate(recipe, c, unsloth)
+    end = "Unsloth end (chunked loss)" if unsloth else "transformers+peft end (logits materialised)"
+    lines = [f"{recipe.name}: {recipe.model.name_or_path}, {c.total / 1e9:.2f}B parameters "
+             f"({c.text / 1e9:.2f}B language model{', vision-language' if c.vision_language else ''}), "
+             f"{'4-bit' if recipe.model.load_in_4bit else '16-bit'} weights, LoRA r={recipe.lora.r} "
+             f"({c.lora / 1e6:.1f}M trainable); {end}",
+             "", "| stage | GiB | " + " | ".join(gpus) + " | largest terms |",
+             "|---|---|" + "---|" * len(gpus) + "---|"]
+    for e in stages:
+        gib = e.total / GiB
+        fits = " | ".join("fits" if gib <= cap else "**no**" for cap in gpus.values())
+        top = ", ".join(f"{k} {v / GiB:.1f}" for k, v in sorted(e.terms.items(), key=lambda kv: -kv[1])[:3])
+        lines.append(f"| {e.stage} | {gib:.1f} | {fits} | {top} |")
+    d = disk(recipe, c)
+    need_disk = sum(d.values()) / GiB
+    lines += ["", f"Disk: {need_disk:.0f} GiB (" + ", ".join(f"{k} {v / GiB:.1f}" for k, v in d.items()) + ")"]
+    return "\n".join(lines), max(e.total for e in stages if "vLLM" not in e.stage) / GiB, need_disk

@@ -1,0 +1,125 @@
+"""The kit's vLLM paths, run for real on a CPU through vLLM's CPU build (`make setup` puts it in
+.venv-vllm: it needs other pins than the main environment). The stages that train run in the main
+environment, as on a GPU; evaluation and serving run in the vLLM one, through the kit's CLI.
+
+vLLM refuses LoRA adapters that train whole modules (`modules_to_save`), which the tiny recipe does
+for its random embeddings and head, so this lane trains LoRA-only adapters (`LORA_ONLY`); the real
+recipes are LoRA-only.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+LORA_ONLY = ["lora.modules_to_save=[]", "lora.dropout=0"]
+SHORT = ["sft.trainer.max_steps=30", "sft.format_check_questions=4", "rl.trainer.max_steps=2",
+         "export.quantizations=[q8_0]"]
+
+
+def sets(*items):
+    return [a for s in items for a in ("--set", s)]
+
+
+def kit(python, *args, env=None, timeout=900):
+    proc = subprocess.run([str(python), "-m", "kit", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-4000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def vllm_python():
+    assert VLLM_PYTHON.exists(), "the CPU lane's vLLM environment is missing: run `make setup`"
+    return VLLM_PYTHON
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, vllm_python):
+    """Data, SFT and a short GSPO run of the tiny recipe with LoRA-only adapters, and its export."""
+    import os
+
+    runs = tmp_path_factory.mktemp("vllm") / "runs"
+    env = {**os.environ, "KIT_RUNS_DIR": str(runs)}
+    for stage in ("data", "sft", "rl", "export"):
+        kit(sys.executable, stage, "--recipe", "tiny", *sets(*LORA_ONLY, *SHORT), env=env)
+    return runs, env
+
+
+@pytest.mark.slow
+def test_eval_serves_every_system_from_one_vllm_engine_with_lora_requests(lora_run, vllm_python):
+    runs, env = lora_run
+    proc = kit(vllm_python, "eval", "--recipe", "tiny", *sets(
+        *LORA_ONLY, *SHORT, "eval.generation=vllm", "eval.max_items=6", "eval.max_new_tokens=40",
+        "eval.decoding=sampled", "eval.samples=2"), env=env)
+    results = json.loads((runs / "tiny" / "eval" / "results.json").read_text())
+    assert results["engine"] == "vllm"
+    systems = results["results"]
+    assert systems["base"]["engine"] == "vllm (base on one engine)"
+    assert systems["sft"]["engine"] == systems["rl"]["engine"] == "vllm (LoRA request on one engine)"
+    assert "gguf-q8_0" not in systems and "llama-cpp-python is not installed" in proc.stdout  # not in this venv
+    for name in ("base", "sft", "rl"):
+        r = systems[name]
+        assert r["mcq_accuracy"]["n"] == 6 and r["mcq_accuracy"]["samples"] == 2
+        assert r["truncated"]["n"] == 2 * (6 + 6) and 0 <= r["truncated"]["value"] <= 1
+        assert r["generated_tokens_per_second"] > 0
+    assert "sampled (temperature 1.0, top_p 0.95, top_k 20), 2 samples per item" in results["decoding"]
+    outputs = [json.loads(line) for line in (runs / "tiny" / "eval" / "outputs.jsonl").read_text().splitlines()]
+    by_system = {name: [o["completion"] for o in outputs if o["system"] == name] for name in ("base", "sft")}
+    assert len(by_system["base"]) == 12 and by_system["base"] != by_system["sft"]  # the adapter was applied
+    assert "| engine |" in (runs / "tiny" / "eval" / "results.md").read_text()
+    assert proc.stdout.count("loading builtin:tiny") == 0  # no system fell back to loading its own model
+
+
+def test_vllm_refuses_adapters_that_train_whole_modules(tmp_path):
+    from kit.generation import vllm_adapter_problem
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "modules_to_save": ["embed_tokens", "lm_head"]}))
+    assert "modules_to_save: embed_tokens, lm_head" in vllm_adapter_problem(tmp_path, 16)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 32, "modules_to_save": None}))
+    assert "rank 32" in vllm_adapter_problem(tmp_path, 16)
+    assert vllm_adapter_problem(tmp_path, 32) is None and vllm_adapter_problem(None, 16) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["merged", "lora"])
+def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
+    """`kit serve` starts `vllm serve` (qwen3 reasoning parser) behind the preset proxy; the openai client
+    gets reasoning apart from the answer with thinking on, none with it off, and a stream."""
+    import os
+
+    from openai import OpenAI
+
+    from kit.serve import Server
+
+    runs, env = lora_run
+    old = os.environ.get("KIT_RUNS_DIR")
+    os.environ["KIT_RUNS_DIR"] = env["KIT_RUNS_DIR"]
+    args = ["--engine", "vllm"] + (["--lora"] if mode == "lora" else [])
+    try:
+        with Server("tiny", overrides=[*LORA_ONLY, *SHORT], args=args, python=str(vllm_python), timeout_s=400) as url:
+            client = OpenAI(base_url=url, api_key="unused")
+            served = {m.id for m in client.models.list().data}
+            model = "tiny-rl" if mode == "lora" else "tiny"
+            assert model in served and (mode == "merged" or "tiny-sft" in served), served
+            question = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
+            on = client.chat.completions.with_raw_response.create(model=model, messages=question, max_tokens=32)
+            assert on.headers["x-kit-preset"] == "thinking"
+            msg = on.parse().choices[0].message
+            reasoning = (msg.model_extra or {}).get("reasoning") or (msg.model_extra or {}).get("reasoning_content")
+            assert reasoning or msg.content  # the tiny model may not close its reasoning within 32 tokens
+            off = client.chat.completions.with_raw_response.create(
+                model=model, messages=question, max_tokens=16, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+            assert off.headers["x-kit-preset"] == "non-thinking"
+            off_msg = off.parse().choices[0].message
+            assert not ((off_msg.model_extra or {}).get("reasoning") or (off_msg.model_extra or {}).get("reasoning_content"))
+            chunks = list(client.chat.completions.create(model=model, messages=question, max_tokens=16, stream=True))
+            assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason in ("length", "stop")
+    finally:
+        if old is None:
+            os.environ.pop("KIT_RUNS_DIR", None)
+        else:
+            os.environ["KIT_RUNS_DIR"] = old
