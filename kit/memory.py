@@ -67,13 +67,24 @@ def shape_config(name: str):
     return Qwen3_5Config(vision_config=dict(vision), text_config=dict(text), tie_word_embeddings=tied)
 
 
+def shape_text_config(name: str):
+    """The language model alone, as `builtin:shape:NAME` builds it (kit.tiny_model.build_shape)."""
+    from transformers import Qwen3_5TextConfig
+
+    _, text, tied = SHAPES[name]
+    return Qwen3_5TextConfig(**text, tie_word_embeddings=tied)
+
+
 def model_config(recipe: Recipe):
     """The config of the recipe's base model: on disk, the built-in tiny model, a published shape, or the hub."""
     from transformers import AutoConfig
 
     from .modeling import model_path
+    from .tiny_model import SHAPE_PREFIX
 
     name = recipe.model.name_or_path
+    if name.startswith(SHAPE_PREFIX):
+        return shape_text_config(name[len(SHAPE_PREFIX):])
     if name.startswith("builtin:") or Path(name).exists():
         return AutoConfig.from_pretrained(model_path(recipe))
     if name in SHAPES:
@@ -173,15 +184,41 @@ def generation(c: Counts, sequences: int, tokens_each: int) -> float:
     return sequences * (tokens_each * c.kv_bytes_per_token + c.state_bytes_per_sequence)
 
 
-def estimate(recipe: Recipe, c: Counts, unsloth: bool) -> list[Estimate]:
+@dataclass
+class Lengths:
+    """Token lengths the estimate assumes: the longest SFT row and the longest prompt. Before the data
+    stage has run, the recipe's limit and `PROMPT_TOKENS`; after, what it measured (batches are padded to
+    their longest row, so the longest is what counts)."""
+
+    sft: int
+    prompt: int
+
+
+def lengths(recipe: Recipe) -> Lengths:
+    import json
+
+    from .runs import stage_dir
+
+    path = stage_dir(recipe, "data") / "lengths.json"
+    if not path.exists():
+        return Lengths(recipe.model.max_seq_length, PROMPT_TOKENS)
+    measured = json.loads(path.read_text())
+    prompts = (measured.get("rl") or []) + (measured.get("mcq") or [])
+    return Lengths(min(recipe.model.max_seq_length, max(measured.get("sft") or [recipe.model.max_seq_length])),
+                   max(prompts) if prompts else PROMPT_TOKENS)
+
+
+def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None) -> list[Estimate]:
     """Peak GPU memory of each stage the recipe runs, on the given end."""
+    n = n or Lengths(recipe.model.max_seq_length, PROMPT_TOKENS)
+    prompt = n.prompt
     four = recipe.model.load_in_4bit
     w = weights(c, four)
     out = []
     sft = recipe.sft.trainer
     ckpt = sft.get("activation_checkpointing", sft.get("gradient_checkpointing", True))
     if recipe.data.sft:
-        b, seq = sft.get("per_device_train_batch_size", 8), recipe.model.max_seq_length
+        b, seq = sft.get("per_device_train_batch_size", 8), n.sft
         eb = sft.get("per_device_eval_batch_size", 8)
         out.append(Estimate("sft (train step)", {
             "weights": w, "LoRA + optimiser": trainable(c, sft.get("optim", "adamw_torch")),
@@ -195,15 +232,15 @@ def estimate(recipe: Recipe, c: Counts, unsloth: bool) -> list[Estimate]:
     rl = recipe.rl.trainer
     if recipe.data.rl:
         b, comp = rl.get("per_device_train_batch_size", 8), rl.get("max_completion_length", 256)
-        tokens = b * (PROMPT_TOKENS + comp)
+        tokens = b * (prompt + comp)
         rl_ckpt = rl.get("activation_checkpointing", rl.get("gradient_checkpointing", True))
         terms = {"weights": w, "LoRA + optimiser": trainable(c, rl.get("optim", "adamw_torch")),
-                 f"activations ({b} × {PROMPT_TOKENS}+{comp} tokens)": activations(c, tokens, rl_ckpt),
+                 f"activations ({b} × {prompt}+{comp} tokens)": activations(c, tokens, rl_ckpt),
                  "completion logits": logits(c, b * comp, unsloth) / 3,  # bf16 only: log-probs are gathered
-                 f"rollout KV cache + state ({b} sequences)": generation(c, b, PROMPT_TOKENS + comp)}
+                 f"rollout KV cache + state ({b} sequences)": generation(c, b, prompt + comp)}
         out.append(Estimate("rl (GSPO/GRPO step)", terms))
     ev = recipe.eval
-    tokens_each = PROMPT_TOKENS + ev.max_new_tokens
+    tokens_each = prompt + ev.max_new_tokens
     out.append(Estimate("eval (HF generate)", {
         "weights": w, f"KV cache + state ({ev.batch_size} × {tokens_each} tokens)":
         generation(c, ev.batch_size, tokens_each), "last-token logits": 4.0 * ev.batch_size * c.vocab}))
@@ -231,7 +268,7 @@ def needed_gib(recipe: Recipe, unsloth: bool = True) -> float:
     """The largest stage estimate, GiB: what the recipe needs of a GPU. vLLM's rows are left out: where
     vLLM does not fit, generation falls back to HF."""
     c = count(model_config(recipe), recipe)
-    return max(e.total for e in estimate(recipe, c, unsloth) if "vLLM" not in e.stage) / GiB
+    return max(e.total for e in estimate(recipe, c, unsloth, lengths(recipe)) if "vLLM" not in e.stage) / GiB
 
 
 def free_disk_gib(path: Path) -> float:
@@ -244,12 +281,14 @@ def free_disk_gib(path: Path) -> float:
 def report(recipe: Recipe, gpus: dict[str, float], unsloth: bool = True) -> tuple[str, float, float]:
     """(the printed table, the peak stage in GiB, the disk needed in GiB)."""
     c = count(model_config(recipe), recipe)
-    stages = estimate(recipe, c, unsloth)
+    n = lengths(recipe)
+    stages = estimate(recipe, c, unsloth, n)
     end = "Unsloth end (chunked loss)" if unsloth else "transformers+peft end (logits materialised)"
     lines = [f"{recipe.name}: {recipe.model.name_or_path}, {c.total / 1e9:.2f}B parameters "
              f"({c.text / 1e9:.2f}B language model{', vision-language' if c.vision_language else ''}), "
              f"{'4-bit' if recipe.model.load_in_4bit else '16-bit'} weights, LoRA r={recipe.lora.r} "
-             f"({c.lora / 1e6:.1f}M trainable); {end}",
+             f"({c.lora / 1e6:.1f}M trainable); {end}; longest SFT row {n.sft} tokens, prompt {n.prompt} "
+             f"({'measured by the data stage' if n.prompt != PROMPT_TOKENS or n.sft != recipe.model.max_seq_length else 'assumed'})",
              "", "| stage | GiB | " + " | ".join(gpus) + " | largest terms |",
              "|---|---|" + "---|" * len(gpus) + "---|"]
     for e in stages:

@@ -114,9 +114,12 @@ def check_capacity(recipe: Recipe) -> None:
 
 
 def model_path(recipe: Recipe) -> str:
-    """Hub id or folder of the base model; the built-in tiny model is built (once) here."""
+    """Hub id or folder of the base model; the built-in tiny model, or a random-init model of a published
+    shape (`builtin:shape:Qwen/Qwen3.5-0.8B`), is built (once) here."""
     if recipe.model.name_or_path == tiny_model.BUILTIN:
         return str(tiny_model.ensure(recipe.model.tiny))
+    if recipe.model.name_or_path.startswith(tiny_model.SHAPE_PREFIX):
+        return str(tiny_model.ensure_shape(recipe.model.name_or_path[len(tiny_model.SHAPE_PREFIX):]))
     return recipe.model.name_or_path
 
 

@@ -290,7 +290,8 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
         inner = free_port()
         cmd = vllm_command(recipe, "127.0.0.1", inner, lora)
         print(f"[kit] vLLM: {' '.join(cmd[1:])}")
-        proc = subprocess.Popen(cmd)
+        # vLLM in a process group of its own (its engine and workers with it), which dies with this process
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent)
 
         def exit_with_vllm():  # the proxy must not outlive the engine it fronts
             code = proc.wait()
@@ -302,16 +303,40 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
             print(f"[kit] serving {recipe.name} with vLLM on http://{host}:{port}/v1 (the recipe's presets per mode)")
             uvicorn.run(preset_proxy(recipe, f"http://127.0.0.1:{inner}"), host=host, port=port, log_level="warning")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_group(proc)
         return
     path = find_gguf(recipe, quant)
     app = create_app(recipe, path, stage_dir(recipe, "export") / "merged")
     print(f"[kit] serving {path.name} with llama.cpp on http://{host}:{port}/v1 (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def die_with_parent() -> None:
+    """In a child, before it runs: ask Linux to end it when its parent ends, however the parent ends."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the group is still stopped on a normal exit
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM a child's whole process group (vLLM's API server, engine and workers), SIGKILL it after
+    `grace_s`: stopping the API server alone leaves its engine processes running."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
 
 
 def free_port() -> int:
@@ -339,7 +364,8 @@ class Server:
     def __enter__(self) -> str:
         import urllib.request
 
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.time() + self.timeout_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -353,9 +379,5 @@ class Server:
         raise TimeoutError(f"the server did not answer within {self.timeout_s} s")
 
     def __exit__(self, *exc):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.proc:
+            stop_group(self.proc, grace_s=30)  # the server stops its vLLM group within its own grace

@@ -155,6 +155,44 @@ def build(cfg: TinyModelConfig, out_dir: Path) -> Path:
     return out_dir
 
 
+SHAPE_PREFIX = "builtin:shape:"  # e.g. builtin:shape:Qwen/Qwen3.5-0.8B
+
+
+def build_shape(name: str, out_dir: Path) -> Path:
+    """A random-init language model of a published checkpoint's real shape (kit.memory.SHAPES: layers,
+    widths, heads, the 248,320-token vocabulary; the vision tower left out), in bf16, with the tiny
+    tokenizer: for measuring time and memory on a GPU without a hub. It knows no language."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig, Qwen3_5TextConfig
+
+    from .memory import SHAPES
+
+    if name not in SHAPES:
+        raise ValueError(f"no published shape '{name}' (known: {', '.join(SHAPES)})")
+    _, text, tied = SHAPES[name]
+    tokenizer = build_tokenizer(TinyModelConfig())
+    config = Qwen3_5TextConfig(**text, tie_word_embeddings=tied, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                               pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.generation_config = GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+                                               do_sample=True, temperature=1.0, top_p=0.95, top_k=20)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "BUILT_BY_KIT.json").write_text(json.dumps({"shape": name, "random_init": True}))
+    return out_dir
+
+
+def ensure_shape(name: str) -> Path:
+    out_dir = runs_root() / "_models" / f"shape-{name.replace('/', '--')}"
+    if not (out_dir / "BUILT_BY_KIT.json").exists():
+        build_shape(name, out_dir.with_name(out_dir.name + ".partial"))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.with_name(out_dir.name + ".partial").rename(out_dir)
+    return out_dir
+
+
 def ensure(cfg: TinyModelConfig) -> Path:
     """The cached tiny model's folder, built on first use."""
     out_dir = runs_root() / "_models" / f"tiny-qwen3.5-{fingerprint(cfg)}"

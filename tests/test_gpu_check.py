@@ -31,3 +31,11 @@ def test_key_figures_come_from_the_stage_metrics(sft_metrics, export_metrics):
     export = gpu_check.key_figures("export", export_metrics)
     assert export["merge_dtype"] == "float32" and export["max_abs_logit_diff"] < 1e-3
     assert 0 < export["q4_k_m_mib"] < export["q8_0_mib"] < export["f16_mib"]
+
+
+def test_the_real_shape_lane_has_an_estimate_for_every_stage_it_measures(tmp_path):
+    """The lane itself needs a GPU; its recipe and the estimates it prints beside the peaks are checked here."""
+    gpu_check = load_script()
+    est = gpu_check.estimates("workshop", gpu_check.SHAPE_SETS, str(tmp_path))
+    assert set(est) == {"sft", "rl", "export", "eval"} and all(v > 0.5 for v in est.values()), est
+    assert est["export"] > 1.4  # 0.75B parameters in 16-bit, one copy
