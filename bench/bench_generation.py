@@ -7,7 +7,7 @@ through vLLM (`kit.generation`'s two engines), side by side in one run, and thei
     python bench/bench_generation.py --model Qwen/Qwen3.5-0.8B --batches gspo=2x8x2048 eval=64x1x4096
 
 A batch is PROMPTSxSAMPLESxMAX_NEW_TOKENS: `gspo` is a GSPO step of the tiny recipe (2 prompts × 4
-generations × 160 tokens), `eval` an evaluation batch. Sampling: temperature 1.0, top_p 0.95,
+generations × 192 tokens), `eval` an evaluation batch. Sampling: temperature 1.0, top_p 0.95,
 top_k 20 (the thinking preset). Prompts are the bundled RL questions under the chat template.
 """
 
@@ -41,7 +41,7 @@ def run_engine(engine, prompts, sampling, repeats: int) -> list[float]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None, help="model folder or hub id (default: the kit's tiny model)")
-    parser.add_argument("--batches", nargs="+", default=["gspo=2x4x160", "eval=32x1x128"])
+    parser.add_argument("--batches", nargs="+", default=["gspo=2x4x192", "eval=32x1x128"])
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--dtype", default=None, help="HF dtype (default: bf16 on a GPU, fp32 on a CPU, as the kit loads)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -68,7 +68,7 @@ def main():
     max_len = max(len(tokenizer(t)["input_ids"]) for t in prompt_texts(tokenizer, [[{"role": "user", "content": q}] for q in questions]))
     for name in engines:
         if name == "hf":
-            hf = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, device_map=device)
+            hf = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device)
             engine = HFEngine(hf, tokenizer, batch_size=64)
         else:
             engine = VLLMEngine(model, max_model_len=max_len + max(b[3] for b in batches), seed=0)
