@@ -125,14 +125,13 @@ def count(config, recipe: Recipe) -> Counts:
     model = build_on_meta(config)
     text_cfg = getattr(config, "text_config", config)
     targets, full_names = set(recipe.lora.target_modules), set(recipe.lora.modules_to_save)
-    linear = lora = full = text = 0
+    linear = lora = full = 0
     head = model.get_output_embeddings()
     for name, module in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]
         if isinstance(module, torch.nn.Linear) and module is not head:
             linear += module.weight.numel()
-            in_text = "visual" not in name
-            if leaf in targets and in_text:
+            if leaf in targets and "visual" not in name:  # LoRA on the language model only
                 lora += recipe.lora.r * (module.in_features + module.out_features)
         if leaf in full_names:
             full += sum(p.numel() for p in module.parameters())

@@ -118,6 +118,8 @@ def model_path(recipe: Recipe) -> str:
     shape (`builtin:shape:Qwen/Qwen3.5-0.8B`), is built (once) here."""
     if recipe.model.name_or_path == tiny_model.BUILTIN:
         return str(tiny_model.ensure(recipe.model.tiny))
+    if recipe.model.name_or_path == tiny_model.BUILTIN_VL:
+        return str(tiny_model.ensure_vision_language(recipe.model.tiny))
     if recipe.model.name_or_path.startswith(tiny_model.SHAPE_PREFIX):
         return str(tiny_model.ensure_shape(recipe.model.name_or_path[len(tiny_model.SHAPE_PREFIX):]))
     return recipe.model.name_or_path

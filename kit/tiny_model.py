@@ -156,6 +156,53 @@ def build(cfg: TinyModelConfig, out_dir: Path) -> Path:
 
 
 SHAPE_PREFIX = "builtin:shape:"  # e.g. builtin:shape:Qwen/Qwen3.5-0.8B
+BUILTIN_VL = "builtin:tiny-vl"
+# A vision tower small enough for a CPU: 2 blocks of width 64, 16-pixel patches merged 2 × 2.
+TINY_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16,
+                   spatial_merge_size=2, temporal_patch_size=2)
+
+
+def build_vision_language(cfg: TinyModelConfig, out_dir: Path) -> Path:
+    """The tiny model's language model with a small vision tower, in Qwen3.5's vision-language
+    architecture (`Qwen3_5ForConditionalGeneration`, random weights), saved with Qwen's processor
+    (image and video processors, the tokenizer, the chat template): the shape of a real Qwen3.5
+    checkpoint, small enough to carry an image through on a CPU. Qwen's video processor needs
+    torchvision, so this loads only where torchvision imports."""
+    import torch
+    from transformers import (AutoTokenizer, Qwen2VLImageProcessor, Qwen3_5Config, Qwen3_5ForConditionalGeneration,
+                              Qwen3VLProcessor)
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    text_dir = ensure(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    text = {k: v for k, v in json.loads((text_dir / "config.json").read_text()).items()
+            if k not in ("architectures", "transformers_version", "dtype", "model_type")}
+    ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(tok) for name, tok in
+           (("image", "<|image_pad|>"), ("video", "<|video_pad|>"), ("vision_start", "<|vision_start|>"),
+            ("vision_end", "<|vision_end|>"))}
+    config = Qwen3_5Config(text_config=text, vision_config=dict(TINY_VISION, out_hidden_size=cfg.hidden_size),
+                           tie_word_embeddings=False, **ids)
+    torch.manual_seed(cfg.seed)
+    model = Qwen3_5ForConditionalGeneration(config)
+    pixels = dict(patch_size=TINY_VISION["patch_size"], merge_size=TINY_VISION["spatial_merge_size"],
+                  temporal_patch_size=TINY_VISION["temporal_patch_size"])
+    processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
+                                 video_processor=Qwen3VLVideoProcessor(**pixels), chat_template=tokenizer.chat_template)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / "BUILT_BY_KIT.json").write_text(json.dumps({"tiny": dataclasses.asdict(cfg), "vision": TINY_VISION}))
+    return out_dir
+
+
+def ensure_vision_language(cfg: TinyModelConfig) -> Path:
+    out_dir = runs_root() / "_models" / f"tiny-vl-qwen3.5-{fingerprint(cfg)}"
+    if not (out_dir / "BUILT_BY_KIT.json").exists():
+        tmp = out_dir.with_name(out_dir.name + ".partial")
+        build_vision_language(cfg, tmp)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+    return out_dir
 
 
 def build_shape(name: str, out_dir: Path) -> Path:
