@@ -129,19 +129,18 @@ class Generators:
         from .modeling import model_path
 
         self.recipe = recipe
+        self.context = recipe.model.max_seq_length + recipe.eval.max_new_tokens  # a prompt and its completion
         self.engine, self.why = choose(recipe.eval.generation, "evaluation")
         self.vllm = None
         if self.engine == "vllm":
-            cfg = recipe.eval
-            self.vllm = VLLMEngine(model_path(recipe), max_model_len=recipe.model.max_seq_length + cfg.max_new_tokens,
-                                   max_lora_rank=recipe.lora.r, seed=cfg.seed,
-                                   gpu_memory_utilization=cfg.gpu_memory_utilization)
+            self.vllm = VLLMEngine(model_path(recipe), max_model_len=self.context, max_lora_rank=recipe.lora.r,
+                                   seed=recipe.eval.seed, gpu_memory_utilization=recipe.eval.gpu_memory_utilization)
 
     def __call__(self, name: str, path: Path | None, prompts: list[str], s: Sampling) -> tuple[list[list[Completion]], str]:
         """(completions per prompt, the engine that made them and why)."""
         recipe = self.recipe
         if name.startswith("gguf"):
-            engine = LlamaCppEngine(path, n_ctx=recipe.model.max_seq_length + recipe.eval.max_new_tokens)
+            engine = LlamaCppEngine(path, n_ctx=self.context)
             try:
                 return engine.generate(prompts, s), "llama.cpp (the exported file)"
             finally:

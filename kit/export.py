@@ -78,7 +78,7 @@ def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
     else:
         merged = loaded.model.merge_and_unload()  # in place: still one copy
         merged.save_pretrained(out)
-        (loaded.processor or tokenizer).save_pretrained(out)
+        loaded.save_tokenizer(out)
     merged.generation_config = generation_config(recipe, tokenizer)
     merged.generation_config.save_pretrained(out)
     after = _logits(merged, tokenizer)

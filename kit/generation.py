@@ -31,7 +31,6 @@ from pathlib import Path
 from .formatting import END_TOKENS, THINK_CLOSE
 
 STOP_TOKENS = list(END_TOKENS)  # Qwen's end of turn, then end of text
-ENGINES = ("auto", "vllm", "hf")
 
 
 class GenerationError(RuntimeError):
@@ -135,22 +134,28 @@ def vllm_problem() -> str | None:
     return None
 
 
-def choose(requested: str, what: str, more_problems=None) -> tuple[str, str]:
-    """(`vllm` or `hf`, the reason) for a recipe value `auto | vllm | hf`. `more_problems()` may name a
-    reason of the caller's why vLLM cannot do this job here. Falling back is said once, loudly."""
-    if requested not in ENGINES:
-        raise GenerationError(f"{what}: generation engine must be one of {', '.join(ENGINES)}, got '{requested}'")
-    if requested == "hf":
-        return "hf", "the recipe asks for hf"
+# What runs instead of vLLM: HF generation for the stages, llama.cpp for `kit serve`.
+FALLBACKS = {"hf": "generating with HF model.generate", "llama.cpp": "serving the GGUF with llama.cpp"}
+
+
+def choose(requested: str, what: str, more_problems=None, fallback: str = "hf") -> tuple[str, str]:
+    """(`vllm` or `fallback`, the reason) for a recipe value `auto | vllm | <fallback>`. `more_problems()`
+    may name a reason of the caller's why vLLM cannot do this job here. Falling back is said once, loudly;
+    asking for vLLM where it cannot run is an error."""
+    engines = ("auto", "vllm", fallback)
+    if requested not in engines:
+        raise GenerationError(f"{what}: generation engine must be one of {', '.join(engines)}, got '{requested}'")
+    if requested == fallback:
+        return fallback, f"the recipe asks for {fallback}"
     problem = vllm_problem() or (more_problems() if more_problems else None)
     if problem is None:
         return "vllm", "vLLM is installed and usable" if requested == "auto" else "the recipe asks for vllm"
     if requested == "vllm":
         raise GenerationError(f"{what}: the recipe asks for vLLM, but {problem}. Install it, or set the engine "
-                           f"to auto/hf to generate with transformers (many times slower on a real model).")
-    say_once(f"[kit] ⚠ {what}: generating with HF model.generate, NOT vLLM, because {problem}. On a real model "
+                              f"to auto/{fallback} (many times slower on a real model).")
+    say_once(f"[kit] ⚠ {what}: {FALLBACKS[fallback]}, NOT vLLM, because {problem}. On a real model "
              f"this is many times slower; on the tiny CPU model it does not matter.")
-    return "hf", problem
+    return fallback, problem
 
 
 def vllm_adapter_problem(adapter: Path | None, max_lora_rank: int) -> str | None:
@@ -259,7 +264,7 @@ class VLLMEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
 
-        self.model, self.cuda = model, cuda
+        self.cuda = cuda
         self.llm = LLM(
             model=model, max_model_len=max_model_len, seed=seed,
             # the CPU build's Gated DeltaNet kernels (Qwen3.5's linear attention) run in bf16 only
@@ -267,7 +272,6 @@ class VLLMEngine:
             gpu_memory_utilization=gpu_memory_utilization if cuda else 0.15,
             enable_lora=max_lora_rank is not None, max_lora_rank=max_lora_rank or 16,
         )
-        self.max_lora_rank = max_lora_rank or 0
         self._lora_ids: dict[str, int] = {}
 
     def _lora(self, adapter: Path | None, name: str | None):

@@ -155,6 +155,7 @@ def count(config, recipe: Recipe) -> Counts:
 class Estimate:
     stage: str
     terms: dict[str, float] = field(default_factory=dict)  # bytes
+    needed: bool = True  # False for vLLM's rows: where vLLM does not fit, generation falls back to HF
 
     @property
     def total(self) -> float:
@@ -170,13 +171,20 @@ def trainable(c: Counts, optim: str) -> float:
     return (c.lora + c.full) * per
 
 
+def one_layer(c: Counts, tokens: int) -> float:
+    """One decoder layer's activations in 16-bit, as the backward pass recomputes them."""
+    return 2 * tokens * (10 * c.hidden + 4 * c.intermediate)
+
+
 def activations(c: Counts, tokens: int, checkpointing: bool) -> float:
-    layer = 2 * tokens * (10 * c.hidden + 4 * c.intermediate)
-    return (c.layers * 2 * tokens * c.hidden + layer) if checkpointing else c.layers * layer
+    if checkpointing:  # one hidden state kept per layer, one layer recomputed at a time
+        return c.layers * 2 * tokens * c.hidden + one_layer(c, tokens)
+    return c.layers * one_layer(c, tokens)
 
 
-def logits(c: Counts, tokens: int, unsloth: bool) -> float:
-    return 0.0 if unsloth else 6.0 * tokens * c.vocab
+def logits(c: Counts, tokens: int, unsloth: bool, bytes_each: float = 6.0) -> float:
+    """Logits the transformers end materialises (bf16 + an fp32 copy for the loss by default)."""
+    return 0.0 if unsloth else bytes_each * tokens * c.vocab
 
 
 def generation(c: Counts, sequences: int, tokens_each: int) -> float:
@@ -225,8 +233,7 @@ def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None)
             "logits": logits(c, b * seq, unsloth)}))
         out.append(Estimate("sft (eval step)", {
             "weights": w, "LoRA + optimiser": trainable(c, sft.get("optim", "adamw_torch")),
-            f"one layer's activations ({eb} × {seq} tokens)": activations(c, eb * seq, True) -
-            c.layers * 2 * eb * seq * c.hidden,
+            f"one layer's activations ({eb} × {seq} tokens)": one_layer(c, eb * seq),
             f"logits ({eb} × {seq} tokens)": logits(c, eb * seq, unsloth)}))
     rl = recipe.rl.trainer
     if recipe.data.rl:
@@ -235,7 +242,7 @@ def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None)
         rl_ckpt = rl.get("activation_checkpointing", rl.get("gradient_checkpointing", True))
         terms = {"weights": w, "LoRA + optimiser": trainable(c, rl.get("optim", "adamw_torch")),
                  f"activations ({b} × {prompt}+{comp} tokens)": activations(c, tokens, rl_ckpt),
-                 "completion logits": logits(c, b * comp, unsloth) / 3,  # bf16 only: log-probs are gathered
+                 "completion logits": logits(c, b * comp, unsloth, bytes_each=2.0),  # bf16: log-probs are gathered
                  f"rollout KV cache + state ({b} sequences)": generation(c, b, prompt + comp)}
         out.append(Estimate("rl (GSPO/GRPO step)", terms))
     ev = recipe.eval
@@ -245,7 +252,8 @@ def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None)
         generation(c, ev.batch_size, tokens_each), "last-token logits": 4.0 * ev.batch_size * c.vocab}))
     out.append(Estimate("eval (vLLM, one batch)", {
         "weights (16-bit)": c.total * 2, "LoRA slots": 2 * c.lora * 2 * 2,
-        f"KV cache + state ({ev.batch_size} × {tokens_each} tokens)": generation(c, ev.batch_size, tokens_each)}))
+        f"KV cache + state ({ev.batch_size} × {tokens_each} tokens)": generation(c, ev.batch_size, tokens_each)},
+        needed=False))
     out.append(Estimate("export (16-bit merge)", {"weights (16-bit, one copy)": c.total * 2,
                                                   "reference logits": 4.0 * 64 * c.vocab}))
     return out
@@ -267,7 +275,7 @@ def needed_gib(recipe: Recipe, unsloth: bool = True) -> float:
     """The largest stage estimate, GiB: what the recipe needs of a GPU. vLLM's rows are left out: where
     vLLM does not fit, generation falls back to HF."""
     c = count(model_config(recipe), recipe)
-    return max(e.total for e in estimate(recipe, c, unsloth, lengths(recipe)) if "vLLM" not in e.stage) / GiB
+    return max(e.total for e in estimate(recipe, c, unsloth, lengths(recipe)) if e.needed) / GiB
 
 
 def free_disk_gib(path: Path) -> float:
@@ -298,4 +306,4 @@ def report(recipe: Recipe, gpus: dict[str, float], unsloth: bool = True) -> tupl
     d = disk(recipe, c)
     need_disk = sum(d.values()) / GiB
     lines += ["", f"Disk: {need_disk:.0f} GiB (" + ", ".join(f"{k} {v / GiB:.1f}" for k, v in d.items()) + ")"]
-    return "\n".join(lines), max(e.total for e in stages if "vLLM" not in e.stage) / GiB, need_disk
+    return "\n".join(lines), max(e.total for e in stages if e.needed) / GiB, need_disk

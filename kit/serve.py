@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 from .formatting import THINK_CLOSE, THINK_OPEN
-from .generation import STOP_TOKENS, GenerationError
+from .generation import STOP_TOKENS, GenerationError, choose
 from .recipe import Recipe
 from .runs import stage_dir
 
@@ -267,26 +267,11 @@ def preset_proxy(recipe: Recipe, upstream: str):
     return app
 
 
-def pick_engine(requested: str) -> str:
-    """`vllm` or `llama.cpp` for `kit serve --engine auto|vllm|llama.cpp`."""
-    from .generation import vllm_problem
-
-    if requested == "llama.cpp":
-        return requested
-    problem = vllm_problem()
-    if problem is None:
-        return "vllm"
-    if requested == "vllm":
-        raise GenerationError(f"--engine vllm: {problem}")
-    print(f"[kit] serving with llama.cpp, not vLLM: {problem}")
-    return "llama.cpp"
-
-
 def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str | None = None,
           engine: str = "auto", lora: bool = False) -> None:
     import uvicorn
 
-    if pick_engine(engine) == "vllm":
+    if choose(engine, "kit serve", fallback="llama.cpp")[0] == "vllm":
         inner = free_port()
         cmd = vllm_command(recipe, "127.0.0.1", inner, lora)
         print(f"[kit] vLLM: {' '.join(cmd[1:])}")

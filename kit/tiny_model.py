@@ -196,13 +196,7 @@ def build_vision_language(cfg: TinyModelConfig, out_dir: Path) -> Path:
 
 
 def ensure_vision_language(cfg: TinyModelConfig) -> Path:
-    out_dir = runs_root() / "_models" / f"tiny-vl-qwen3.5-{fingerprint(cfg)}"
-    if not (out_dir / "BUILT_BY_KIT.json").exists():
-        tmp = out_dir.with_name(out_dir.name + ".partial")
-        build_vision_language(cfg, tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-    return out_dir
+    return _cached(f"tiny-vl-qwen3.5-{fingerprint(cfg)}", lambda tmp: build_vision_language(cfg, tmp))
 
 
 def build_shape(name: str, out_dir: Path) -> Path:
@@ -232,22 +226,21 @@ def build_shape(name: str, out_dir: Path) -> Path:
 
 
 def ensure_shape(name: str) -> Path:
-    out_dir = runs_root() / "_models" / f"shape-{name.replace('/', '--')}"
-    if not (out_dir / "BUILT_BY_KIT.json").exists():
-        build_shape(name, out_dir.with_name(out_dir.name + ".partial"))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        out_dir.with_name(out_dir.name + ".partial").rename(out_dir)
-    return out_dir
+    return _cached(f"shape-{name.replace('/', '--')}", lambda tmp: build_shape(name, tmp))
 
 
 def ensure(cfg: TinyModelConfig) -> Path:
     """The cached tiny model's folder, built on first use."""
-    out_dir = runs_root() / "_models" / f"tiny-qwen3.5-{fingerprint(cfg)}"
+    return _cached(f"tiny-qwen3.5-{fingerprint(cfg)}", lambda tmp: build(cfg, tmp))
+
+
+def _cached(name: str, build_into) -> Path:
+    """`runs/_models/NAME`, built by `build_into(folder)` on first use."""
+    out_dir = runs_root() / "_models" / name
     if not (out_dir / "BUILT_BY_KIT.json").exists():
         tmp = out_dir.with_name(out_dir.name + ".partial")
-        build(cfg, tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
+        build_into(tmp)
+        shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)  # a half-built folder is never mistaken for a cached model
     return out_dir
 
