@@ -18,13 +18,14 @@ CA_BUNDLE ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt /etc/pki/
 export PYTHONUNBUFFERED := 1
 
 PHONY_STAGES := data sft rl export
-.PHONY: setup smoke test test-fast $(PHONY_STAGES) serve train-4b train-27b workshop gpu-check bench clean help
+.PHONY: setup smoke test test-fast $(PHONY_STAGES) serve train-4b train-27b workshop gpu-check bench docs clean help
 
 help:
 	@echo "make smoke   - whole pipeline on the tiny recipe (CPU, offline)"
 	@echo "make test    - unit tests + every notebook under nbval (CPU)"
 	@echo "make data|sft|rl|export|serve RECIPE=name [SET='key=value ...']  - one stage"
 	@echo "make train-4b | train-27b | workshop  - the GPU recipes"
+	@echo "make docs    - rendered copies of the notebooks, run on the tiny recipe, in docs/notebooks/"
 
 setup: $(STAMP) $(VLLM_STAMP)
 
@@ -87,6 +88,11 @@ bench: setup
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_judge.py
 	$(PY) bench/bench_sft.py
+
+# The notebooks are committed clean; these copies show their outputs to readers on GitHub. The tests
+# check that each copy was made from the notebook as it is now: rerun this after editing a notebook.
+docs: setup
+	$(PY) docs/render.py
 
 clean:
 	rm -rf runs

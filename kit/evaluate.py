@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 
 from .data import read_jsonl
-from .formatting import extract_choice, parse
+from .formatting import extract_choice, final_answer, parse
 from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory,
                          prompt_texts, say_once, vllm_adapter_problem)
 from .judge import Judge
@@ -230,6 +230,19 @@ def run(recipe: Recipe) -> dict:
     write_metrics(out, metrics)
     print(results_table(metrics))
     return metrics
+
+
+def side_by_side(recipe: Recipe, names: tuple[str, ...] = ("base", "rl"), n: int = 3) -> list[dict]:
+    """The first `n` multiple-choice items as each system concluded them (the text after `</think>`, its
+    first sample), from the eval stage's `outputs.jsonl`: before and after, on the same questions."""
+    rows = read_jsonl(require(recipe, "eval", "outputs.jsonl"))
+    by_item: dict[str, dict] = {}
+    for r in rows:
+        if r["system"] in names:
+            item = by_item.setdefault(r["question"], {"question": r["question"], "gold": r["gold"]})
+            said = final_answer(r["completion"])[:160] if "</think>" in r["completion"] else "(no conclusion: still reasoning)"
+            item.setdefault(r["system"], f"[{r['pick'] or '?'}] {said}")
+    return [item for item in by_item.values() if all(s in item for s in names)][:n]
 
 
 def _fmt(p: dict | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -32,14 +33,14 @@ def is_done(recipe: Recipe, stage: str) -> bool:
         return False
 
 
-def run(recipe: Recipe, force: bool = False) -> dict:
+def run(recipe: Recipe, force: bool = False, stages: list[str] | None = None) -> dict:
     from .modeling import check_capacity
 
     check_capacity(recipe)
     times, status = {}, {}
     rerun_downstream = force
     t0 = time.perf_counter()
-    for stage in STAGES:
+    for stage in stages or STAGES:
         if stage == "sft" and not recipe.data.sft:
             status[stage] = "not in recipe"
             continue
@@ -58,6 +59,64 @@ def run(recipe: Recipe, force: bool = False) -> dict:
     print(f"[kit] pipeline done in {total} s; summary → {summary}")
     print(summary.read_text())
     return {"times": times, "status": status, "total_seconds": total, "summary": str(summary)}
+
+
+def upstream(recipe: Recipe, stage: str) -> list[str]:
+    """The stages whose outputs `stage` reads (every earlier one the recipe has; the demo reads them all)."""
+    earlier = STAGES[: STAGES.index(stage)] if stage in STAGES else STAGES[: STAGES.index("eval")]
+    return [s for s in earlier if s != "sft" or recipe.data.sft]
+
+
+def prepare_inputs(recipe: Recipe, stage: str, source: str = "run") -> list[str]:
+    """Make the inputs of `stage` exist, saying so in one line when they do not: `source` "run" runs the
+    upstream stages (those up to date are skipped); a folder, or "hf:<user>/<repo>", holding
+    `<recipe>/<stage>/` as `save_outputs` writes them, is copied in instead. Returns the stages it made."""
+    missing = [s for s in upstream(recipe, stage) if not is_done(recipe, s)]
+    if not missing:
+        return []
+    if source == "run":
+        print(f"[kit] {stage} needs {', '.join(missing)} of recipe '{recipe.name}', not in {runs_root()}: running them now")
+        run(recipe, stages=upstream(recipe, stage))
+        return missing
+    folder = _fetch(source, recipe.name, missing)
+    print(f"[kit] {stage} needs {', '.join(missing)} of recipe '{recipe.name}': loading them from {source}")
+    for s in missing:
+        found = folder / recipe.name / s
+        if not (found / "metrics.json").exists():
+            raise FileNotFoundError(f"{source} has no {recipe.name}/{s}/metrics.json: save that stage there "
+                                    f"first (SAVE_TO), or set UPSTREAM = 'run' to run it here")
+        if json.loads((found / "metrics.json").read_text()).get("stage_hash") != recipe.stage_hash(s):
+            print(f"[kit] note: {source}/{recipe.name}/{s} was made with other {s} settings than this recipe's")
+        shutil.copytree(found, stage_dir(recipe, s), dirs_exist_ok=True)
+    return missing
+
+
+def _fetch(source: str, name: str, stages: list[str]) -> Path:
+    if not source.startswith("hf:"):
+        return Path(source).expanduser()
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source[3:], allow_patterns=[f"{name}/{s}/**" for s in stages]))
+
+
+def save_outputs(recipe: Recipe, stage: str, dest: str | None) -> str | None:
+    """Copy a finished stage's outputs (not its checkpoints) to a folder (Google Drive, /kaggle/working)
+    or a private Hub repository "hf:<user>/<repo>", where `prepare_inputs` of a later session finds them."""
+    if not dest:
+        return None
+    src = stage_dir(recipe, stage)
+    if dest.startswith("hf:"):
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(dest[3:], private=True, exist_ok=True)
+        api.upload_folder(repo_id=dest[3:], folder_path=src, path_in_repo=f"{recipe.name}/{stage}",
+                          ignore_patterns=["checkpoints/*"])
+    else:
+        shutil.copytree(src, Path(dest).expanduser() / recipe.name / stage, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("checkpoints"))
+    print(f"[kit] {stage} outputs saved to {dest}/{recipe.name}/{stage}")
+    return f"{dest}/{recipe.name}/{stage}"
 
 
 def _size(path: Path) -> str:
