@@ -52,8 +52,7 @@ def key_figures(stage: str, m: dict) -> dict:
         return {"merge_dtype": m["merge"]["dtype"], "max_abs_logit_diff": m["merge"]["max_abs_logit_diff"],
                 **{f"{k}_mib": round(v["bytes"] / 2**20, 2) for k, v in m.get("gguf", {}).items()}}
     if stage == "eval":
-        return {name: {"mcq": r["mcq_accuracy"]["value"], "unparseable": r.get("mcq_unparseable"),
-                       "judged": (r.get("judged_accuracy") or {}).get("value"), "seconds": r["seconds"]}
+        return {name: {**{task: f["accuracy"]["value"] for task, f in r["tasks"].items()}, "seconds": r["seconds"]}
                 for name, r in m["results"].items()}
     return {}
 

@@ -157,7 +157,7 @@ def assistant_text(reasoning: str, answer: str) -> str:
     return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer.strip()}"
 
 
-def format_sft(row: dict) -> dict:
+def format_sft(row: dict, spec: DatasetSpec | None = None) -> dict:
     """User asks the question; the assistant thinks inside <think>…</think>, then answers."""
     return {"messages": [
         {"role": "user", "content": row["Question"].strip()},
@@ -165,7 +165,7 @@ def format_sft(row: dict) -> dict:
     ]}
 
 
-def format_rl(row: dict) -> dict:
+def format_rl(row: dict, spec: DatasetSpec | None = None) -> dict:
     question = row["Open-ended Verifiable Question"].strip()
     return {
         "prompt": [{"role": "user", "content": question}],
@@ -177,7 +177,15 @@ def format_rl(row: dict) -> dict:
 MCQ_INSTRUCTION = "Answer with the letter of the correct option, in the form \"The answer is X\"."
 
 
-def format_mcq(row: dict) -> dict:
+def task_name(row: dict, spec: DatasetSpec | None = None) -> str:
+    """The task an item scores under: the recipe's name for the source, else lm-evaluation-harness's
+    (`mmlu_pro_biology` for an MMLU-Pro row of that category), else `medqa`."""
+    if spec is not None and spec.task:
+        return spec.task
+    return f"mmlu_pro_{row['category'].replace(' ', '_')}" if row.get("category") else "medqa"
+
+
+def format_mcq(row: dict, spec: DatasetSpec | None = None) -> dict:
     options = {k: v for k, v in row["options"].items() if v}
     lines = [row["question"].strip(), ""] + [f"{k}. {v.strip()}" for k, v in sorted(options.items())]
     lines += ["", MCQ_INSTRUCTION]
@@ -186,11 +194,23 @@ def format_mcq(row: dict) -> dict:
         "question": row["question"].strip(),
         "options": options,
         "gold": row["answer_idx"],
-        "task": row.get("category") or "medqa",
+        "task": task_name(row, spec),
     }
 
 
-FORMATTERS = {"sft": format_sft, "rl": format_rl, "mcq": format_mcq}
+def format_mcq_sft(row: dict, spec: DatasetSpec | None = None) -> dict:
+    """A multiple-choice row as an SFT conversation: the evaluation's own prompt, a short reasoning that
+    names the right option, and an answer that commits to its letter the way the evaluation reads it."""
+    item = format_mcq(row, spec)
+    gold = item["gold"]
+    reasoning = f"Weighing each option against the question, {item['options'][gold].strip()} fits best; the others do not."
+    return {"messages": [*item["prompt"],
+                         {"role": "assistant", "content": assistant_text(reasoning, f"The answer is {gold}.")}]}
+
+
+# (kind of data, schema of the source) -> formatter
+FORMATTERS = {("sft", "sft"): format_sft, ("sft", "mcq"): format_mcq_sft, ("rl", "rl"): format_rl,
+              ("mcq", "mcq"): format_mcq}
 
 
 def render(tokenizer, example: dict) -> str:
@@ -234,9 +254,12 @@ def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, n
     dropped = Counter()
     for spec in specs:
         raw, label = load_rows(spec)
-        checked = validate(raw, kind, label)
+        schema = spec.schema or kind
+        if (kind, schema) not in FORMATTERS:
+            raise DataError(f"{label}: schema '{schema}' cannot feed the {kind} data (an SFT source may be 'mcq')")
+        checked = validate(raw, schema, label)
         dropped.update(checked.dropped)
-        formatted = [FORMATTERS[kind](r) for r in checked.rows]
+        formatted = [FORMATTERS[kind, schema](r, spec) for r in checked.rows]
         if kind == "sft":
             for ex in formatted:
                 ex["language"] = spec.language

@@ -1,13 +1,17 @@
-"""Evaluation stage: the same items through every available stage of a run, side by side.
+"""Evaluation stage: every stage of a run on the same items, per benchmark, compared item by item.
 
     python -m kit eval --recipe tiny
 
 Systems: `base` (no adapter), `sft`, `rl` (their adapters on the base) and `gguf-<quant>` (the
-exported file through llama.cpp), each only when it exists. Tasks: multiple-choice accuracy on the
-data stage's `eval.jsonl` (MedQA-style, MMLU-Pro), judged accuracy on open-ended verifiable problems
-(`rl.jsonl`, the RL stage's judge), format adherence and mean reasoning / answer lengths. Every
-figure comes with its sample size and a 95% Wilson interval. Writes `runs/<recipe>/eval/`:
-`results.json`, `results.md`, `accuracy.png`, `outputs.jsonl`.
+exported file through llama.cpp), each only when it exists. Tasks: each multiple-choice benchmark on its
+own (`medqa`, `mmlu_pro_biology`, `mmlu_pro_health`, ...; `eval.max_items` items each), open-ended
+verifiable problems graded by the RL stage's judge (`open`), and the format. Each figure comes with its
+n and a 95% Wilson interval, beside its unparseable and truncation rates. Every system sees the same
+items and seeds, so two systems are compared item by item: McNemar's exact test (statsmodels) for one
+completion per item, a paired permutation test with a paired-bootstrap interval (scipy) for the
+per-item mean of k samples. Writes `runs/<recipe>/eval/`: `results.json`, `results.md` (our table, the
+harness-format table with the protocol, the comparisons, the published figures of the models the kit
+reproduces), `accuracy.png`, `outputs.jsonl`.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ def score_mcq(items: list[dict], completions: list[list[str]]) -> dict:
     picks = [[extract_choice(c, "".join(sorted(it["options"]))) for c in cs] for it, cs in zip(items, completions)]
     correct = [[p == it["gold"] for p in ps] for ps, it in zip(picks, items)]
     unparseable = [[p is None for p in ps] for ps in picks]
-    return {"accuracy": mean_over_samples(correct), "unparseable": mean_over_samples(unparseable), "picks": picks}
+    return {"accuracy": mean_over_samples(correct), "unparseable": mean_over_samples(unparseable), "picks": picks,
+            "correct": correct}
 
 
 def format_stats(completions: list[Completion], count_tokens) -> dict:
@@ -167,69 +172,206 @@ class Generators:
             self.vllm.close()
 
 
+# ---------------------------------------------------------------- items
+
+def load_items(recipe: Recipe) -> dict[str, list[dict]]:
+    """`eval.max_items` items per multiple-choice task (seeded, the same for every system), and as many
+    open-ended problems (`open`) when the run has RL data."""
+    cfg, data_dir = recipe.eval, stage_dir(recipe, "data")
+    tasks: dict[str, list[dict]] = {}
+    for row in read_jsonl(require(recipe, "data", "eval.jsonl")):
+        tasks.setdefault(row.get("task", "medqa"), []).append(row)
+    items = {task: sample_items(rows, cfg.max_items, cfg.seed) for task, rows in tasks.items()}
+    if (data_dir / "rl.jsonl").exists():
+        items["open"] = sample_items(read_jsonl(data_dir / "rl.jsonl"), cfg.max_items, cfg.seed)
+    return items
+
+
+# ---------------------------------------------------------------- generation
+
+def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling) -> tuple[dict[str, dict], str, str]:
+    """Every system's completions for every item, ({system: {engine, seconds, tokens/s, completions: {task:
+    [[Completion] per item]}}}, the engine asked for, why); all prompts of a system go to its engine at once."""
+    from .modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(recipe)
+    order = [(task, it) for task, its in items.items() for it in its]
+    prompts = prompt_texts(tokenizer, [it["prompt"] for _, it in order])
+    generators, out = Generators(recipe), {}
+    try:
+        for name, path in systems(recipe):
+            print(f"[kit] eval: {name} on {', '.join(f'{len(v)} {k}' for k, v in items.items())} items, {sampling.describe()}")
+            with Timer() as t:
+                completions, engine = generators(name, path, prompts, sampling)
+            by_task: dict[str, list] = {task: [] for task in items}
+            for (task, _), cs in zip(order, completions):
+                by_task[task].append(cs)
+            tokens = sum(c.tokens for cs in completions for c in cs)
+            out[name] = {"engine": engine, "seconds": round(t.seconds, 1),
+                         "generated_tokens_per_second": round(tokens / t.seconds, 1) if t.seconds else None,
+                         "completions": by_task}
+    finally:
+        generators.close()
+    return out, generators.engine, generators.why
+
+
+# ---------------------------------------------------------------- scoring
+
+def score_task(items: list[dict], completions: list[list[Completion]]) -> dict:
+    """Accuracy, unparseable and truncation rates of one multiple-choice task, and the per-item
+    correctness the paired tests compare."""
+    scored = score_mcq(items, [[c.text for c in cs] for cs in completions])
+    return {"accuracy": scored["accuracy"], "unparseable": scored["unparseable"],
+            "truncated": mean_over_samples([[c.truncated for c in cs] for cs in completions]),
+            "picks": scored["picks"], "correct": scored["correct"]}
+
+
+def judge_open(judge: Judge, items: list[dict], completions: list[list[Completion]]) -> dict:
+    """Judged accuracy on open-ended problems: the judge sees each conclusion and the reference. A
+    completion the judge could not grade counts as wrong, and is counted."""
+    pairs = [(it, c) for it, cs in zip(items, completions) for c in cs]
+    verdicts = iter(judge.grade([it["question"] for it, _ in pairs], [c.text for _, c in pairs],
+                                [it["reference"] for it, _ in pairs]))
+    graded = [[next(verdicts) for _ in cs] for cs in completions]
+    correct = [[v.error is None and v.verdict == "correct" for v in vs] for vs in graded]
+    return {"accuracy": mean_over_samples(correct), "judge_errors": sum(v.error is not None for vs in graded for v in vs),
+            "truncated": mean_over_samples([[c.truncated for c in cs] for cs in completions]), "correct": correct}
+
+
+def score(items: dict[str, list[dict]], generated: dict[str, dict], judge: Judge, count_tokens) -> dict:
+    """{system: {engine, seconds, tasks: {task: figures}, format figures}} for every system."""
+    results = {}
+    for name, g in generated.items():
+        tasks = {task: (judge_open(judge, its, g["completions"][task]) if task == "open"
+                        else score_task(its, g["completions"][task]))
+                 for task, its in items.items()}
+        flat = [c for cs_list in g["completions"].values() for cs in cs_list for c in cs]
+        results[name] = {k: v for k, v in g.items() if k != "completions"} | {"tasks": tasks} | format_stats(flat, count_tokens)
+    return results
+
+
+# ---------------------------------------------------------------- comparisons
+
+def paired_test(a: list[list[bool]], b: list[list[bool]], seed: int = 0) -> dict:
+    """Is system b better or worse than system a on the same items? One completion per item: McNemar's
+    exact test on the discordant items. Several: a paired permutation test (signs of the per-item
+    differences flipped) and a paired-bootstrap 95% interval of the difference of the per-item means.
+
+    >>> r = paired_test([[False]] * 20, [[True]] * 12 + [[False]] * 8)
+    >>> (r["test"], r["difference"], r["p_value"] < 0.001)
+    ('McNemar exact', 0.6, True)
+    """
+    import numpy as np
+
+    x = np.array([sum(v) / len(v) for v in a], dtype=float)
+    y = np.array([sum(v) / len(v) for v in b], dtype=float)
+    diff = float(y.mean() - x.mean()) if len(x) else 0.0
+    if all(len(v) == 1 for v in a + b):
+        from statsmodels.stats.contingency_tables import mcnemar
+
+        table = [[int(((x == 1) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())],
+                 [int(((x == 0) & (y == 1)).sum()), int(((x == 0) & (y == 0)).sum())]]
+        p = 1.0 if table[0][1] + table[1][0] == 0 else float(mcnemar(table, exact=True).pvalue)
+        return {"test": "McNemar exact", "difference": round(diff, 4), "p_value": round(p, 4), "n": len(x),
+                "discordant": [table[0][1], table[1][0]]}
+    from scipy import stats
+
+    def mean_diff(u, v, axis=-1):
+        return np.mean(v - u, axis=axis)
+
+    if np.all(x == y):
+        p, ci = 1.0, (0.0, 0.0)
+    else:
+        p = float(stats.permutation_test((x, y), mean_diff, permutation_type="samples", n_resamples=9999,
+                                         random_state=seed).pvalue)
+        boot = stats.bootstrap((x, y), mean_diff, paired=True, n_resamples=9999, random_state=seed, method="percentile")
+        ci = (float(boot.confidence_interval.low), float(boot.confidence_interval.high))
+    return {"test": "paired permutation (bootstrap CI)", "difference": round(diff, 4), "p_value": round(p, 4),
+            "n": len(x), "ci95": [round(ci[0], 4), round(ci[1], 4)]}
+
+
+def comparisons(results: dict, seed: int = 0) -> list[dict]:
+    """Each stage against the one before it (base → sft → rl → gguf), and base against the last trained
+    stage, per task."""
+    names = list(results)
+    pairs = list(zip(names, names[1:]))
+    trained = [n for n in names if n in ("sft", "rl")]
+    if trained and ("base", trained[-1]) not in pairs and "base" in names:
+        pairs.append(("base", trained[-1]))
+    out = []
+    for a, b in pairs:
+        for task in results[a]["tasks"]:
+            test = paired_test(results[a]["tasks"][task]["correct"], results[b]["tasks"][task]["correct"], seed)
+            out.append({"from": a, "to": b, "task": task, **test})
+    return out
+
+
+def comparison_line(c: dict, alpha: float = 0.05) -> str:
+    """ "SFT → RL on medqa: +4.0 points (p = 0.012)" only when the test holds; otherwise it says so.
+
+    >>> comparison_line({"from": "sft", "to": "rl", "task": "medqa", "difference": 0.04, "p_value": 0.012, "test": "t"})
+    'SFT → RL on medqa: +4.0 points (p = 0.012, t)'
+    >>> comparison_line({"from": "sft", "to": "rl", "task": "medqa", "difference": 0.04, "p_value": 0.4, "test": "t"})
+    'SFT → RL on medqa: no significant difference (+4.0 points, p = 0.4, t)'
+    """
+    head = f"{c['from'].upper()} → {c['to'].upper()} on {c['task']}: "
+    points = f"{100 * c['difference']:+.1f} points"
+    if c["p_value"] < alpha and c["difference"] != 0:
+        return head + f"{points} (p = {c['p_value']:.3g}, {c['test']})"
+    return head + f"no significant difference ({points}, p = {c['p_value']:.3g}, {c['test']})"
+
+
+# ---------------------------------------------------------------- the stage
+
 def run(recipe: Recipe) -> dict:
     from .modeling import check_capacity, import_end, load_tokenizer, peak_memory_mb
 
     end = import_end()
     check_capacity(recipe)
     out = start_stage(recipe, "eval")
-    cfg = recipe.eval
     sampling = eval_sampling(recipe)
-    mcq = sample_items(read_jsonl(require(recipe, "data", "eval.jsonl")), cfg.max_items, cfg.seed)
-    data_dir = stage_dir(recipe, "data")
-    open_items = sample_items(read_jsonl(data_dir / "rl.jsonl"), cfg.max_items, cfg.seed) \
-        if (data_dir / "rl.jsonl").exists() else []
+    items = load_items(recipe)
+    generated, engine, why = generate(recipe, items, sampling)
     tokenizer = load_tokenizer(recipe)
 
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
     judge = Judge(recipe.rl.judge, cache_path=out / "judge_cache.sqlite")
-    prompts = prompt_texts(tokenizer, [it["prompt"] for it in mcq] + [it["prompt"] for it in open_items])
-    results, examples = {}, []
-    generators = Generators(recipe)
-    try:
-        for name, path in systems(recipe):
-            print(f"[kit] eval: {name} on {len(mcq)} multiple-choice + {len(open_items)} open-ended items, "
-                  f"{sampling.describe()}")
-            with Timer() as t:
-                completions, engine = generators(name, path, prompts, sampling)
-            mc_out, open_out = completions[: len(mcq)], completions[len(mcq):]
-            scored = score_mcq(mcq, [[c.text for c in cs] for cs in mc_out])
-            flat = [c for cs in completions for c in cs]
-            res = {"engine": engine, "seconds": round(t.seconds, 1),
-                   "generated_tokens_per_second": round(sum(c.tokens for c in flat) / t.seconds, 1) if t.seconds else None,
-                   "mcq_accuracy": scored["accuracy"], "mcq_unparseable": scored["unparseable"],
-                   **format_stats(flat, count_tokens)}
-            if open_items:
-                pairs = [(it, c) for it, cs in zip(open_items, open_out) for c in cs]
-                verdicts = judge.grade([it["question"] for it, _ in pairs], [c.text for _, c in pairs],
-                                       [it["reference"] for it, _ in pairs])
-                graded = [v for v in verdicts if v.error is None]
-                res["judged_accuracy"] = proportion(sum(v.verdict == "correct" for v in graded), len(graded))
-                res["judge_errors"] = len(verdicts) - len(graded)
-            results[name] = res
-            for it, cs, picks in zip(mcq, mc_out, scored["picks"]):
-                for c, pick in zip(cs, picks):
-                    examples.append({"system": name, "question": it["question"], "gold": it["gold"], "pick": pick,
-                                     "truncated": c.truncated, "completion": c.text})
-    finally:
-        generators.close()
+    results = score(items, generated, judge, count_tokens)
+    compared = comparisons(results, recipe.eval.seed)
     metrics = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("eval"),
-               "items": {"mcq": len(mcq), "open": len(open_items)}, "seed": cfg.seed,
-               "decoding": f"{sampling.describe()}, thinking on", "engine": generators.engine,
-               "engine_reason": generators.why,
-               "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()}, "results": results,
-               "end": end, **peak_memory_mb()}
-    (out / "results.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    with (out / "outputs.jsonl").open("w", encoding="utf-8") as f:
-        for e in examples:
-            f.write(json.dumps(e, ensure_ascii=False) + "\n")
-    (out / "results.md").write_text(results_table(metrics), encoding="utf-8")
-    bar_plot(results, out / "accuracy.png")
-    write_metrics(out, metrics)
+               "items": {task: len(its) for task, its in items.items()}, "seed": recipe.eval.seed,
+               "decoding": f"{sampling.describe()}, thinking on", "engine": engine,
+               "engine_reason": why, "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()},
+               "results": results, "comparisons": compared, "end": end, **peak_memory_mb()}
+    write(out, metrics, items, generated)
     print(results_table(metrics))
     return metrics
+
+
+def write(out: Path, metrics: dict, items: dict[str, list[dict]], generated: dict[str, dict]) -> None:
+    """results.json and metrics.json (per-item vectors left out), outputs.jsonl (every completion with the
+    choice read from it), results.md and accuracy.png."""
+    with (out / "outputs.jsonl").open("w", encoding="utf-8") as f:
+        for name, res in metrics["results"].items():
+            for task, its in items.items():
+                picks = res["tasks"][task].get("picks")
+                for i, (it, cs) in enumerate(zip(its, generated[name]["completions"][task])):
+                    for k, c in enumerate(cs):
+                        row = {"system": name, "task": task, "item": i, "sample": k, "question": it["question"],
+                               "gold": it.get("gold", it.get("reference")), "pick": picks[i][k] if picks else None,
+                               "correct": res["tasks"][task]["correct"][i][k], "truncated": c.truncated,
+                               "completion": c.text}
+                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for res in metrics["results"].values():
+        for figures in res["tasks"].values():
+            figures.pop("picks", None)
+            figures.pop("correct", None)
+    (out / "results.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    (out / "results.md").write_text(results_table(metrics), encoding="utf-8")
+    bar_plot(metrics["results"], out / "accuracy.png")
+    write_metrics(out, metrics)
 
 
 def side_by_side(recipe: Recipe, names: tuple[str, ...] = ("base", "rl"), n: int = 3) -> list[dict]:
@@ -245,43 +387,101 @@ def side_by_side(recipe: Recipe, names: tuple[str, ...] = ("base", "rl"), n: int
     return [item for item in by_item.values() if all(s in item for s in names)][:n]
 
 
+# ---------------------------------------------------------------- reports
+
+# Figures others published for the models the kit reproduces: theirs, under their protocols, shown for
+# orientation beside a run, never mixed into its table.
+PUBLISHED = [
+    {"model": "Reasoning-Medical-27B (Qwen3.6-27B, GRPO)", "task": "medqa", "value": 0.93,
+     "source": "its model card, lm-evaluation-harness table"},
+    {"model": "Reasoning-Medical-27B (Qwen3.6-27B, GRPO)", "task": "mmlu_pro_biology", "value": 0.85,
+     "source": "its model card, lm-evaluation-harness table"},
+    {"model": "HuatuoGPT-o1-8B (SFT + RL)", "task": "medqa", "value": 0.726, "source": "HuatuoGPT-o1 paper"},
+    {"model": "HuatuoGPT-o1-8B (SFT only, no RL)", "task": "medqa", "value": 0.690, "source": "HuatuoGPT-o1 paper"},
+]
+PROTOCOL = ("0-shot; the prompt is the question, the lettered options and \"Answer with the letter of the correct option, "
+            "in the form \"The answer is X\".\", in the model's chat template with thinking on. Extraction: only the "
+            "text after `</think>` is read; it must commit explicitly (\"the answer is X\", \"Answer: X\", `\\boxed{X}`, "
+            "\"答案是X\", or a lone letter on the last line); a completion cut off before `</think>`, or one that names "
+            "two letters, commits to nothing. Unparseable counts as wrong. Open-ended: the judge grades the conclusion "
+            "against the reference.")
+
+
 def _fmt(p: dict | None) -> str:
     if not p or p.get("value") is None:
         return "-"
     return f"{p['value']:.2f} [{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}] (n={p['n']})"
 
 
+def _rate(p: dict | None) -> str:
+    return "-" if not p or p.get("value") is None else f"{p['value']:.2f}"
+
+
+def stderr(per_item: dict) -> float:
+    """lm-evaluation-harness's standard error of a mean (sample standard deviation over sqrt(n)),
+    from a proportion's value and n."""
+    n, v = per_item["n"], per_item["value"] or 0.0
+    return math.sqrt(v * (1 - v) * n / (n - 1) / n) if n > 1 else 0.0
+
+
+def harness_table(name: str, res: dict, decoding: str) -> str:
+    """One system's figures in lm-evaluation-harness's table layout."""
+    lines = [f"#### {name} ({res['engine'].split(' ')[0]}; {decoding})", "",
+             "|Tasks|Version|Filter|n-shot|Metric| |Value| |Stderr|", "|---|---:|---|---:|---|---|---:|---|---:|"]
+    for task, figures in res["tasks"].items():
+        metric, filt = ("judged_correct", "judge") if task == "open" else ("exact_match", "after-think-extract")
+        acc = figures["accuracy"]
+        if acc["value"] is not None:
+            lines.append(f"|{task}|kit-1|{filt}|0|{metric}|↑|{acc['value']:.4f}|±|{stderr(acc):.4f}|")
+    return "\n".join(lines)
+
+
 def results_table(metrics: dict) -> str:
     lines = [f"# Evaluation · `{metrics['recipe']}`", "",
-             f"Decoding: {metrics['decoding']}. Intervals: 95% (Wilson; over items when several samples per item). "
-             f"Judge: {metrics['judge']['preset']}.",
+             f"Decoding: {metrics['decoding']}. Items per task: "
+             + ", ".join(f"{t} {n}" for t, n in metrics["items"].items())
+             + f" (seed {metrics['seed']}, the same for every system). Intervals: 95% Wilson (over items when several "
+             f"samples per item). Judge: {metrics['judge']['preset']}.",
              "Not medical advice; not validated for clinical use.", "",
-             "| system | engine | MC accuracy | MC unparseable | judged accuracy (open) | format adherence | "
-             "truncated | mean reasoning / answer tokens |", "|---|---|---|---|---|---|---|---|"]
+             "| system | task | accuracy [95% CI] | unparseable | truncated |", "|---|---|---|---|---|"]
     for name, r in metrics["results"].items():
-        lines.append(f"| {name} | {r['engine'].split(' ')[0]} | {_fmt(r['mcq_accuracy'])} | {_fmt(r['mcq_unparseable'])} | "
-                     f"{_fmt(r.get('judged_accuracy'))} | {_fmt(r['format_adherence'])} | {_fmt(r['truncated'])} | "
-                     f"{r['mean_reasoning_tokens']} / {r['mean_answer_tokens']} |")
+        for task, f in r["tasks"].items():
+            unparseable = _rate(f.get("unparseable")) if task != "open" else f"{f['judge_errors']} judge errors"
+            lines.append(f"| {name} | {task} | {_fmt(f['accuracy'])} | {unparseable} | {_rate(f['truncated'])} |")
+    lines += ["", "| system | engine | format adherence | truncated (all) | mean reasoning / answer tokens | tokens/s |",
+              "|---|---|---|---|---|---|"]
+    for name, r in metrics["results"].items():
+        lines.append(f"| {name} | {r['engine'].split(' ')[0]} | {_fmt(r['format_adherence'])} | {_fmt(r['truncated'])} | "
+                     f"{r['mean_reasoning_tokens']} / {r['mean_answer_tokens']} | {r['generated_tokens_per_second']} |")
+    if metrics.get("comparisons"):
+        lines += ["", "## Comparisons (same items, paired tests)", ""]
+        lines += [f"- {comparison_line(c)}" for c in metrics["comparisons"]]
+    lines += ["", "## In lm-evaluation-harness's table format", "", f"Protocol: {PROTOCOL}", ""]
+    for name, r in metrics["results"].items():
+        lines += [harness_table(name, r, metrics["decoding"]), ""]
+    lines += ["## Published figures (theirs, not this run; other protocols and items)", "",
+              "| model | task | value | source |", "|---|---|---:|---|"]
+    lines += [f"| {p['model']} | {p['task']} | {p['value']:.3f} | {p['source']} |" for p in PUBLISHED]
     lines += ["", "Engines: " + "; ".join(f"{name}: {r['engine']}" for name, r in metrics["results"].items())]
     return "\n".join(lines) + "\n"
 
 
 def bar_plot(results: dict, path: Path):
+    """Accuracy per task, one bar per system, with 95% intervals."""
     from .plots import _figure
 
-    fig, ax = _figure(8, 3.6)
     names = list(results)
-    keys = [("mcq_accuracy", "MC accuracy"), ("judged_accuracy", "judged accuracy"),
-            ("format_adherence", "format adherence")]
-    width = 0.8 / len(keys)
-    for i, (key, label) in enumerate(keys):
-        vals = [results[n].get(key) or {"value": 0, "ci95": [0, 0]} for n in names]
+    tasks = list(next(iter(results.values()))["tasks"]) if results else []
+    fig, ax = _figure(max(6, 1.6 * len(tasks) + 2), 3.6)
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        vals = [results[name]["tasks"][t]["accuracy"] for t in tasks]
         centre = [v["value"] or 0 for v in vals]
         err = [[c - v["ci95"][0] for c, v in zip(centre, vals)], [v["ci95"][1] - c for c, v in zip(centre, vals)]]
-        ax.bar([x + i * width for x in range(len(names))], centre, width, yerr=err, capsize=3, label=label)
-    ax.set_xticks([x + width for x in range(len(names))], names)
+        ax.bar([x + i * width for x in range(len(tasks))], centre, width, yerr=err, capsize=3, label=name)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(tasks))], tasks)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("proportion (95% CI)")
+    ax.set_ylabel("accuracy (95% CI)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -72,14 +72,19 @@ _AMBIGUOUS = re.compile(r"answer\s*(?:is|:)\s*\(?[A-J]\)?\s*(?:or|and|/|,)\s*\(?
 _LONE = re.compile(r"^\s*\(?\**([A-J])\**\)?[.:)]?\s*$")
 
 
-def extract_choice(completion: str, letters: str = "ABCD") -> str | None:
-    """The option letter a completion commits to, or None when it commits to none or to several.
+def extract_choice(completion: str, letters: str = "ABCD", thinking: bool = True) -> str | None:
+    """The option letter a completion commits to, or None when it commits to none or to several. With
+    thinking on, only a conclusion counts: a completion cut off before `</think>` has none.
 
     >>> extract_choice("A is tempting but...\\n</think>\\n\\nThe answer is C.")
     'C'
     >>> extract_choice("I think B\\n</think>\\n\\nNot sure.") is None
     True
+    >>> extract_choice("So the answer is B, but let me check A") is None
+    True
     """
+    if thinking and THINK_CLOSE not in completion:
+        return None
     text = final_answer(completion)
     if _AMBIGUOUS.search(text):
         return None

@@ -139,8 +139,9 @@ def key_figures(stage: str, m: dict) -> str:
             return f"max Δlogit {m['merge']['max_abs_logit_diff']:.1e}; GGUF: " + \
                 ", ".join(f"{k} {v['bytes'] / 2**20:.1f} MiB" for k, v in m["gguf"].items())
         if stage == "eval":
-            return "MC accuracy " + ", ".join(f"{k} {v['mcq_accuracy']['value']:.2f}" for k, v in m["results"].items())
-    except (KeyError, TypeError):  # a stage skipped, or metrics from an older kit
+            first = next(t for t in next(iter(m["results"].values()))["tasks"] if t != "open")
+            return f"{first} accuracy " + ", ".join(f"{k} {v['tasks'][first]['accuracy']['value']:.2f}" for k, v in m["results"].items())
+    except (KeyError, TypeError, StopIteration):  # a stage skipped, or metrics from an older kit
         pass
     return ""
 

@@ -72,6 +72,8 @@ class DatasetSpec:
     max_rows: int | None = None  # take the first N rows after loading (None = all)
     where: dict | None = None  # keep rows whose columns equal these values, e.g. {category: biology}
     language: str | None = None  # recorded in metrics; informational
+    schema: str | None = None  # "mcq": an SFT source in MedQA's multiple-choice schema, taught to end "The answer is X."
+    task: str | None = None  # eval: the task it scores under (default: medqa, or mmlu_pro_<category> for MMLU-Pro)
 
 
 @dataclass

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from kit.evaluate import extract_choice, proportion, score_mcq, wilson
+from kit.runs import stage_dir
 
 
 def c(answer, reasoning="Option A looks wrong; B and D are distractors."):
@@ -27,10 +28,15 @@ def c(answer, reasoning="Option A looks wrong; B and D are distractors."):
     (c("Nephrotic syndrome."), None),                          # no letter at all
     (c("The answer is E."), None),                             # not an option of this item
     ("The answer is A, clearly.\n</think>\n\n", None),         # a letter inside the reasoning is ignored
-    ("still reasoning, the answer is C", "C"),                 # no think block at all (thinking off)
+    ("still reasoning, the answer is C", None),                # cut off before </think>: no conclusion yet
+    ("<think>\nThe answer is D.", None),                       # an unclosed reasoning block
 ])
 def test_extract_choice_table(completion, expected):
     assert extract_choice(completion, "ABCD") == expected
+
+
+def test_with_thinking_off_the_whole_completion_is_the_answer():
+    assert extract_choice("the answer is C", "ABCD", thinking=False) == "C"
 
 
 def test_ten_option_letters():
@@ -60,21 +66,135 @@ def test_accuracy_over_several_samples_per_item_is_the_mean_of_item_means():
     assert lo < 0.75 < hi  # the interval is over the 2 items, not the 8 completions
 
 
+# ---------------------------------------------------------------- known answers through the whole stage
+
+def _stub_generators(answer):
+    """A backend that answers every prompt with `answer(gold, options)` after a closed reasoning block."""
+    from kit import evaluate
+    from kit.generation import Completion
+
+    class Stub:
+        engine, why = "stub", "a test backend"
+
+        def __init__(self, recipe):
+            from kit.generation import prompt_texts
+            from kit.modeling import load_tokenizer
+
+            items = [it for its in evaluate.load_items(recipe).values() for it in its]
+            texts = prompt_texts(load_tokenizer(recipe), [it["prompt"] for it in items])
+            self.gold = {t: it for t, it in zip(texts, items)}
+
+        def __call__(self, name, path, prompts, sampling):
+            outs = []
+            for p in prompts:
+                it = self.gold[p]
+                said = answer(it.get("gold"), it.get("options"), it.get("reference"))
+                outs.append([Completion(f"Reasoning.\n</think>\n\n{said}<|im_end|>", 12, False)] * sampling.n)
+            return outs, "stub"
+
+        def close(self):
+            pass
+
+    return Stub
+
+
+@pytest.fixture
+def data_only(runs_dir):
+    from kit import data
+    from kit.recipe import load_recipe
+
+    recipe = load_recipe("tiny", ["eval.max_items=6"])
+    data.run(recipe)
+    return recipe
+
+
+def _eval_with(monkeypatch, recipe, answer):
+    from kit import evaluate
+
+    monkeypatch.setattr(evaluate, "Generators", _stub_generators(answer))
+    return evaluate.run(recipe)
+
+
+def test_a_backend_that_answers_the_gold_letter_scores_one(data_only, monkeypatch):
+    m = _eval_with(monkeypatch, data_only, lambda gold, options, ref: f"The answer is {gold}." if gold else ref)
+    tasks = m["results"]["base"]["tasks"]
+    assert set(tasks) == {"medqa", "mmlu_pro_biology", "mmlu_pro_health", "open"}
+    for task, f in tasks.items():
+        assert f["accuracy"]["value"] == 1.0 and f["accuracy"]["n"] == 6, task
+        if task != "open":
+            assert f["unparseable"]["value"] == 0.0
+    table = (stage_dir(data_only, "eval") / "results.md").read_text()
+    assert "|medqa|kit-1|after-think-extract|0|exact_match|↑|1.0000|±|0.0000|" in table
+    assert "Reasoning-Medical-27B" in table
+
+
+def test_a_backend_that_always_answers_a_wrong_letter_scores_zero(data_only, monkeypatch):
+    def wrong(gold, options, ref):
+        return f"The answer is {next(k for k in options if k != gold)}." if gold else "Something unrelated."
+    m = _eval_with(monkeypatch, data_only, wrong)
+    for task, f in m["results"]["base"]["tasks"].items():
+        assert f["accuracy"]["value"] == 0.0, task
+
+
+def test_a_backend_that_never_commits_is_all_unparseable(data_only, monkeypatch):
+    m = _eval_with(monkeypatch, data_only, lambda gold, options, ref: "It could be several things.")
+    for task in ("medqa", "mmlu_pro_biology", "mmlu_pro_health"):
+        f = m["results"]["base"]["tasks"][task]
+        assert f["accuracy"]["value"] == 0.0 and f["unparseable"]["value"] == 1.0
+
+
+# ---------------------------------------------------------------- paired comparisons
+
+def test_mcnemar_on_discordant_items():
+    from kit.evaluate import paired_test
+
+    r = paired_test([[False]] * 20, [[True]] * 12 + [[False]] * 8)
+    assert r["discordant"] == [0, 12] and r["p_value"] == round(2 * 0.5 ** 12, 4)
+    same = paired_test([[True], [False]] * 10, [[True], [False]] * 10)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    balanced = paired_test([[True]] * 5 + [[False]] * 5, [[False]] * 5 + [[True]] * 5)
+    assert balanced["difference"] == 0 and balanced["p_value"] == 1.0
+
+
+def test_sampled_accuracy_is_compared_with_a_paired_permutation_test():
+    from kit.evaluate import paired_test
+
+    better = paired_test([[True, False, False, False]] * 30, [[True, True, True, False]] * 30)
+    assert better["test"].startswith("paired permutation") and better["difference"] == 0.5
+    assert better["p_value"] < 0.001 and better["ci95"] == [0.5, 0.5]
+    noise = paired_test([[True, False]] * 15 + [[False, False]] * 15, [[False, False]] * 15 + [[True, False]] * 15)
+    assert noise["difference"] == 0 and noise["p_value"] > 0.5
+
+
+def test_the_summary_claims_a_difference_only_when_the_test_holds():
+    from kit.evaluate import comparison_line
+
+    assert comparison_line({"from": "sft", "to": "rl", "task": "medqa", "difference": 0.05, "p_value": 0.03,
+                            "test": "McNemar exact"}) == "SFT → RL on medqa: +5.0 points (p = 0.03, McNemar exact)"
+    assert "no significant difference" in comparison_line(
+        {"from": "sft", "to": "rl", "task": "medqa", "difference": 0.05, "p_value": 0.2, "test": "McNemar exact"})
+
+
+# ---------------------------------------------------------------- the tiny recipe, end to end
+
 @pytest.mark.slow
-def test_eval_of_the_tiny_recipe_writes_table_and_plot(export_metrics, shared_runs):
-    proc = subprocess.run([sys.executable, "-m", "kit", "eval", "--recipe", "tiny", "--set", "eval.max_items=8",
-                           "--set", "eval.max_new_tokens=48"], capture_output=True, text=True, timeout=900)
+def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_runs):
+    proc = subprocess.run([sys.executable, "-m", "kit", "eval", "--recipe", "tiny", "--set", "eval.max_items=8"],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = shared_runs / "tiny" / "eval"
     results = json.loads((out / "results.json").read_text())
-    systems = set(results["results"])
-    assert {"base", "sft", "gguf-q4_k_m"} <= systems
-    for r in results["results"].values():
-        assert r["mcq_accuracy"]["n"] == 8 and 0 <= r["mcq_accuracy"]["value"] <= 1
-        lo, hi = r["mcq_accuracy"]["ci95"]
-        assert lo <= r["mcq_accuracy"]["value"] <= hi
-        assert r["judged_accuracy"]["n"] + r["judge_errors"] == 8
+    systems = results["results"]
+    assert {"base", "sft", "rl", "gguf-q4_k_m"} <= set(systems)
+    assert results["items"] == {"medqa": 8, "mmlu_pro_biology": 6, "mmlu_pro_health": 6, "open": 8}
+    # the toy, taught to end multiple-choice answers with "The answer is X", commits to letters
+    assert systems["sft"]["tasks"]["medqa"]["unparseable"]["value"] <= 0.5, systems["sft"]["tasks"]["medqa"]
+    assert systems["base"]["tasks"]["medqa"]["unparseable"]["value"] == 1.0  # random weights commit to nothing
+    outputs = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
+    assert any(o["pick"] for o in outputs if o["system"] == "sft")
+    assert len(outputs) == sum(results["items"].values()) * len(systems)
+    pairs = {(c["from"], c["to"], c["task"]) for c in results["comparisons"]}
+    assert ("base", "sft", "medqa") in pairs and ("sft", "rl", "medqa") in pairs
     table = (out / "results.md").read_text()
-    assert all(f"| {name} |" in table for name in systems) and "Wilson" in table
+    assert "|Tasks|Version|Filter|n-shot|Metric|" in table and "Published figures (theirs" in table
     assert (out / "accuracy.png").stat().st_size > 5000
-    assert len((out / "outputs.jsonl").read_text().splitlines()) == 8 * len(systems)

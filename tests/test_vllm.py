@@ -63,13 +63,14 @@ def test_eval_serves_every_system_from_one_vllm_engine_with_lora_requests(lora_r
     assert "gguf-q8_0" not in systems and "llama-cpp-python is not installed" in proc.stdout  # not in this venv
     for name in ("base", "sft", "rl"):
         r = systems[name]
-        assert r["mcq_accuracy"]["n"] == 6 and r["mcq_accuracy"]["samples"] == 2
-        assert r["truncated"]["n"] == 2 * (6 + 6) and 0 <= r["truncated"]["value"] <= 1
+        assert r["tasks"]["medqa"]["accuracy"]["n"] == 6 and r["tasks"]["medqa"]["accuracy"]["samples"] == 2
+        items = sum(results["items"].values())  # medqa, the two MMLU-Pro tasks and open, up to 6 each
+        assert r["truncated"]["n"] == 2 * items and 0 <= r["truncated"]["value"] <= 1
         assert r["generated_tokens_per_second"] > 0
     assert "sampled (temperature 1.0, top_p 0.95, top_k 20), 2 samples per item" in results["decoding"]
     outputs = [json.loads(line) for line in (runs / "tiny" / "eval" / "outputs.jsonl").read_text().splitlines()]
     by_system = {name: [o["completion"] for o in outputs if o["system"] == name] for name in ("base", "sft")}
-    assert len(by_system["base"]) == 12 and by_system["base"] != by_system["sft"]  # the adapter was applied
+    assert len(by_system["base"]) == 2 * sum(results["items"].values()) and by_system["base"] != by_system["sft"]
     assert "| engine |" in (runs / "tiny" / "eval" / "results.md").read_text()
     assert proc.stdout.count("loading builtin:tiny") == 0  # no system fell back to loading its own model
 
