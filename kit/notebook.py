@@ -28,10 +28,11 @@ GROUPS = {
     "train": {"unsloth", "unsloth-zoo", "bitsandbytes"},   # the GPU end's loaders and 8-bit optimisers
     "gguf": {"llama-cpp-python", "sentencepiece"},        # conversion, quantisation, llama.cpp inference
     "demo": {"gradio"},
+    "harness": {"lm_eval"},                               # lm-evaluation-harness beside the kit's eval
     "dev": {"jupyter", "nbclient", "nbval", "pytest", "playwright"},  # the kit's own tests; never on Colab
 }
 STAGE_NEEDS = {"data": set(), "sft": {"train"}, "rl": {"train"}, "export": {"train", "gguf"},
-               "eval": {"train", "gguf"}, "demo": {"train", "gguf", "demo"}}
+               "eval": {"train", "gguf", "harness"}, "demo": {"train", "gguf", "demo"}}
 # The runtime's own build is kept where the kit's pin is only the CPU-build choice (requirements.txt).
 KEEP_PREINSTALLED = {"torch"}
 LLAMA_CPP_WHEELS = "https://abetlen.github.io/llama-cpp-python/whl/cpu"  # prebuilt, else a ~7 min compile

@@ -155,6 +155,7 @@ class EvalStage:
     decoding: str = "sampled"  # sampled (the thinking preset, as Qwen advises) | greedy
     samples: int = 1  # completions per item when sampled; accuracy is their mean, per item then overall
     gpu_memory_utilization: float = 0.85  # share of the GPU vLLM may take (weights + KV cache)
+    harness_num_fewshot: int | None = None  # `kit harness`: None = the task's own (MMLU-Pro: 5-shot)
 
 
 @dataclass
