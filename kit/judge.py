@@ -162,7 +162,7 @@ def rule_grade(answer: str, reference: str) -> tuple[str, float, str]:
     if a == r:
         return "correct", 1.0, "exact match"
     if re.fullmatch(r"[A-Ja-j]", reference.strip()):
-        letter = extract_choice(answer, "ABCDEFGHIJ")
+        letter = extract_choice(answer, "ABCDEFGHIJ", thinking=False)  # the conclusion alone
         ok = letter == reference.strip().upper()
         return ("correct", 1.0, "option letter matches") if ok else ("incorrect", 0.0, f"option {letter}")
     cjk = re.search(r"[\u4e00-\u9fff]", r) is not None  # no spaces between words: plain containment

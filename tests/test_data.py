@@ -63,7 +63,7 @@ def test_mmlu_pro_rows_take_medqa_shape():
     row = {"question": "q", "options": ["a", "b", "c"], "answer": "C", "answer_index": 2, "category": "biology"}
     checked = data.validate([row], "mcq", "m")
     assert checked.rows[0]["options"] == {"A": "a", "B": "b", "C": "c"} and checked.rows[0]["answer_idx"] == "C"
-    assert data.format_mcq(checked.rows[0])["task"] == "biology"
+    assert data.format_mcq(checked.rows[0])["task"] == "mmlu_pro_biology"  # lm-evaluation-harness's name
 
 
 def test_no_usable_rows_names_file_row_and_reason():
@@ -160,7 +160,7 @@ def test_cli_data_stage_end_to_end(runs_dir):
     metrics = json.loads((out / "metrics.json").read_text())
     sft = metrics["sft"]
     too_long = sft["dropped"]["longer than max_seq_length (160 tokens)"]
-    assert too_long > 0 and sft["kept"] == 80 - too_long == sft["train"] + sft["val"]
+    assert too_long > 0 and sft["kept"] == sft["loaded"] - too_long == sft["train"] + sft["val"]
     assert len(data.read_jsonl(out / "sft_train.jsonl")) == sft["train"]
     assert len(data.read_jsonl(out / "rl.jsonl")) == metrics["rl"]["kept"] > 0
     assert (out / "recipe.yaml").read_text().startswith("# recipe hash:")

@@ -185,7 +185,7 @@ def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_
     out = shared_runs / "tiny" / "eval"
     results = json.loads((out / "results.json").read_text())
     systems = results["results"]
-    assert {"base", "sft", "rl", "gguf-q4_k_m"} <= set(systems)
+    assert {"base", "sft", "gguf-q4_k_m"} <= set(systems)  # rl too when the RL test ran first
     assert results["items"] == {"medqa": 8, "mmlu_pro_biology": 6, "mmlu_pro_health": 6, "open": 8}
     # the toy, taught to end multiple-choice answers with "The answer is X", commits to letters
     assert systems["sft"]["tasks"]["medqa"]["unparseable"]["value"] <= 0.5, systems["sft"]["tasks"]["medqa"]
@@ -194,7 +194,8 @@ def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_
     assert any(o["pick"] for o in outputs if o["system"] == "sft")
     assert len(outputs) == sum(results["items"].values()) * len(systems)
     pairs = {(c["from"], c["to"], c["task"]) for c in results["comparisons"]}
-    assert ("base", "sft", "medqa") in pairs and ("sft", "rl", "medqa") in pairs
+    names = list(systems)
+    assert {(a, b, "medqa") for a, b in zip(names, names[1:])} <= pairs and ("base", "sft", "open") in pairs
     table = (out / "results.md").read_text()
     assert "|Tasks|Version|Filter|n-shot|Metric|" in table and "Published figures (theirs" in table
     assert (out / "accuracy.png").stat().st_size > 5000

@@ -108,7 +108,7 @@ def test_format_check_asks_held_out_rows_then_rl_questions(runs_dir):
     train = {r["messages"][0]["content"] for r in read_jsonl(stage_dir(recipe, "data") / "sft_train.jsonl")}
     rl = [r["question"] for r in read_jsonl(stage_dir(recipe, "data") / "rl.jsonl")]
     qs = sft.format_check_questions(recipe, val)
-    assert qs == [r["messages"][0]["content"] for r in val] + rl[: 20 - len(val)]
+    assert qs == ([r["messages"][0]["content"] for r in val] + rl)[:20]
     assert not train & set(qs)
     assert sft.format_check_questions(load_recipe("tiny", ["sft.format_check_questions=3"]), val) == qs[:3]
     no_rl = load_recipe("tiny", ["sft.format_check_questions=20", "data.rl=[]"])
