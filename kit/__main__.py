@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", default=None, help="GGUF to serve on the llama.cpp end (default q4_k_m)")
     p.add_argument("--engine", default="auto", choices=["auto", "vllm", "llama.cpp"],
                    help="auto = vLLM where installed and usable, else llama.cpp")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="context in tokens (default: the recipe's sequence length plus its eval budget; tools need more)")
     p.add_argument("--lora", action="store_true",
                    help="vLLM: serve the base with the run's adapters as named models instead of the merged model")
 
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .serve import serve
 
-            serve(recipe, args.host, args.port, args.quant, args.engine, args.lora)
+            serve(recipe, args.host, args.port, args.quant, args.engine, args.lora, args.max_model_len)
             return 0
         module = importlib.import_module(STAGES[args.command][0])
         module.run(recipe)

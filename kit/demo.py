@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .generation import HFEngine, LlamaCppEngine, OpenAIEngine, Sampling, prompt_texts
+from .generation import HFEngine, LlamaCppEngine, OpenAIEngine, Sampling, prompt_texts, template_kwargs
 from .recipe import Recipe
 from .runs import stage_dir
 from .serve import split_reasoning
@@ -37,8 +37,9 @@ def preset(recipe: Recipe, thinking: bool, max_new_tokens: int = 512) -> Samplin
 
 
 def history_messages(history: list[dict], keep_reasoning: bool) -> list[dict]:
-    """Chatbot history → chat messages. Thinking blocks are dropped (the model's default) unless kept,
-    in which case they are put back in front of their answer."""
+    """Chatbot history → chat messages. Thinking blocks are dropped (the model's default) unless kept, in
+    which case each goes back with its answer as `reasoning_content`, and the backend asks the template to
+    preserve it (`preserve_thinking`)."""
     out, pending = [], None
     for m in history:
         title = (m.get("metadata") or {}).get("title")
@@ -46,8 +47,7 @@ def history_messages(history: list[dict], keep_reasoning: bool) -> list[dict]:
             pending = m["content"] if keep_reasoning else None
             continue
         if m["role"] == "assistant":
-            content = f"<think>\n{pending}\n</think>\n\n{m['content']}" if pending else m["content"]
-            out.append({"role": "assistant", "content": content})
+            out.append({"role": "assistant", "content": m["content"], **({"reasoning_content": pending} if pending else {})})
             pending = None
         elif m["role"] == "user":
             out.append({"role": "user", "content": m["content"]})
@@ -62,7 +62,7 @@ class TemplateBackend:
         self.lock = threading.Lock()  # one model: one generation at a time
 
     def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
-        (prompt,) = prompt_texts(self.tokenizer, [messages], enable_thinking=thinking)
+        (prompt,) = prompt_texts(self.tokenizer, [messages], **template_kwargs(messages, thinking))
         with self.lock:
             yield from self.engine.stream(prompt, s)
 
@@ -146,7 +146,8 @@ def build_app(recipe: Recipe, backend):
             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
         with gr.Row():
             thinking = gr.Checkbox(value=True, label="Thinking", elem_id="thinking")
-            keep = gr.Checkbox(value=False, label="Send earlier reasoning back to the model")
+            keep = gr.Checkbox(value=False, label="Send earlier reasoning back to the model",
+                               info="preserve_thinking: Qwen3.6's template keeps it; Qwen3.5's drops it anyway")
             clear = gr.Button("Clear")
         with gr.Accordion("Advanced", open=False):
             temperature = gr.Slider(0.0, 2.0, value=think.temperature, step=0.05, label="temperature")

@@ -11,6 +11,7 @@ Every file written is checked; a failed check fails the stage with its reason.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -94,11 +95,36 @@ def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
             "max_abs_logit": scale, "model_type": merged.config.model_type}
 
 
+def apply_yarn(recipe: Recipe, merged_dir: Path) -> dict | None:
+    """Write the recipe's YaRN settings into the merged model's `rope_parameters` (the text model's, in a
+    vision-language config), where transformers, vLLM and llama.cpp's converter read them."""
+    yarn = recipe.export.rope_yarn()
+    if yarn is None:
+        return None
+    path = merged_dir / "config.json"
+    config = json.loads(path.read_text())
+    target = config.get("text_config", config)
+    target["rope_parameters"] = {**(target.get("rope_parameters") or {}), **yarn}
+    target["max_position_embeddings"] = int(yarn["factor"] * yarn["original_max_position_embeddings"])
+    path.write_text(json.dumps(config, indent=2))
+    print(f"[kit] YaRN ×{yarn['factor']:g} from {yarn['original_max_position_embeddings']} tokens written into {path.name}")
+    return target["rope_parameters"]
+
+
 def modelfile(recipe: Recipe, gguf_name: str) -> str:
-    """An Ollama Modelfile: the recipe's thinking preset and a Qwen chat template opening the reasoning."""
+    """An Ollama Modelfile: the recipe's thinking preset and a Qwen chat template opening the reasoning; the
+    other presets written out as comments (an Ollama model has one set of parameters)."""
+    from .recipe import PRESETS
+
     p = recipe.sampling.thinking
+    others = "".join(f"#   {name}: " + ", ".join(f"{k} {getattr(recipe.sampling.named(name), k)}" for k in
+                                                    ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
+                                                     "repetition_penalty")) + "\n"
+                     for name in PRESETS if name != "thinking")
     return f'''# Ollama: ollama create {recipe.name} -f Modelfile
 # Not medical advice; not validated for clinical use.
+# The thinking preset below; the card's other presets, to set with /set parameter or in a copy of this file:
+{others}
 FROM ./{gguf_name}
 TEMPLATE """{{{{- range .Messages }}}}<|im_start|>{{{{ .Role }}}}
 {{{{ .Content }}}}<|im_end|>
@@ -108,6 +134,8 @@ TEMPLATE """{{{{- range .Messages }}}}<|im_start|>{{{{ .Role }}}}
 PARAMETER temperature {p.temperature}
 PARAMETER top_p {p.top_p}
 PARAMETER top_k {p.top_k}
+PARAMETER min_p {p.min_p}
+PARAMETER repeat_penalty {p.repetition_penalty}
 ''' + "".join(f"PARAMETER stop {t}\n" for t in STOP_TOKENS)
 
 
@@ -157,6 +185,7 @@ def run(recipe: Recipe) -> dict:
     (merged_dir / "README.md").write_text(model_card(recipe, "export", metrics, extra=NOT_MEDICAL_ADVICE), encoding="utf-8")
     print(f"[kit] merged into a {metrics['merge']['dtype']} base: max |Δlogit| vs adapter-on-base "
           f"{metrics['merge']['max_abs_logit_diff']:.2e}")
+    metrics["rope_parameters"] = apply_yarn(recipe, merged_dir)  # after the check: YaRN changes the logits
 
     gguf_dir = out / "gguf"
     shutil.rmtree(gguf_dir, ignore_errors=True)

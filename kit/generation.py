@@ -97,9 +97,16 @@ def finish(text: str, ended: bool, tokens: int) -> Completion:
     return Completion(text, tokens, not ended)
 
 
-def prompt_texts(tokenizer, prompts: list[list[dict]], enable_thinking: bool = True) -> list[str]:
+def prompt_texts(tokenizer, prompts: list[list[dict]], enable_thinking: bool = True, **template_kwargs) -> list[str]:
     return [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True,
-                                          enable_thinking=enable_thinking) for p in prompts]
+                                          enable_thinking=enable_thinking, **template_kwargs) for p in prompts]
+
+
+def template_kwargs(messages: list[dict], thinking: bool) -> dict:
+    """`chat_template_kwargs` for a conversation: thinking on or off, and `preserve_thinking` when earlier
+    turns carry their reasoning (`reasoning_content`), so that the template keeps it (Qwen3.6's does)."""
+    keep = any(m.get("reasoning_content") for m in messages if m.get("role") == "assistant")
+    return {"enable_thinking": thinking, **({"preserve_thinking": True} if keep else {})}
 
 
 def texts(results: list[list[Completion]]) -> list[str]:
@@ -362,7 +369,7 @@ class OpenAIEngine:
         return dict(model=self.model, messages=messages, max_tokens=s.max_new_tokens, temperature=s.temperature,
                     top_p=s.top_p, presence_penalty=s.presence_penalty, seed=s.seed, **extra,
                     extra_body={"top_k": s.top_k, "min_p": s.min_p, "repetition_penalty": s.repetition_penalty,
-                                "chat_template_kwargs": {"enable_thinking": thinking}})
+                                "chat_template_kwargs": template_kwargs(messages, thinking)})
 
     def chat(self, messages: list[dict], thinking: bool, s: Sampling) -> list[Completion]:
         resp = self.client.chat.completions.create(**self._request(messages, thinking, s, n=1 if s.greedy else s.n))

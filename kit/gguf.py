@@ -112,8 +112,13 @@ def inspect(path: Path) -> dict:
     arch = bytes(field.parts[field.data[0]]).decode() if field else None
     types = Counter(t.tensor_type.name for t in reader.tensors)
     template = reader.fields.get("tokenizer.chat_template")
+    rope = {}
+    for name, f in reader.fields.items():
+        if arch and name.startswith(f"{arch}.rope.scaling.") and f.data:
+            value = f.parts[f.data[0]]
+            rope[name.rsplit(".", 1)[-1]] = bytes(value).decode() if f.types[0].name == "STRING" else value.tolist()[0]
     return {"architecture": arch, "tensor_count": len(reader.tensors), "tensor_types": dict(types),
-            "has_chat_template": template is not None, "bytes": path.stat().st_size}
+            "has_chat_template": template is not None, "rope_scaling": rope, "bytes": path.stat().st_size}
 
 
 def load(path: Path, n_ctx: int = 1024):

@@ -29,7 +29,7 @@ GROUPS = {
     "gguf": {"llama-cpp-python", "sentencepiece"},        # conversion, quantisation, llama.cpp inference
     "demo": {"gradio"},
     "harness": {"lm_eval"},                               # lm-evaluation-harness beside the kit's eval
-    "dev": {"jupyter", "nbclient", "nbval", "pytest", "playwright"},  # the kit's own tests; never on Colab
+    "dev": {"jupyter", "nbclient", "nbval", "pytest", "playwright", "langchain-openai", "langchain-core"},  # tests only
 }
 STAGE_NEEDS = {"data": set(), "sft": {"train"}, "rl": {"train"}, "export": {"train", "gguf"},
                "eval": {"train", "gguf", "harness"}, "demo": {"train", "gguf", "demo"}}

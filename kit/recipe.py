@@ -124,6 +124,21 @@ class ExportStage:
     quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
     push_to_hub: bool = False  # side effect: off unless asked
     hub_repo: str | None = None
+    # YaRN past the native context, as Qwen's card writes it: {factor: 4.0, original_max_position_embeddings:
+    # 262144}. Only when long inputs are the norm (static YaRN changes short ones too); factor ≈ typical / native.
+    yarn: dict | None = None
+
+    def rope_yarn(self) -> dict | None:
+        """`rope_parameters` entries for YaRN, checked, or None."""
+        if not self.yarn:
+            return None
+        known = {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "attention_factor"}
+        if unknown := set(self.yarn) - known:
+            raise RecipeError(f"export.yarn: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        factor, original = self.yarn.get("factor"), self.yarn.get("original_max_position_embeddings")
+        if not isinstance(factor, (int, float)) or factor <= 1 or not isinstance(original, int) or original <= 0:
+            raise RecipeError("export.yarn needs factor > 1 and original_max_position_embeddings (the native context)")
+        return {"rope_type": "yarn", **self.yarn}
 
 
 @dataclass
@@ -136,6 +151,10 @@ class SamplingPreset:
     repetition_penalty: float = 1.0
 
 
+# The presets' names as Qwen3.6's card and the kit's server use them → the recipe's fields.
+PRESETS = {"thinking": "thinking", "thinking-precise": "thinking_precise", "instruct": "non_thinking"}
+
+
 @dataclass
 class SamplingConfig:
     """Qwen3.6's presets: thinking (general), thinking-precise (coding, exact answers), non-thinking."""
@@ -143,6 +162,12 @@ class SamplingConfig:
     thinking: SamplingPreset = field(default_factory=lambda: SamplingPreset(1.0, 0.95, 20))
     thinking_precise: SamplingPreset = field(default_factory=lambda: SamplingPreset(0.6, 0.95, 20))
     non_thinking: SamplingPreset = field(default_factory=lambda: SamplingPreset(0.7, 0.8, 20, 1.5))
+
+    def named(self, name: str) -> SamplingPreset:
+        """A preset by its card name: `thinking`, `thinking-precise` or `instruct` (thinking off)."""
+        if name not in PRESETS:
+            raise RecipeError(f"unknown sampling preset '{name}': the presets are {', '.join(PRESETS)}")
+        return getattr(self, PRESETS[name])
 
 
 @dataclass

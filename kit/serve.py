@@ -44,6 +44,94 @@ def split_reasoning(text: str, thinking: bool) -> tuple[str | None, str]:
     return reasoning.replace(THINK_OPEN, "").strip(), answer.strip()
 
 
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty")
+
+
+class BadRequest(ValueError):
+    """A request the server answers with an OpenAI-shaped 400 naming the problem."""
+
+
+def request_sampling(recipe: Recipe, body: dict) -> tuple[dict, str, bool]:
+    """(sampling values, preset name, thinking) for a chat request: the preset it names in `"preset"`
+    (`thinking`, `thinking-precise`, `instruct`), else the one for its mode; a value the request sets
+    itself always wins. `instruct` turns thinking off unless the request says otherwise.
+
+    >>> from kit.recipe import load_recipe
+    >>> values, name, thinking = request_sampling(load_recipe("tiny"), {"preset": "thinking-precise", "top_k": 5})
+    >>> name, thinking, values["temperature"], values["top_k"]
+    ('thinking-precise', True, 0.6, 5)
+    """
+    from .recipe import RecipeError
+
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise BadRequest("'chat_template_kwargs' must be an object")
+    name = body.get("preset") or ("thinking" if kwargs.get("enable_thinking", True) else "instruct")
+    try:
+        preset = recipe.sampling.named(name)
+    except RecipeError as e:
+        raise BadRequest(str(e)) from None
+    thinking = bool(kwargs.get("enable_thinking", name != "instruct"))
+    return {k: body[k] if body.get(k) is not None else getattr(preset, k) for k in SAMPLING_KEYS}, name, thinking
+
+
+def check_tools(tools) -> list[dict] | None:
+    """The request's `tools` as the chat template takes them, or a BadRequest naming what is wrong."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise BadRequest("'tools' must be a list of {type: function, function: {name, parameters}}")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
+            raise BadRequest(f"tools[{i}] must be {{type: function, function: {{...}}}}")
+        if not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            raise BadRequest(f"tools[{i}].function.name must be a non-empty string")
+        if "parameters" in fn and (not isinstance(fn["parameters"], dict) or fn["parameters"].get("type", "object") != "object"):
+            raise BadRequest(f"tools[{i}].function.parameters must be a JSON schema of type object")
+    return tools
+
+
+TEXT_ONLY = ("this server runs a text-only GGUF through llama.cpp (the kit's GGUF export carries no vision "
+             "projector): send text, or serve a vision-language checkpoint with vLLM (`kit serve --engine vllm`)")
+
+
+def template_messages(messages: list) -> list:
+    """The conversation as the chat template reads it: OpenAI content parts joined when they are text (any
+    other part is refused: the llama.cpp end is text-only), and earlier tool calls' arguments, which the
+    OpenAI wire format carries as JSON strings, as objects."""
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m:
+            raise BadRequest(f"messages[{i}] must be an object with a 'role'")
+        if isinstance(m.get("content"), list):
+            kinds = [p.get("type") if isinstance(p, dict) else type(p).__name__ for p in m["content"]]
+            if any(k != "text" for k in kinds):
+                other = next(k for k in kinds if k != "text")
+                raise BadRequest(f"messages[{i}] has a '{other}' content part: {TEXT_ONLY}")
+            m = {**m, "content": "".join(p.get("text", "") for p in m["content"])}
+        calls = m.get("tool_calls") or []
+        if calls:
+            m = {**m, "tool_calls": [dict(c) for c in calls]}
+            for j, c in enumerate(m["tool_calls"]):
+                args = (c.get("function") or {}).get("arguments")
+                if isinstance(args, str):
+                    try:
+                        c["function"] = {**c["function"], "arguments": json.loads(args or "{}")}
+                    except json.JSONDecodeError:
+                        raise BadRequest(f"messages[{i}].tool_calls[{j}].function.arguments is not JSON") from None
+        out.append(m)
+    return out
+
+
+def openai_tool_calls(parsed: list[dict]) -> list[dict]:
+    """Parsed tool calls (arguments as objects) in the OpenAI wire format (arguments as a JSON string)."""
+    return [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+             "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"].get("arguments", {}),
+                                                                              ensure_ascii=False)}}
+            for c in parsed]
+
+
 def find_gguf(recipe: Recipe, prefer: str | None = None) -> Path:
     gguf_dir = stage_dir(recipe, "export") / "gguf"
     for kind in ([prefer] if prefer else []) + ["q4_k_m", "q8_0", "f16"]:
@@ -53,26 +141,27 @@ def find_gguf(recipe: Recipe, prefer: str | None = None) -> Path:
     raise FileNotFoundError(f"no GGUF in {gguf_dir}: run `python -m kit export --recipe {recipe.name}` first")
 
 
-def sampling_for(recipe: Recipe, body: dict, thinking: bool) -> dict:
-    preset = recipe.sampling.thinking if thinking else recipe.sampling.non_thinking
-    return {
-        "temperature": body.get("temperature", preset.temperature),
-        "top_p": body.get("top_p", preset.top_p),
-        "top_k": body.get("top_k", preset.top_k),
-        "presence_penalty": body.get("presence_penalty", preset.presence_penalty),
-    }
+def keeps_reasoning(tokenizer) -> bool:
+    """Whether the model's chat template honours `preserve_thinking` (Qwen3.6's does; Qwen3.5's always drops
+    the reasoning of turns before the last question)."""
+    turns = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1", "reasoning_content": "r1"},
+             {"role": "user", "content": "q2"}]
+    render = lambda keep: tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True,
+                                                        preserve_thinking=keep)
+    return render(True) != render(False)
 
 
-def create_app(recipe: Recipe, gguf_path: Path, tokenizer_dir: Path, n_ctx: int = 2048):
-    """FastAPI app: /v1/models and /v1/chat/completions (plain and streamed) over a llama.cpp model."""
+def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = ""):
+    """FastAPI app: /v1/models and /v1/chat/completions (plain and streamed) over a llama.cpp model, with the
+    model's own chat template rendering the conversation, the tools and `chat_template_kwargs`, and TRL's
+    response parser for Qwen3.5/3.6 (`trl.chat_template_utils`) reading reasoning, answer and tool calls
+    back out of the completion."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
-    from transformers import AutoTokenizer
+    from trl.chat_template_utils import add_response_schema, parse_response
 
-    from . import gguf
-
-    llm = gguf.load(gguf_path, n_ctx=n_ctx)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    add_response_schema(tokenizer)
+    preserves = keeps_reasoning(tokenizer)
     lock = threading.Lock()  # one llama.cpp context: one generation at a time
     model_id = recipe.name
     app = FastAPI(title=f"medreason-kit · {recipe.name} (not medical advice)")
@@ -88,49 +177,76 @@ def create_app(recipe: Recipe, gguf_path: Path, tokenizer_dir: Path, n_ctx: int 
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": model_id, "gguf": gguf_path.name}
+        return {"status": "ok", "model": model_id, "gguf": label}
+
+    def parse(prompt_ids: list[int], text: str, tools) -> dict:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return parse_response(tokenizer, ids, prefix=prompt_ids, tools=tools)
 
     @app.post("/v1/chat/completions")
     def chat(body: dict):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise HTTPException(400, "'messages' must be a non-empty list")
-        kwargs = body.get("chat_template_kwargs") or {}
-        thinking = bool(kwargs.get("enable_thinking", True))
         try:
-            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+            values, preset, thinking = request_sampling(recipe, body)
+            tools = check_tools(body.get("tools"))
+            messages = template_messages(messages)
+            choice = body.get("tool_choice", "auto")
+            if choice not in ("auto", "none", None):
+                raise BadRequest(f"tool_choice {choice!r} is not supported on the llama.cpp end (it cannot force a "
+                                 f"call); use 'auto' or 'none', or serve with vLLM")
+            kwargs = {**(body.get("chat_template_kwargs") or {}), "enable_thinking": thinking}
+            if kwargs.get("preserve_thinking") and not preserves:
+                raise BadRequest("preserve_thinking: this model's chat template always drops earlier turns' reasoning "
+                                 "(Qwen3.5's does; Qwen3.6's keeps it when asked)")
+        except BadRequest as e:
+            raise HTTPException(400, str(e)) from None
+        if choice == "none":
+            tools = None
+        try:
+            prompt = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True, **kwargs)
         except Exception as e:
             raise HTTPException(400, f"could not apply the chat template: {e}") from None
-        n_prompt = len(llm.tokenize(prompt.encode(), add_bos=False, special=True))
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 512)
-        if n_prompt + max_tokens > n_ctx:
-            raise HTTPException(400, f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceeds the "
+        if len(prompt_ids) + max_tokens > n_ctx:
+            raise HTTPException(400, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the "
                                      f"context of {n_ctx} tokens")
         params = dict(prompt=prompt, max_tokens=max_tokens, stop=STOP_TOKENS, seed=body.get("seed"),
-                      **sampling_for(recipe, body, thinking))
+                      temperature=values["temperature"], top_p=values["top_p"], top_k=values["top_k"],
+                      min_p=values["min_p"], presence_penalty=values["presence_penalty"],
+                      repeat_penalty=values["repetition_penalty"])
+        headers = {"x-kit-preset": preset, "x-kit-sampling": json.dumps(values)}
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
         if body.get("stream"):
-            return StreamingResponse(_stream(llm, lock, params, cid, created, model_id, thinking),
-                                     media_type="text/event-stream")
+            return StreamingResponse(_stream(llm, lock, params, cid, created, model_id, thinking,
+                                             lambda text: parse(prompt_ids, text, tools)),
+                                     media_type="text/event-stream", headers=headers)
         with lock:
             out = llm.create_completion(**params)
-        text = out["choices"][0]["text"]
-        reasoning, answer = split_reasoning(text, thinking)
-        message = {"role": "assistant", "content": answer}
-        if reasoning is not None:
-            message["reasoning_content"] = reasoning
+        text, finish = out["choices"][0]["text"], out["choices"][0]["finish_reason"]
+        parsed = parse(prompt_ids, text, tools)
+        message = {"role": "assistant", "content": parsed.get("content") or ""}
+        if thinking:
+            message["reasoning_content"] = parsed.get("reasoning_content") or ""
+        if parsed.get("tool_calls"):
+            message["tool_calls"], finish = openai_tool_calls(parsed["tool_calls"]), "tool_calls"
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": model_id,
-            "choices": [{"index": 0, "message": message, "finish_reason": out["choices"][0]["finish_reason"]}],
-            "usage": out["usage"],
-        })
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": out["usage"],
+        }, headers=headers)
 
     return app
 
 
-def _stream(llm, lock, params, cid, created, model_id, thinking):
-    """Server-sent events; reasoning deltas go to `reasoning_content` until `</think>`, then `content`."""
-    in_reasoning, buffer = thinking, ""
+TOOL_OPEN = "<tool_call>"
+
+
+def _stream(llm, lock, params, cid, created, model_id, thinking, parse):
+    """Server-sent events: reasoning deltas go to `reasoning_content` until `</think>`, then `content`; from
+    a `<tool_call>` on, the text is held back and sent as `tool_calls` once parsed at the end."""
+    in_reasoning, buffer, full, calling, finish = thinking, "", "", False, "stop"
 
     def chunk(delta, finish=None):
         return "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -141,24 +257,36 @@ def _stream(llm, lock, params, cid, created, model_id, thinking):
     with lock:
         for part in llm.create_completion(stream=True, **params):
             piece, finish = part["choices"][0]["text"], part["choices"][0]["finish_reason"]
+            full += piece
+            buffer += piece
             if in_reasoning:
-                buffer += piece
                 if THINK_CLOSE in buffer:
                     before, after = buffer.split(THINK_CLOSE, 1)
-                    if before:
-                        yield chunk({"reasoning_content": before})
-                    in_reasoning, buffer = False, ""
-                    if after.strip():
-                        yield chunk({"content": after.lstrip()})
+                    if before.rstrip():
+                        yield chunk({"reasoning_content": before.rstrip()})
+                    in_reasoning, buffer = False, after.lstrip()
                 elif len(buffer) > len(THINK_CLOSE):  # keep a tail in case the tag is split
                     yield chunk({"reasoning_content": buffer[:-len(THINK_CLOSE)]})
                     buffer = buffer[-len(THINK_CLOSE):]
-            elif piece:
-                yield chunk({"content": piece})
+            if not in_reasoning and not calling:
+                if TOOL_OPEN in buffer:
+                    before = buffer.split(TOOL_OPEN, 1)[0].rstrip()
+                    if before:
+                        yield chunk({"content": before})
+                    calling, buffer = True, ""
+                elif len(buffer) > len(TOOL_OPEN):
+                    yield chunk({"content": buffer[:-len(TOOL_OPEN)]})
+                    buffer = buffer[-len(TOOL_OPEN):]
             if finish:
-                if buffer:
-                    yield chunk({"reasoning_content": buffer})
-                yield chunk({}, finish)
+                break
+    parsed = parse(full)
+    if buffer and not calling:
+        yield chunk({"reasoning_content" if in_reasoning else "content": buffer})
+    if parsed.get("tool_calls"):
+        calls = openai_tool_calls(parsed["tool_calls"])
+        yield chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
+        finish = "tool_calls"
+    yield chunk({}, finish)
     yield "data: [DONE]\n\n"
 
 
@@ -168,7 +296,7 @@ def served_adapters(recipe: Recipe) -> dict[str, Path]:
             if (stage_dir(recipe, stage) / "adapter" / "adapter_config.json").exists()}
 
 
-def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False) -> list[str]:
+def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_model_len: int | None = None) -> list[str]:
     """`vllm serve` as its docs show it: the merged model (or the base with the run's adapters as named
     LoRA models), Qwen3's reasoning parser, a context that fits the eval budget, and the sampling
     defaults of the generation config the export stage wrote (the thinking preset)."""
@@ -177,7 +305,9 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False) -> li
     from .generation import vllm_adapter_problem
     from .modeling import model_path
 
-    max_len = recipe.model.max_seq_length + max(recipe.eval.max_new_tokens, recipe.sft.format_check_max_new_tokens)
+    # the eval budget by default; tool definitions and long chats need more (--max-model-len)
+    max_len = max_model_len or recipe.model.max_seq_length + max(recipe.eval.max_new_tokens,
+                                                                 recipe.sft.format_check_max_new_tokens)
     if lora:
         adapters = served_adapters(recipe)
         if not adapters:
@@ -188,6 +318,8 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False) -> li
         model, name = model_path(recipe), recipe.model.name_or_path.replace("builtin:", "")
         extra = ["--enable-lora", "--max-lora-rank", str(recipe.lora.r),
                  "--lora-modules", *[f"{n}={p}" for n, p in adapters.items()]]
+        if yarn := recipe.export.rope_yarn():  # the base's config does not have it: vLLM overrides it
+            extra += ["--hf-overrides", json.dumps(yarn_overrides(model, yarn))]
     else:
         merged = stage_dir(recipe, "export") / "merged"
         if not (merged / "config.json").exists():
@@ -198,7 +330,22 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False) -> li
         extra += ["--dtype", "bfloat16", "--gpu-memory-utilization", "0.15"]
     return [*vllm_serve_head(model), "--served-model-name", name,
             "--host", host, "--port", str(port), "--reasoning-parser", "qwen3", "--max-model-len", str(max_len),
+            # Qwen3.5 / 3.6 templates write tool calls as <tool_call><function=...><parameter=...>: vLLM's qwen3_coder parser
+            "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_coder",
             "--generation-config", "auto", *extra]
+
+
+def yarn_overrides(model: str, yarn: dict) -> dict:
+    """vLLM's `--hf-overrides` for YaRN on a checkpoint whose config lacks it: the text model's whole
+    `rope_parameters` (its mRoPE sections kept) with YaRN's entries, and the longer context."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model).to_dict()
+    vision_language = "text_config" in config
+    text = config.get("text_config", config)
+    override = {"rope_parameters": {**(text.get("rope_parameters") or {}), **yarn},
+                "max_position_embeddings": int(yarn["factor"] * yarn["original_max_position_embeddings"])}
+    return {"text_config": override} if vision_language else override
 
 
 def vllm_serve_head(model: str) -> list[str]:
@@ -213,18 +360,20 @@ def vllm_serve_head(model: str) -> list[str]:
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
 
 
-def with_preset(recipe: Recipe, body: dict) -> tuple[dict, str]:
-    """The request with the recipe's preset for its mode filled in where the client set nothing.
+def with_preset(recipe: Recipe, body: dict) -> tuple[dict, str, dict]:
+    """The request for vLLM: the named preset (or the mode's) filled in where the client set nothing, the
+    kit's `preset` field taken out, thinking turned off for `instruct`. Returns (body, preset, values).
 
     >>> from kit.recipe import load_recipe
-    >>> body, mode = with_preset(load_recipe("tiny"), {"messages": [], "temperature": 0.2,
-    ...                          "chat_template_kwargs": {"enable_thinking": False}})
-    >>> mode, body["temperature"], body["top_p"], body["top_k"], body["presence_penalty"]
-    ('non-thinking', 0.2, 0.8, 20, 1.5)
+    >>> body, name, _ = with_preset(load_recipe("tiny"), {"messages": [], "temperature": 0.2,
+    ...                             "chat_template_kwargs": {"enable_thinking": False}})
+    >>> name, body["temperature"], body["top_p"], body["top_k"], body["presence_penalty"]
+    ('instruct', 0.2, 0.8, 20, 1.5)
     """
-    thinking = bool((body.get("chat_template_kwargs") or {}).get("enable_thinking", True))
-    filled = {**body, **{k: v for k, v in sampling_for(recipe, body, thinking).items() if k not in body}}
-    return filled, "thinking" if thinking else "non-thinking"
+    values, name, thinking = request_sampling(recipe, body)
+    filled = {k: v for k, v in body.items() if k != "preset"} | values
+    filled["chat_template_kwargs"] = {**(body.get("chat_template_kwargs") or {}), "enable_thinking": thinking}
+    return filled, name, values
 
 
 def preset_proxy(recipe: Recipe, upstream: str):
@@ -250,7 +399,13 @@ def preset_proxy(recipe: Recipe, upstream: str):
         headers = {"x-kit-preset": "none"}
         content = await request.body()
         if request.method == "POST" and path == "chat/completions":
-            body, headers["x-kit-preset"] = with_preset(recipe, json.loads(content or b"{}"))
+            try:
+                body, headers["x-kit-preset"], values = with_preset(recipe, json.loads(content or b"{}"))
+                check_tools(body.get("tools"))
+            except (BadRequest, json.JSONDecodeError) as e:
+                return Response(json.dumps({"error": {"message": str(e), "type": "invalid_request_error", "code": 400}}),
+                                400, media_type="application/json")
+            headers["x-kit-sampling"] = json.dumps(values)
             content = json.dumps(body).encode()
         upstream_req = client.build_request(request.method, f"/v1/{path}", content=content,
                                             headers={"content-type": "application/json"})
@@ -268,12 +423,12 @@ def preset_proxy(recipe: Recipe, upstream: str):
 
 
 def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str | None = None,
-          engine: str = "auto", lora: bool = False) -> None:
+          engine: str = "auto", lora: bool = False, max_model_len: int | None = None) -> None:
     import uvicorn
 
     if choose(engine, "kit serve", fallback="llama.cpp")[0] == "vllm":
         inner = free_port()
-        cmd = vllm_command(recipe, "127.0.0.1", inner, lora)
+        cmd = vllm_command(recipe, "127.0.0.1", inner, lora, max_model_len)
         print(f"[kit] vLLM: {' '.join(cmd[1:])}")
         # vLLM in a process group of its own (its engine and workers with it), which dies with this process
         proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent)
@@ -290,8 +445,14 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
         finally:
             stop_group(proc)
         return
+    from transformers import AutoTokenizer
+
+    from . import gguf
+
     path = find_gguf(recipe, quant)
-    app = create_app(recipe, path, stage_dir(recipe, "export") / "merged")
+    n_ctx = max_model_len or 2048
+    app = create_app(recipe, gguf.load(path, n_ctx=n_ctx), AutoTokenizer.from_pretrained(stage_dir(recipe, "export") / "merged"),
+                     n_ctx, path.name)
     print(f"[kit] serving {path.name} with llama.cpp on http://{host}:{port}/v1 (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -35,15 +35,15 @@ MARKER_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_respo
 BUILTIN = "builtin:tiny"
 
 
-def chat_template() -> str:
-    """Qwen3.5's own template (thinking flavour), as shipped inside the installed TRL (the file
-    `trl.chat_template_utils` reads; read directly, so that TRL's dependencies are not needed)."""
+def chat_template(name: str = "qwen3_5_think") -> str:
+    """Qwen3.5's own template (thinking flavour; `qwen3_6` for Qwen3.6's), as shipped inside the installed TRL
+    (the file `trl.chat_template_utils` reads; read directly, so that TRL's dependencies are not needed)."""
     import importlib.util
 
     spec = importlib.util.find_spec("trl")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("the tiny model takes Qwen3.5's chat template from TRL: pip install trl")
-    return (Path(spec.submodule_search_locations[0]) / "chat_templates" / "qwen3_5_think.jinja").read_text(encoding="utf-8")
+    return (Path(spec.submodule_search_locations[0]) / "chat_templates" / f"{name}.jinja").read_text(encoding="utf-8")
 
 
 def _corpus() -> list[str]:

@@ -38,7 +38,29 @@ def test_earlier_reasoning_is_dropped_unless_kept():
     assert history_messages(history, False) == [{"role": "user", "content": "q1"},
                                                  {"role": "assistant", "content": "a1"},
                                                  {"role": "user", "content": "q2"}]
-    assert history_messages(history, True)[1]["content"] == "<think>\nwhy\n</think>\n\na1"
+    assert history_messages(history, True)[1] == {"role": "assistant", "content": "a1", "reasoning_content": "why"}
+
+
+def test_kept_reasoning_reaches_the_prompt_where_the_template_preserves_it():
+    from transformers import AutoTokenizer
+
+    from kit.demo import TemplateBackend
+    from kit.recipe import load_recipe
+    from kit.tiny_model import chat_template, ensure
+
+    class Engine:
+        def stream(self, prompt, s):
+            self.prompt = prompt
+            yield "x"
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure(load_recipe("tiny").model.tiny))
+    tokenizer.chat_template = chat_template("qwen3_6")
+    history = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "EARLIER", "metadata": {"title": "Thinking"}},
+               {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+    for keep in (False, True):
+        backend = TemplateBackend(Engine(), tokenizer, "t")
+        list(backend.stream(history_messages(history, keep), True, None))
+        assert ("EARLIER" in backend.engine.prompt) == keep
 
 
 def test_respond_streams_and_shows_backend_errors_in_the_chat():

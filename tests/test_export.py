@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -83,3 +84,32 @@ def test_missing_adapter_is_a_clear_error(runs_dir):
 def test_unknown_quantisation(tmp_path):
     with pytest.raises(gguf.GGUFError, match="unknown quantisation 'q3'"):
         gguf.quantize(tmp_path / "a.gguf", tmp_path / "b.gguf", "q3")
+
+
+@pytest.mark.slow
+def test_yarn_reaches_the_merged_config_the_gguf_metadata_and_vllms_overrides(sft_metrics, shared_runs, tmp_path, monkeypatch):
+    """Qwen's long-context recipe (`export.yarn`): the merged config, then the GGUF's rope scaling metadata,
+    and for adapters served on the base, vLLM's --hf-overrides."""
+    from kit import export
+    from kit.recipe import load_recipe
+    from kit.serve import yarn_overrides
+
+    runs = tmp_path / "runs"
+    shutil.copytree(shared_runs / "tiny" / "data", runs / "tiny" / "data")
+    shutil.copytree(shared_runs / "tiny" / "sft", runs / "tiny" / "sft")
+    monkeypatch.setenv("KIT_RUNS_DIR", str(runs))
+    recipe = load_recipe("tiny", ["export.yarn={factor: 2.0, original_max_position_embeddings: 4096}",
+                                  "export.quantizations=[q8_0]"])
+    metrics = export.run(recipe)
+    config = json.loads((runs / "tiny" / "export" / "merged" / "config.json").read_text())
+    assert config["rope_parameters"]["rope_type"] == "yarn" and config["rope_parameters"]["factor"] == 2.0
+    assert config["rope_parameters"]["mrope_section"] and config["max_position_embeddings"] == 8192
+    for f in metrics["gguf"].values():
+        assert f["rope_scaling"]["type"] == "yarn" and f["rope_scaling"]["factor"] == 2.0
+        assert f["rope_scaling"]["original_context_length"] == 4096 and f["generated_tokens"] >= 1
+    from kit.modeling import model_path
+
+    override = yarn_overrides(model_path(recipe), recipe.export.rope_yarn())
+    assert override["rope_parameters"]["rope_type"] == "yarn" and override["rope_parameters"]["mrope_section"]
+    with pytest.raises(Exception, match="factor > 1"):
+        load_recipe("tiny", ["export.yarn={factor: 0.5, original_max_position_embeddings: 4096}"]).export.rope_yarn()

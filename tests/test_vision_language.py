@@ -48,7 +48,7 @@ def run(*args, env):
 
 @pytest.mark.slow
 def test_a_vision_language_checkpoint_keeps_its_processor_and_vision_tower_and_serves_an_image(tmp_path):
-    from openai import OpenAI
+    from openai import BadRequestError, OpenAI
     from safetensors import safe_open
 
     from kit.serve import Server
@@ -89,6 +89,14 @@ def test_a_vision_language_checkpoint_keeps_its_processor_and_vision_tower_and_s
             # a 64 × 64 image in 16-pixel patches merged 2 × 2: 4 image tokens, plus its start and end markers
             assert reply.usage.prompt_tokens - plain.usage.prompt_tokens == 4 + 2
             assert reply.usage.completion_tokens > 0
+            # not an image: vLLM refuses it with a 400 naming the problem, and keeps serving
+            not_png = "data:image/png;base64," + base64.b64encode(b"this is not an image").decode()
+            with pytest.raises(BadRequestError) as refused:
+                client.chat.completions.create(model="tiny", max_tokens=8, messages=[{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": not_png}}, text]}])
+            print("vLLM on a broken image:", refused.value.message)
+            assert client.chat.completions.create(model="tiny", max_tokens=4, messages=[
+                {"role": "user", "content": [text]}]).usage.completion_tokens > 0
     finally:
         if old is None:
             os.environ.pop("KIT_RUNS_DIR", None)

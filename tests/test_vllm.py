@@ -85,6 +85,11 @@ def test_vllm_refuses_adapters_that_train_whole_modules(tmp_path):
     assert vllm_adapter_problem(tmp_path, 32) is None and vllm_adapter_problem(None, 16) is None
 
 
+TOOLS = [{"type": "function", "function": {"name": "lookup_drug", "description": "Look up an antidote",
+                                           "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
+                                                          "required": ["name"]}}}]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["merged", "lora"])
 def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
@@ -92,14 +97,14 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
     gets reasoning apart from the answer with thinking on, none with it off, and a stream."""
     import os
 
-    from openai import OpenAI
+    from openai import BadRequestError, OpenAI
 
     from kit.serve import Server
 
     runs, env = lora_run
     old = os.environ.get("KIT_RUNS_DIR")
     os.environ["KIT_RUNS_DIR"] = env["KIT_RUNS_DIR"]
-    args = ["--engine", "vllm"] + (["--lora"] if mode == "lora" else [])
+    args = ["--engine", "vllm", "--max-model-len", "2048"] + (["--lora"] if mode == "lora" else [])
     try:
         with Server("tiny", overrides=[*LORA_ONLY, *SHORT], args=args, python=str(vllm_python), timeout_s=400) as url:
             client = OpenAI(base_url=url, api_key="unused")
@@ -114,11 +119,28 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
             assert reasoning or msg.content  # the tiny model may not close its reasoning within 32 tokens
             off = client.chat.completions.with_raw_response.create(
                 model=model, messages=question, max_tokens=16, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
-            assert off.headers["x-kit-preset"] == "non-thinking"
+            assert off.headers["x-kit-preset"] == "instruct"
             off_msg = off.parse().choices[0].message
             assert not ((off_msg.model_extra or {}).get("reasoning") or (off_msg.model_extra or {}).get("reasoning_content"))
             chunks = list(client.chat.completions.create(model=model, messages=question, max_tokens=16, stream=True))
             assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason in ("length", "stop")
+            # a named preset reaches vLLM's sampler (the proxy says which values it sent); a bad one is a 400
+            precise = client.chat.completions.with_raw_response.create(
+                model=model, messages=question, max_tokens=8, extra_body={"preset": "thinking-precise"})
+            assert precise.headers["x-kit-preset"] == "thinking-precise"
+            assert json.loads(precise.headers["x-kit-sampling"])["temperature"] == 0.6
+            with pytest.raises(BadRequestError, match="unknown sampling preset"):
+                client.chat.completions.create(model=model, messages=question, extra_body={"preset": "creative"})
+            # tools through the model's template and vLLM's tool parsing; "required" makes vLLM constrain the
+            # output to a call (after the reasoning, so thinking is off here), so even the toy calls the tool
+            called = client.chat.completions.create(model=model, messages=question, max_tokens=200, tools=TOOLS,
+                                                    tool_choice="required", extra_body={"preset": "instruct"})
+            call = called.choices[0].message.tool_calls[0]
+            assert call.function.name == "lookup_drug" and isinstance(json.loads(call.function.arguments), dict)
+            answered = client.chat.completions.create(model=model, max_tokens=8, tools=TOOLS, messages=[
+                *question, called.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": call.id, "content": "naloxone"}])
+            assert answered.choices[0].finish_reason in ("length", "stop", "tool_calls")
     finally:
         if old is None:
             os.environ.pop("KIT_RUNS_DIR", None)

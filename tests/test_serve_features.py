@@ -1,0 +1,176 @@
+"""The llama.cpp end of `kit serve` as an OpenAI client sees it: tool calls (plain and streamed) parsed
+by TRL's Qwen3.5/3.6 response parser, the three sampling presets reaching the sampler, preserved
+thinking, and bad requests answered with a 400 while the server keeps serving. The model behind the app
+is scripted (the toy does not call tools); the chat template, the parser and the wire format are real."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from openai import BadRequestError, OpenAI
+
+from kit.recipe import load_recipe
+from kit.serve import create_app
+
+TOOLS = [{"type": "function", "function": {
+    "name": "lookup_drug", "description": "Look up a drug's maximum daily dose",
+    "parameters": {"type": "object", "properties": {"name": {"type": "string"}, "units": {"type": "integer"}},
+                   "required": ["name"]}}}]
+CALL = ("Check the label.\n</think>\n\n<tool_call>\n<function=lookup_drug>\n<parameter=name>\nparacetamol\n"
+        "</parameter>\n<parameter=units>\n1000\n</parameter>\n</function>\n</tool_call>")
+ANSWER = "The tool says 4 g.\n</think>\n\nThe maximum is 4 g per day."
+
+
+class ScriptedLlama:
+    """Stands in for llama_cpp.Llama: calls the tool when tools are offered and no result came back yet."""
+
+    def __init__(self):
+        self.seen = []
+
+    def create_completion(self, prompt, stream=False, **params):
+        self.seen.append({"prompt": prompt, **params})
+        text = CALL if "<tools>" in prompt and "<tool_response>" not in prompt else ANSWER
+        if not stream:
+            return {"choices": [{"text": text, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        pieces = [text[i:i + 5] for i in range(0, len(text), 5)]
+        return ({"choices": [{"text": p, "finish_reason": "stop" if i == len(pieces) - 1 else None}]}
+                for i, p in enumerate(pieces))
+
+
+@pytest.fixture
+def served():
+    from fastapi.testclient import TestClient
+    from transformers import AutoTokenizer
+
+    from kit.tiny_model import ensure
+
+    recipe = load_recipe("tiny")
+    llm = ScriptedLlama()
+    app = create_app(recipe, llm, AutoTokenizer.from_pretrained(ensure(recipe.model.tiny)), 4096, "scripted")
+    client = OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=TestClient(app))
+    return client, llm, recipe
+
+
+def test_a_tool_call_round_trip(served):
+    client, llm, _ = served
+    messages = [{"role": "user", "content": "What is the maximum daily dose of paracetamol?"}]
+    first = client.chat.completions.create(model="tiny", messages=messages, tools=TOOLS)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.model_extra["reasoning_content"] == "Check the label."
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "lookup_drug"
+    assert json.loads(call.function.arguments) == {"name": "paracetamol", "units": 1000}  # typed by the tool's schema
+    assert "<tools>" in llm.seen[0]["prompt"] and '"name": "lookup_drug"' in llm.seen[0]["prompt"]
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "4 g per day"}]
+    second = client.chat.completions.create(model="tiny", messages=messages, tools=TOOLS)
+    assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content == "The maximum is 4 g per day."
+    assert "<tool_response>\n4 g per day\n</tool_response>" in llm.seen[1]["prompt"]
+    assert "<function=lookup_drug>" in llm.seen[1]["prompt"]  # the earlier call, rendered back by the template
+
+
+def test_a_streamed_tool_call(served):
+    client, _, _ = served
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Dose?"}],
+                                            tools=TOOLS, stream=True)
+    reasoning, content, calls, finish = "", "", [], None
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+        content += delta.content or ""
+        calls += delta.tool_calls or []
+        finish = chunk.choices[0].finish_reason or finish
+    assert reasoning == "Check the label." and content == "" and finish == "tool_calls"
+    assert [c.function.name for c in calls] == ["lookup_drug"] and calls[0].index == 0
+    assert json.loads(calls[0].function.arguments)["name"] == "paracetamol"
+
+
+@pytest.mark.parametrize("preset", ["thinking", "thinking-precise", "instruct"])
+def test_each_preset_reaches_the_sampler_and_an_explicit_value_wins(served, preset):
+    client, llm, recipe = served
+    values = recipe.sampling.named(preset)
+    reply = client.chat.completions.with_raw_response.create(model="tiny", messages=[{"role": "user", "content": "q"}],
+                                                             extra_body={"preset": preset})
+    assert reply.headers["x-kit-preset"] == preset
+    seen = llm.seen[-1]
+    assert (seen["temperature"], seen["top_p"], seen["top_k"], seen["min_p"], seen["presence_penalty"],
+            seen["repeat_penalty"]) == (values.temperature, values.top_p, values.top_k, values.min_p,
+                                        values.presence_penalty, values.repetition_penalty)
+    assert seen["prompt"].endswith("<think>\n\n</think>\n\n") == (preset == "instruct")  # instruct: thinking off
+    client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "q"}], temperature=0.1,
+                                   extra_body={"preset": preset})
+    assert llm.seen[-1]["temperature"] == 0.1 and llm.seen[-1]["top_p"] == values.top_p
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"tools": [{"type": "function", "function": {"parameters": {}}}]}, "tools[0].function.name"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]}, "type object"),
+    ({"tools": "lookup_drug"}, "'tools' must be a list"),
+    ({"preset": "creative"}, "unknown sampling preset 'creative'"),
+    ({"tool_choice": "required", "tools": TOOLS}, "tool_choice 'required' is not supported"),
+    ({"chat_template_kwargs": {"preserve_thinking": True}}, "preserve_thinking"),
+])
+def test_bad_requests_get_a_400_naming_the_problem_and_the_server_keeps_serving(served, body, message):
+    client, _, _ = served
+    with pytest.raises(BadRequestError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "q"}], extra_body=body)
+    assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "q"}]).choices[0].message.content
+
+
+def test_preserved_thinking_keeps_earlier_reasoning_in_the_prompt_with_the_qwen36_template():
+    from fastapi.testclient import TestClient
+    from transformers import AutoTokenizer
+
+    from kit.tiny_model import ensure
+    from kit.tiny_model import chat_template
+
+    recipe = load_recipe("tiny")
+    tokenizer = AutoTokenizer.from_pretrained(ensure(recipe.model.tiny))
+    tokenizer.chat_template = chat_template("qwen3_6")
+    llm = ScriptedLlama()
+    client = OpenAI(base_url="http://testserver/v1", api_key="unused",
+                    http_client=TestClient(create_app(recipe, llm, tokenizer, 4096)))
+    turns = [{"role": "user", "content": "First question?"},
+             {"role": "assistant", "content": "First answer.", "reasoning_content": "EARLIER-REASONING"},
+             {"role": "user", "content": "Second question?"}]
+    client.chat.completions.create(model="tiny", messages=turns)
+    client.chat.completions.create(model="tiny", messages=turns, extra_body={"chat_template_kwargs": {"preserve_thinking": True}})
+    dropped, kept = llm.seen[-2]["prompt"], llm.seen[-1]["prompt"]
+    assert "EARLIER-REASONING" not in dropped and "EARLIER-REASONING" in kept
+
+
+def test_an_agent_framework_runs_the_tool_loop_against_the_server(served):
+    """LangChain's OpenAI chat model, as a user would bring it: bind a tool, let the model call it, run it,
+    send the result back, get the answer."""
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    client, llm, _ = served
+
+    @tool
+    def lookup_drug(name: str, units: int = 1) -> str:
+        """Look up a drug's maximum daily dose."""
+        return {"paracetamol": "4 g per day"}[name]
+
+    model = ChatOpenAI(model="tiny", base_url="http://testserver/v1", api_key="unused",
+                       http_client=client._client).bind_tools([lookup_drug])
+    history = [HumanMessage("What is the maximum daily dose of paracetamol?")]
+    reply = model.invoke(history)
+    assert [c["name"] for c in reply.tool_calls] == ["lookup_drug"]
+    history += [reply, *[ToolMessage(lookup_drug.invoke(c["args"]), tool_call_id=c["id"]) for c in reply.tool_calls]]
+    final = model.invoke(history)
+    assert final.content == "The maximum is 4 g per day." and not final.tool_calls
+    assert "<tool_response>\n4 g per day\n</tool_response>" in llm.seen[-1]["prompt"]
+
+
+def test_text_parts_are_joined_and_an_image_gets_a_400_that_says_why(served):
+    client, llm, _ = served
+    parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "the antidote?"}]
+    client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": parts}])
+    assert "What is the antidote?" in llm.seen[-1]["prompt"]
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    with pytest.raises(BadRequestError, match="'image_url' content part: this server runs a text-only GGUF"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [image, *parts]}])
