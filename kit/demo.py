@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .generation import HFEngine, LlamaCppEngine, OpenAIEngine, Sampling, prompt_texts, template_kwargs
-from .recipe import Recipe
+from .recipe import PRESETS, Recipe
 from .runs import stage_dir
 from .serve import split_reasoning
 
@@ -145,6 +145,8 @@ def build_app(recipe: Recipe, backend):
             box = gr.Textbox(placeholder="Ask a medical question…", scale=5, show_label=False, elem_id="question")
             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
         with gr.Row():
+            presets = gr.Radio(list(PRESETS), value="thinking", label="Sampling preset (Qwen3.6's card)",
+                               elem_id="preset")
             thinking = gr.Checkbox(value=True, label="Thinking", elem_id="thinking")
             keep = gr.Checkbox(value=False, label="Send earlier reasoning back to the model",
                                info="preserve_thinking: Qwen3.6's template keeps it; Qwen3.5's drops it anyway")
@@ -161,7 +163,14 @@ def build_app(recipe: Recipe, backend):
             p = think if on else plain
             return p.temperature, p.top_p, p.top_k, p.presence_penalty
 
-        thinking.change(apply_preset, thinking, [temperature, top_p, top_k, presence])
+        thinking.input(apply_preset, thinking, [temperature, top_p, top_k, presence])  # the user's click only
+
+        def pick_preset(name: str):
+            p = recipe.sampling.named(name)
+            return name != "instruct", p.temperature, p.top_p, p.top_k, p.presence_penalty
+
+        # the preset sets the sliders and thinking; moving a slider afterwards overrides it, as in the API
+        presets.input(pick_preset, presets, [thinking, temperature, top_p, top_k, presence], show_progress="hidden")
 
         def chat_fn(message, history, on, keep_r, t, p, k, pres, mx):
             s = Sampling(int(mx), t, p, int(k), presence_penalty=pres)

@@ -25,6 +25,13 @@ def test_demo_in_headless_chromium(demo_url, tmp_path):
         notice = page.get_by_text("Not medical advice")
         notice.wait_for(timeout=60_000)  # Gradio renders in the browser after load
         assert notice.is_visible()
+        # a preset by name sets thinking and the sliders; instruct turns thinking off
+        page.locator("#preset").get_by_text("instruct", exact=True).click()
+        page.wait_for_function("!document.querySelector('#thinking input').checked", timeout=10_000)
+        page.locator("#preset").get_by_text("thinking-precise", exact=True).click()
+        page.wait_for_function("document.querySelector('#thinking input').checked", timeout=10_000)
+        page.get_by_text("Advanced").click()
+        assert page.get_by_label("temperature").first.input_value() == "0.6"
         page.locator("#question textarea").fill("What is the antidote for opioid overdose?")
         page.locator("#send").click()
         page.get_by_text("Thinking").first.wait_for(timeout=120_000)

@@ -146,15 +146,17 @@ def test_stage_notebook_runs_alone_on_a_fresh_colab_vm(tmp_path, monkeypatch):
     origin = _snapshot_of_working_tree(tmp_path / "origin")
     vm = tmp_path / "content"  # Colab's working folder: nothing of ours in it
     vm.mkdir()
+    recipe = tmp_path / "short.yaml"  # the tiny recipe with fewer steps: the point is the mechanics
+    recipe.write_text("inherit: tiny\nsft: {trainer: {max_steps: 60}}\n")
     monkeypatch.setenv("COLAB_RELEASE_TAG", "simulated")
     monkeypatch.setenv("KIT_REPO", str(origin))
-    monkeypatch.setenv("KIT_RECIPE", "tiny")
+    monkeypatch.setenv("KIT_RECIPE", str(recipe))
     for var in ("KIT_RUNS_DIR", "KIT_HOME", "DEEPSEEK_API_KEY", "PYTHONPATH"):
         monkeypatch.delenv(var, raising=False)
 
     nb = nbformat.read(ROOT / "notebooks" / "03_gspo_judge.ipynb", as_version=4)
     install = next(i for i, c in enumerate(nb.cells) if "notebook.setup(" in c.source)
-    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(vm)}})
+    client = NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(vm)}})
     with client.setup_kernel():
         for i in range(install + 1):
             client.execute_cell(nb.cells[i], i)
@@ -168,8 +170,8 @@ def test_stage_notebook_runs_alone_on_a_fresh_colab_vm(tmp_path, monkeypatch):
     clone = vm / "medreason-kit"
     assert (clone / "kit" / "notebook.py").exists() and not (clone / "notebooks" / "medreason-kit").exists()
     inputs = next(c for c in nb.cells if "prepare_inputs(" in c.source)
-    assert "rl needs data, sft of recipe 'tiny'" in _text(inputs) and "running them now" in _text(inputs)
-    runs = clone / "runs" / "tiny"  # the kit imported from the clone writes beside it
+    assert "rl needs data, sft of recipe 'short'" in _text(inputs) and "running them now" in _text(inputs)
+    runs = clone / "runs" / "short"  # the kit imported from the clone writes beside it
     for stage in ("data", "sft", "rl"):
-        assert json.loads((runs / stage / "metrics.json").read_text())["recipe"] == "tiny"
+        assert json.loads((runs / stage / "metrics.json").read_text())["recipe"] == "short"
     assert (runs / "rl" / "adapter" / "adapter_config.json").exists()
