@@ -14,10 +14,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from .formatting import split_reasoning
 from .generation import HFEngine, LlamaCppEngine, OpenAIEngine, Sampling, prompt_texts, template_kwargs
 from .recipe import PRESETS, Recipe
 from .runs import stage_dir
-from .serve import split_reasoning
 
 NOTICE = ("⚠️ **Not medical advice.** Answers come from a research model, are not validated for clinical "
           "use, can be wrong, and must be reviewed by a qualified health professional.")

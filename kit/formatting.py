@@ -50,6 +50,16 @@ def parse(text: str) -> Parsed:
     return Parsed(reasoning.strip(), answer.strip(), closed, finished)
 
 
+def split_reasoning(text: str, thinking: bool) -> tuple[str | None, str]:
+    """(reasoning, answer) of a completion whose prompt opened the thinking block."""
+    if not thinking:
+        return None, text.strip()
+    if THINK_CLOSE not in text:
+        return text.replace(THINK_OPEN, "").strip(), ""  # cut off while still thinking
+    reasoning, answer = text.split(THINK_CLOSE, 1)
+    return reasoning.replace(THINK_OPEN, "").strip(), answer.strip()
+
+
 def final_answer(text: str) -> str:
     """The text after the last `</think>` (the whole text when there is none), end tokens removed.
 

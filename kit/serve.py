@@ -9,10 +9,10 @@
   defaults; the recipe has one per mode).
 - Otherwise: the q4_k_m (else q8_0, f16) GGUF through llama.cpp, behind a small FastAPI app.
 
-Both accept `chat_template_kwargs={"enable_thinking": False}` per request (thinking is on by
-default) and default to the recipe's sampling presets for the mode asked for. Replies carry the
-reasoning in `message.reasoning_content` and the final answer in `message.content`, as vLLM's
-reasoning parser does.
+Both accept `chat_template_kwargs` per request (`enable_thinking`, on by default; `preserve_thinking`),
+a sampling preset by name (`"preset"`: thinking, thinking-precise, instruct; else the mode's), and
+`tools`, answered as OpenAI `tool_calls`. Replies carry the reasoning in `message.reasoning_content`
+and the final answer in `message.content`, as vLLM's reasoning parser does.
 
 llama-cpp-python's own server applies `chat_template_kwargs` only when the model is loaded, not per
 request, which is why the llama.cpp end is served by the app below rather than by `llama_cpp.server`.
@@ -29,20 +29,10 @@ import time
 import uuid
 from pathlib import Path
 
-from .formatting import THINK_CLOSE, THINK_OPEN
+from .formatting import THINK_CLOSE
 from .generation import STOP_TOKENS, GenerationError, choose
 from .recipe import Recipe
 from .runs import stage_dir
-
-def split_reasoning(text: str, thinking: bool) -> tuple[str | None, str]:
-    """(reasoning, answer) of a completion whose prompt opened the thinking block."""
-    if not thinking:
-        return None, text.strip()
-    if THINK_CLOSE not in text:
-        return text.replace(THINK_OPEN, "").strip(), ""  # cut off while still thinking
-    reasoning, answer = text.split(THINK_CLOSE, 1)
-    return reasoning.replace(THINK_OPEN, "").strip(), answer.strip()
-
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty")
 

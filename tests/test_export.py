@@ -60,7 +60,7 @@ def test_server_answers_the_openai_client_with_thinking_on_and_off(export_metric
 
 
 def test_split_reasoning_table():
-    from kit.serve import split_reasoning
+    from kit.formatting import split_reasoning
 
     assert split_reasoning("why\n</think>\n\nNaloxone", True) == ("why", "Naloxone")
     assert split_reasoning("still thinking", True) == ("still thinking", "")
