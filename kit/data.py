@@ -42,17 +42,22 @@ class Checked:
     first_bad: dict[str, str] = field(default_factory=dict)
 
 
+def bundled_file(path: str) -> Path:
+    """The file behind `bundled:NAME`, or a DataError listing the bundled samples."""
+    local = SAMPLES_DIR / f"{path.split(':', 1)[1]}.jsonl"
+    if not local.exists():
+        names = ", ".join(sorted(p.stem for p in SAMPLES_DIR.glob("*.jsonl")))
+        raise DataError(f"no bundled sample '{path}' (bundled: {names})")
+    return local
+
+
 def load_rows(spec: DatasetSpec) -> tuple[list[dict], str]:
     """Rows of a bundled sample, a local file, or a hub dataset; and a label naming the source."""
     import datasets
 
     path = spec.path
     if path.startswith("bundled:"):
-        local = SAMPLES_DIR / f"{path.split(':', 1)[1]}.jsonl"
-        if not local.exists():
-            names = ", ".join(sorted(p.stem for p in SAMPLES_DIR.glob("*.jsonl")))
-            raise DataError(f"no bundled sample '{path}' (bundled: {names})")
-        ds = datasets.load_dataset("json", data_files=str(local), split="train")
+        ds = datasets.load_dataset("json", data_files=str(bundled_file(path)), split="train")
         label = path
     elif Path(path).suffix in LOCAL_SUFFIXES:
         if not Path(path).exists():

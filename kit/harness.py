@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import SAMPLES_DIR, LOCAL_SUFFIXES, task_name
+from .data import LETTERS, LOCAL_SUFFIXES, bundled_file, task_name
 from .formatting import extract_choice
 from .recipe import DatasetSpec, Recipe
 from .runs import require, stage_dir
@@ -34,7 +34,7 @@ def local_files(spec: DatasetSpec) -> dict[str, str] | None:
     """{test, validation} files for an offline source, or None for a hub dataset (the stock task reads it).
     A bundled sample's few-shot examples are its `_validation` file; a local file serves as its own."""
     if spec.path.startswith("bundled:"):
-        test = SAMPLES_DIR / f"{spec.path.split(':', 1)[1]}.jsonl"
+        test = bundled_file(spec.path)
         validation = test.with_name(f"{test.stem}_validation.jsonl")
         return {"test": str(test), "validation": str(validation if validation.exists() else test)}
     if Path(spec.path).suffix in LOCAL_SUFFIXES:
@@ -72,7 +72,7 @@ def agreement(samples: dict[str, list[dict]]) -> dict:
     for task, rows in samples.items():
         same = ours_right = theirs_right = 0
         for row in rows:
-            letters = "ABCDEFGHIJ"[: len(row["doc"]["options"])]
+            letters = LETTERS[: len(row["doc"]["options"])]
             text = row["resps"][0][0] or ""
             ours = extract_choice(text, letters, thinking=False)  # the server already cut the reasoning off
             theirs = row["filtered_resps"][0]

@@ -60,10 +60,9 @@ def gpu() -> str | None:
 
 def needs(stage: str) -> set[str]:
     """The package groups a notebook for `stage` needs: its own and every upstream stage's."""
-    from .pipeline import STAGES
+    from .pipeline import earlier
 
-    upstream = STAGES[: STAGES.index(stage if stage in STAGES else "eval")]  # the demo reads what eval reads
-    return set().union(STAGE_NEEDS[stage], *(STAGE_NEEDS[s] for s in upstream))
+    return set().union(STAGE_NEEDS[stage], *(STAGE_NEEDS[s] for s in earlier(stage)))
 
 
 def requirements(on_gpu: bool, groups: set[str]) -> list[str]:

@@ -61,10 +61,14 @@ def run(recipe: Recipe, force: bool = False, stages: list[str] | None = None) ->
     return {"times": times, "status": status, "total_seconds": total, "summary": str(summary)}
 
 
+def earlier(stage: str) -> list[str]:
+    """The pipeline stages before `stage`; the demo (not a stage) reads what eval reads."""
+    return STAGES[: STAGES.index(stage if stage in STAGES else "eval")]
+
+
 def upstream(recipe: Recipe, stage: str) -> list[str]:
-    """The stages whose outputs `stage` reads (every earlier one the recipe has; the demo reads them all)."""
-    earlier = STAGES[: STAGES.index(stage)] if stage in STAGES else STAGES[: STAGES.index("eval")]
-    return [s for s in earlier if s != "sft" or recipe.data.sft]
+    """The stages whose outputs `stage` reads: every earlier one the recipe has."""
+    return [s for s in earlier(stage) if s != "sft" or recipe.data.sft]
 
 
 def prepare_inputs(recipe: Recipe, stage: str, source: str = "run") -> list[str]:

@@ -41,6 +41,11 @@ class BadRequest(ValueError):
     """A request the server answers with an OpenAI-shaped 400 naming the problem."""
 
 
+def error_body(message: str, code: int = 400) -> dict:
+    """The error shape the openai client reads its message from."""
+    return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+
+
 def request_sampling(recipe: Recipe, body: dict) -> tuple[dict, str, bool]:
     """(sampling values, preset name, thinking) for a chat request: the preset it names in `"preset"`
     (`thinking`, `thinking-precise`, `instruct`), else the one for its mode; a value the request sets
@@ -158,8 +163,7 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
 
     @app.exception_handler(HTTPException)
     def openai_error(request, exc: HTTPException):  # the shape the openai client reads its message from
-        return JSONResponse({"error": {"message": exc.detail, "type": "invalid_request_error", "code": exc.status_code}},
-                            status_code=exc.status_code)
+        return JSONResponse(error_body(exc.detail, exc.status_code), status_code=exc.status_code)
 
     @app.get("/v1/models")
     def models():
@@ -393,8 +397,7 @@ def preset_proxy(recipe: Recipe, upstream: str):
                 body, headers["x-kit-preset"], values = with_preset(recipe, json.loads(content or b"{}"))
                 check_tools(body.get("tools"))
             except (BadRequest, json.JSONDecodeError) as e:
-                return Response(json.dumps({"error": {"message": str(e), "type": "invalid_request_error", "code": 400}}),
-                                400, media_type="application/json")
+                return Response(json.dumps(error_body(str(e))), 400, media_type="application/json")
             headers["x-kit-sampling"] = json.dumps(values)
             content = json.dumps(body).encode()
         upstream_req = client.build_request(request.method, f"/v1/{path}", content=content,
