@@ -136,7 +136,7 @@ def shown_turn(text: str, thinking: bool, finished: bool) -> list[dict]:
 def build_app(recipe: Recipe, backend):
     import gradio as gr
 
-    think, plain = preset(recipe, True), preset(recipe, False)
+    think = preset(recipe, True)
     with gr.Blocks(title=f"Medical reasoning demo · {recipe.name}") as app:
         gr.Markdown(f"# Medical reasoning demo · `{recipe.name}`\nBackend: {backend.name}")
         gr.Markdown(NOTICE, elem_id="notice")
@@ -159,18 +159,14 @@ def build_app(recipe: Recipe, backend):
             max_new = gr.Slider(16, 8192, value=think.max_new_tokens, step=16, label="max new tokens")
         gr.Examples(EXAMPLES, inputs=box)
 
-        def apply_preset(on: bool):
-            p = think if on else plain
-            return p.temperature, p.top_p, p.top_k, p.presence_penalty
-
-        thinking.input(apply_preset, thinking, [temperature, top_p, top_k, presence])  # the user's click only
-
         def pick_preset(name: str):
             p = recipe.sampling.named(name)
             return name != "instruct", p.temperature, p.top_p, p.top_k, p.presence_penalty
 
         # the preset sets the sliders and thinking; moving a slider afterwards overrides it, as in the API
         presets.input(pick_preset, presets, [thinking, temperature, top_p, top_k, presence], show_progress="hidden")
+        thinking.input(lambda on: pick_preset("thinking" if on else "instruct")[1:], thinking,  # the user's click only
+                       [temperature, top_p, top_k, presence])
 
         def chat_fn(message, history, on, keep_r, t, p, k, pres, mx):
             s = Sampling(int(mx), t, p, int(k), presence_penalty=pres)

@@ -189,12 +189,9 @@ def load_items(recipe: Recipe) -> dict[str, list[dict]]:
 
 # ---------------------------------------------------------------- generation
 
-def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling) -> tuple[dict[str, dict], str, str]:
+def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, tokenizer) -> tuple[dict[str, dict], str, str]:
     """Every system's completions for every item, ({system: {engine, seconds, tokens/s, completions: {task:
     [[Completion] per item]}}}, the engine asked for, why); all prompts of a system go to its engine at once."""
-    from .modeling import load_tokenizer
-
-    tokenizer = load_tokenizer(recipe)
     order = [(task, it) for task, its in items.items() for it in its]
     prompts = prompt_texts(tokenizer, [it["prompt"] for _, it in order])
     generators, out = Generators(recipe), {}
@@ -331,8 +328,8 @@ def run(recipe: Recipe) -> dict:
     out = start_stage(recipe, "eval")
     sampling = eval_sampling(recipe)
     items = load_items(recipe)
-    generated, engine, why = generate(recipe, items, sampling)
     tokenizer = load_tokenizer(recipe)
+    generated, engine, why = generate(recipe, items, sampling, tokenizer)
 
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0

@@ -98,29 +98,27 @@ def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
 def apply_yarn(recipe: Recipe, merged_dir: Path) -> dict | None:
     """Write the recipe's YaRN settings into the merged model's `rope_parameters` (the text model's, in a
     vision-language config), where transformers, vLLM and llama.cpp's converter read them."""
-    yarn = recipe.export.rope_yarn()
-    if yarn is None:
-        return None
     path = merged_dir / "config.json"
     config = json.loads(path.read_text())
-    target = config.get("text_config", config)
-    target["rope_parameters"] = {**(target.get("rope_parameters") or {}), **yarn}
-    target["max_position_embeddings"] = int(yarn["factor"] * yarn["original_max_position_embeddings"])
+    update = recipe.export.yarn_update(config)
+    if update is None:
+        return None
+    target, values = (config["text_config"], update["text_config"]) if "text_config" in update else (config, update)
+    target.update(values)
     path.write_text(json.dumps(config, indent=2))
-    print(f"[kit] YaRN ×{yarn['factor']:g} from {yarn['original_max_position_embeddings']} tokens written into {path.name}")
+    print(f"[kit] YaRN ×{recipe.export.yarn['factor']:g} from {recipe.export.yarn['original_max_position_embeddings']} "
+          f"tokens written into {path.name}")
     return target["rope_parameters"]
 
 
 def modelfile(recipe: Recipe, gguf_name: str) -> str:
     """An Ollama Modelfile: the recipe's thinking preset and a Qwen chat template opening the reasoning; the
     other presets written out as comments (an Ollama model has one set of parameters)."""
-    from .recipe import PRESETS
+    from .recipe import PRESETS, SAMPLING_KEYS
 
     p = recipe.sampling.thinking
-    others = "".join(f"#   {name}: " + ", ".join(f"{k} {getattr(recipe.sampling.named(name), k)}" for k in
-                                                    ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
-                                                     "repetition_penalty")) + "\n"
-                     for name in PRESETS if name != "thinking")
+    others = "".join(f"#   {name}: " + ", ".join(f"{k} {getattr(recipe.sampling.named(name), k)}" for k in SAMPLING_KEYS)
+                     + "\n" for name in PRESETS if name != "thinking")
     return f'''# Ollama: ollama create {recipe.name} -f Modelfile
 # Not medical advice; not validated for clinical use.
 # The thinking preset below; the card's other presets, to set with /set parameter or in a copy of this file:

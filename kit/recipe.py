@@ -140,6 +140,18 @@ class ExportStage:
             raise RecipeError("export.yarn needs factor > 1 and original_max_position_embeddings (the native context)")
         return {"rope_type": "yarn", **self.yarn}
 
+    def yarn_update(self, config: dict) -> dict | None:
+        """What YaRN changes in a model config (a `config.json` as a dict): the text model's whole
+        `rope_parameters` (its mRoPE sections kept) with YaRN's entries, and the longer context; nested
+        under `text_config` for a vision-language config. The shape vLLM's `--hf-overrides` takes."""
+        yarn = self.rope_yarn()
+        if yarn is None:
+            return None
+        text = config.get("text_config", config)
+        update = {"rope_parameters": {**(text.get("rope_parameters") or {}), **yarn},
+                  "max_position_embeddings": int(yarn["factor"] * yarn["original_max_position_embeddings"])}
+        return {"text_config": update} if "text_config" in config else update
+
 
 @dataclass
 class SamplingPreset:
@@ -150,6 +162,8 @@ class SamplingPreset:
     min_p: float = 0.0
     repetition_penalty: float = 1.0
 
+
+SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(SamplingPreset))  # what a preset sets
 
 # The presets' names as Qwen3.6's card and the kit's server use them → the recipe's fields.
 PRESETS = {"thinking": "thinking", "thinking-precise": "thinking_precise", "instruct": "non_thinking"}

@@ -31,10 +31,9 @@ from pathlib import Path
 
 from .formatting import THINK_CLOSE
 from .generation import STOP_TOKENS, GenerationError, choose
-from .recipe import Recipe
+from .recipe import SAMPLING_KEYS, Recipe
 from .runs import stage_dir
 
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty")
 
 
 class BadRequest(ValueError):
@@ -312,8 +311,10 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_m
         model, name = model_path(recipe), recipe.model.name_or_path.replace("builtin:", "")
         extra = ["--enable-lora", "--max-lora-rank", str(recipe.lora.r),
                  "--lora-modules", *[f"{n}={p}" for n, p in adapters.items()]]
-        if yarn := recipe.export.rope_yarn():  # the base's config does not have it: vLLM overrides it
-            extra += ["--hf-overrides", json.dumps(yarn_overrides(model, yarn))]
+        if recipe.export.yarn:  # the base's config does not have it: vLLM overrides it
+            from transformers import AutoConfig
+
+            extra += ["--hf-overrides", json.dumps(recipe.export.yarn_update(AutoConfig.from_pretrained(model).to_dict()))]
     else:
         merged = stage_dir(recipe, "export") / "merged"
         if not (merged / "config.json").exists():
@@ -327,19 +328,6 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_m
             # Qwen3.5 / 3.6 templates write tool calls as <tool_call><function=...><parameter=...>: vLLM's qwen3_coder parser
             "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_coder",
             "--generation-config", "auto", *extra]
-
-
-def yarn_overrides(model: str, yarn: dict) -> dict:
-    """vLLM's `--hf-overrides` for YaRN on a checkpoint whose config lacks it: the text model's whole
-    `rope_parameters` (its mRoPE sections kept) with YaRN's entries, and the longer context."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model).to_dict()
-    vision_language = "text_config" in config
-    text = config.get("text_config", config)
-    override = {"rope_parameters": {**(text.get("rope_parameters") or {}), **yarn},
-                "max_position_embeddings": int(yarn["factor"] * yarn["original_max_position_embeddings"])}
-    return {"text_config": override} if vision_language else override
 
 
 def vllm_serve_head(model: str) -> list[str]:

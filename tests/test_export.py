@@ -92,7 +92,6 @@ def test_yarn_reaches_the_merged_config_the_gguf_metadata_and_vllms_overrides(sf
     and for adapters served on the base, vLLM's --hf-overrides."""
     from kit import export
     from kit.recipe import load_recipe
-    from kit.serve import yarn_overrides
 
     runs = tmp_path / "runs"
     shutil.copytree(shared_runs / "tiny" / "data", runs / "tiny" / "data")
@@ -107,9 +106,11 @@ def test_yarn_reaches_the_merged_config_the_gguf_metadata_and_vllms_overrides(sf
     for f in metrics["gguf"].values():
         assert f["rope_scaling"]["type"] == "yarn" and f["rope_scaling"]["factor"] == 2.0
         assert f["rope_scaling"]["original_context_length"] == 4096 and f["generated_tokens"] >= 1
+    from transformers import AutoConfig
+
     from kit.modeling import model_path
 
-    override = yarn_overrides(model_path(recipe), recipe.export.rope_yarn())
+    override = recipe.export.yarn_update(AutoConfig.from_pretrained(model_path(recipe)).to_dict())
     assert override["rope_parameters"]["rope_type"] == "yarn" and override["rope_parameters"]["mrope_section"]
     with pytest.raises(Exception, match="factor > 1"):
         load_recipe("tiny", ["export.yarn={factor: 0.5, original_max_position_embeddings: 4096}"]).export.rope_yarn()
