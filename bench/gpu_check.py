@@ -20,6 +20,7 @@ caches. Needs no hub: the tiny model is built locally. On a machine without a GP
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,9 @@ def run_end(end: str, logs: Path | None, recipe: str = "tiny", sets: list[str] =
         seconds = round(time.perf_counter() - t, 1)
         if proc.returncode != 0:
             lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-            out[stage] = {"seconds": seconds, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+            died = f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else ""
+            last = lines[-1] if lines else f"exit {proc.returncode}"
+            out[stage] = {"seconds": seconds, "error": f"{died} after: {last}" if died else last}
             break
         metrics = json.loads((Path(runs) / recipe / stage / "metrics.json").read_text())
         out[stage] = {"seconds": seconds, "end": metrics.get("end"), "peak_gpu_mb": metrics.get("peak_gpu_mb"),

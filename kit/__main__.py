@@ -10,6 +10,7 @@ Heavy libraries are imported inside each stage, so `--help` is instant.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import sys
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()  # a crash in native code (llama.cpp, CUDA kernels) still says where in Python
     args = build_parser().parse_args(argv)
     from .generation import GenerationError
     from .recipe import RecipeError, available, load_recipe

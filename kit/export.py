@@ -152,6 +152,7 @@ def verify_gguf(path: Path, expected_arch: str | None, expected_kind: str, token
     if wanted not in info["tensor_types"]:
         raise ExportError(f"{path.name}: no {wanted} tensors (types: {info['tensor_types']}); the quantisation "
                           f"fell back — tensor widths must be multiples of 256 for K-quants")
+    gguf.probe(path)  # a llama.cpp that crashes on load fails here with the reason, not in this process
     llm = gguf.load(path)
     try:
         if tokenizer is not None:

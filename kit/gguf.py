@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -119,6 +120,39 @@ def inspect(path: Path) -> dict:
             rope[name.rsplit(".", 1)[-1]] = bytes(value).decode() if f.types[0].name == "STRING" else value.tolist()[0]
     return {"architecture": arch, "tensor_count": len(reader.tensors), "tensor_types": dict(types),
             "has_chat_template": template is not None, "rope_scaling": rope, "bytes": path.stat().st_size}
+
+
+def probe(path: Path, timeout: float = 900) -> None:
+    """Load the file once in a child process before this one does. A llama.cpp build that crashes on
+    load kills the loading process with no Python error; here it is a GGUFError naming the file, the
+    signal and, where it can tell, why, and the stage that asked keeps its process and what it made."""
+    code = "import sys, llama_cpp; llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False)"
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, str(path)],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode < 0:
+        why = linkage_problem()
+        raise GGUFError(f"llama.cpp crashed ({signal.Signals(-proc.returncode).name}) loading {path.name}"
+                        + (f": {why}" if why else f"; its output: {proc.stderr.strip()[-800:]}"))
+    if proc.returncode != 0:
+        raise GGUFError(f"llama.cpp could not load {path}: {proc.stderr.strip()[-800:]}")
+
+
+def linkage_problem(lib: Path | None = None) -> str | None:
+    """Why the installed llama.cpp crashes on load, where the cause is the known one: a compiler that links
+    a static copy of libstdc++ into each shared library (libllama's C++ streams then run on libggml's
+    copy, never set up, and the first number printed while loading a model segfaults). Seen on a GPU
+    machine whose default C++ compiler was such a build; the system g++ fixed it."""
+    import llama_cpp
+
+    lib = lib or Path(llama_cpp.__file__).parent / "lib" / "libllama.so"
+    if not lib.exists() or not shutil.which("ldd"):
+        return None
+    if "libstdc++" in subprocess.run(["ldd", str(lib)], capture_output=True, text=True).stdout:
+        return None
+    return (f"{lib.name} does not link the system's libstdc++ (the compiler that built llama-cpp-python "
+            f"linked a copy into each of its libraries); rebuild it with the system compiler: CC=gcc "
+            f"CXX=g++ pip install --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python "
+            f"llama-cpp-python=={llama_cpp.__version__}")
 
 
 def load(path: Path, n_ctx: int = 1024):

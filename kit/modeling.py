@@ -297,6 +297,21 @@ def precision_args(recipe: Recipe) -> dict:
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
+def peak_memory_logger():
+    """A trainer callback that adds the peak GPU memory so far (MiB) to every log line, printed with it:
+    a run stopped before its end (metrics.json is written at the end) still says what it used."""
+    from transformers import TrainerCallback
+
+    class PeakMemory(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is not None and has_cuda():
+                import torch
+
+                logs["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+
+    return PeakMemory()
+
+
 def peak_memory_mb() -> dict:
     """Peak GPU memory (when on a GPU) and this process's peak resident memory, in MiB."""
     import resource

@@ -82,8 +82,12 @@ def last_checkpoint(ckpt_dir: Path) -> str | None:
 def train_resumable(trainer, resume: str | None, adapter_dir: Path, loaded) -> float:
     """Train from `resume` (a checkpoint) or from scratch; save the adapter with the tokenizer (the whole
     processor for a vision-language checkpoint); return seconds."""
+    from .modeling import peak_memory_logger
+
     if resume:
         print(f"[kit] resuming from {resume}")
+    # first, so the printing callbacks see the figure it adds to each log line
+    trainer.callback_handler.callbacks.insert(0, peak_memory_logger())
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start

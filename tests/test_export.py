@@ -2,6 +2,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,31 @@ def test_corrupted_gguf_is_a_clear_error(tmp_path):
         gguf.inspect(bad)
     with pytest.raises(gguf.GGUFError, match="could not load"):
         gguf.load(bad)
+
+
+@pytest.mark.slow
+def test_a_llama_cpp_that_crashes_on_load_is_a_clear_error_not_a_dead_stage(export_metrics, shared_runs, tmp_path, monkeypatch):
+    """On a GPU machine llama.cpp segfaulted loading every GGUF, killing the export stage without a word.
+    The load is now tried in a child first: here a stand-in llama_cpp that really segfaults."""
+    f16 = shared_runs / "tiny" / "export" / "gguf" / export_metrics["gguf"]["f16"]["file"]
+    gguf.probe(f16)  # the real llama.cpp loads it
+    fake = tmp_path / "llama_cpp"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import ctypes\nclass Llama:\n    def __init__(self, **kw):\n        ctypes.string_at(0)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(gguf.GGUFError, match=r"llama.cpp crashed \(SIGSEGV\) loading tiny-f16.gguf.*Segmentation fault"):
+        gguf.probe(f16)
+    monkeypatch.setattr(gguf, "linkage_problem", lambda: "libllama.so does not link the system's libstdc++")
+    with pytest.raises(gguf.GGUFError, match="crashed .SIGSEGV. loading tiny-f16.gguf: libllama.so does not link"):
+        gguf.probe(f16)
+
+
+def test_the_linkage_check_tells_a_statically_linked_build_from_a_normal_one():
+    import _ctypes  # a C extension: links no libstdc++, as the crashing llama.cpp build did not
+
+    assert gguf.linkage_problem() is None  # the installed build
+    why = gguf.linkage_problem(Path(_ctypes.__file__))
+    assert "does not link the system's libstdc++" in why and "CXX=g++" in why and "llama-cpp-python==" in why
 
 
 def test_missing_adapter_is_a_clear_error(runs_dir):

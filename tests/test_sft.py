@@ -113,3 +113,29 @@ def test_format_check_asks_held_out_rows_then_rl_questions(runs_dir):
     assert sft.format_check_questions(load_recipe("tiny", ["sft.format_check_questions=3"]), val) == qs[:3]
     no_rl = load_recipe("tiny", ["sft.format_check_questions=20", "data.rl=[]"])
     assert sft.format_check_questions(no_rl, val) == qs[: len(val)]
+
+
+def test_every_training_log_line_carries_the_peak_gpu_memory_on_a_gpu(monkeypatch):
+    """A GPU run stopped mid-stage (as one was, at its time limit) still says what it used: the figure
+    rides on each log line, ahead of the callbacks that print it."""
+    import torch
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import CallbackHandler
+
+    from kit import modeling
+
+    printed = []
+
+    class Printer(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            printed.append(dict(logs))
+
+    handler = CallbackHandler([Printer()], None, None, None, None)
+    handler.callbacks.insert(0, modeling.peak_memory_logger())  # as runs.train_resumable does
+    args, state = TrainingArguments(output_dir="unused", report_to=[]), TrainerState()
+    handler.on_log(args, state, TrainerControl(), {"loss": 1.0})
+    assert printed == [{"loss": 1.0}]  # no GPU: nothing added
+    monkeypatch.setattr(modeling, "has_cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**30)
+    handler.on_log(args, state, TrainerControl(), {"loss": 0.5})
+    assert printed[-1] == {"loss": 0.5, "peak_gpu_mib": 3072}
