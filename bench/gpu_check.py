@@ -58,6 +58,14 @@ def key_figures(stage: str, m: dict) -> dict:
     return {}
 
 
+def failure(returncode: int, log: str) -> str:
+    """What a failed stage says: its last line, and the signal where one killed it (a native crash
+    prints no Python error, so its last line is whatever it printed before)."""
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    last = lines[-1] if lines else f"exit {returncode}"
+    return f"killed by {signal.Signals(-returncode).name} after: {last}" if returncode < 0 else last
+
+
 def run_end(end: str, logs: Path | None, recipe: str = "tiny", sets: list[str] = ()) -> dict:
     runs = tempfile.mkdtemp(prefix=f"gpu-check-{end[:4]}-{recipe}-")
     # Each end starts with empty compiler caches (inductor, Triton, Unsloth's generated modules): the
@@ -76,10 +84,7 @@ def run_end(end: str, logs: Path | None, recipe: str = "tiny", sets: list[str] =
             proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
         seconds = round(time.perf_counter() - t, 1)
         if proc.returncode != 0:
-            lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-            died = f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else ""
-            last = lines[-1] if lines else f"exit {proc.returncode}"
-            out[stage] = {"seconds": seconds, "error": f"{died} after: {last}" if died else last}
+            out[stage] = {"seconds": seconds, "error": failure(proc.returncode, log.read_text())}
             break
         metrics = json.loads((Path(runs) / recipe / stage / "metrics.json").read_text())
         out[stage] = {"seconds": seconds, "end": metrics.get("end"), "peak_gpu_mb": metrics.get("peak_gpu_mb"),

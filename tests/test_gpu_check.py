@@ -39,3 +39,13 @@ def test_the_real_shape_lane_has_an_estimate_for_every_stage_it_measures(tmp_pat
     est = gpu_check.estimates("workshop", gpu_check.SHAPE_SETS, str(tmp_path))
     assert set(est) == {"sft", "rl", "export", "eval"} and all(v > 0.5 for v in est.values()), est
     assert est["export"] > 1.4  # 0.75B parameters in 16-bit, one copy
+
+
+def test_a_stage_killed_by_a_signal_is_reported_as_such():
+    """The H200 run's export segfaulted in llama.cpp: the check had shown its last log line as the error."""
+    gpu_check = load_script()
+    log = "[kit] merged into a bfloat16 base: max |Δlogit| vs adapter-on-base 6.25e-02\n"
+    assert gpu_check.failure(-11, log) == "killed by SIGSEGV after: [kit] merged into a bfloat16 base: " \
+                                          "max |Δlogit| vs adapter-on-base 6.25e-02"
+    assert gpu_check.failure(2, "Traceback ...\nkit.runs.StageError: no adapter\n") == "kit.runs.StageError: no adapter"
+    assert gpu_check.failure(1, "") == "exit 1"
