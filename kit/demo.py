@@ -5,11 +5,15 @@
 Backends: the run's own model (`local`: the RL or SFT adapter on its base, transformers), the
 exported GGUF through llama.cpp (`gguf`), or any OpenAI-compatible endpoint (`openai`: the kit's
 server, vLLM, DeepSeek). Thinking on/off applies the recipe's two sampling presets, editable under
-"Advanced". Earlier turns are sent without their reasoning unless asked to keep it.
+"Advanced". Earlier turns are sent without their reasoning unless asked to keep it. Where the backend
+can take images (a vision-language checkpoint on `local`; `openai`, whose server decides), the question
+can carry an uploaded image, sent as an OpenAI `image_url` part.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +40,50 @@ def preset(recipe: Recipe, thinking: bool, max_new_tokens: int = 512) -> Samplin
     return Sampling.from_preset(p, max_new_tokens)
 
 
+def image_part(path: str) -> dict:
+    """An uploaded image file as an OpenAI `image_url` content part (a base64 data URL)."""
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            kind = (im.format or "png").lower()
+    except Exception as e:
+        raise ValueError(f"{Path(path).name} is not an image this demo can read ({type(e).__name__})") from None
+    return {"type": "image_url", "image_url": {"url": f"data:image/{kind};base64,{base64.b64encode(data).decode()}"}}
+
+
+def images_in(messages: list[dict]) -> list:
+    """The images of a conversation's `image_url` parts (data URLs), in order, as PIL images."""
+    from PIL import Image
+
+    out = []
+    for m in messages:
+        for part in m["content"] if isinstance(m.get("content"), list) else []:
+            if part.get("type") == "image_url":
+                url = part["image_url"]["url"]
+                if not url.startswith("data:"):
+                    raise ValueError("this backend reads images sent as data URLs only")
+                out.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+    return out
+
+
+def user_content(content):
+    """A user turn of the Chatbot (text, or text with an image file, in Gradio's shapes) → OpenAI content."""
+    if isinstance(content, str):
+        return content
+    items = content if isinstance(content, list) else [content]
+    parts = []
+    for item in items:
+        if isinstance(item, str):
+            parts.append({"type": "text", "text": item})
+        elif item.get("type") == "text":
+            parts.append({"type": "text", "text": item["text"]})
+        else:  # a file: {"path": ...}, or {"type": "file", "file": {"path": ...}}
+            parts.append(image_part((item.get("file") or item)["path"]))
+    return parts
+
+
 def history_messages(history: list[dict], keep_reasoning: bool) -> list[dict]:
     """Chatbot history → chat messages. Thinking blocks are dropped (the model's default) unless kept, in
     which case each goes back with its answer as `reasoning_content`, and the backend asks the template to
@@ -50,7 +98,7 @@ def history_messages(history: list[dict], keep_reasoning: bool) -> list[dict]:
             out.append({"role": "assistant", "content": m["content"], **({"reasoning_content": pending} if pending else {})})
             pending = None
         elif m["role"] == "user":
-            out.append({"role": "user", "content": m["content"]})
+            out.append({"role": "user", "content": user_content(m["content"])})
     return out
 
 
@@ -59,12 +107,15 @@ class TemplateBackend:
 
     def __init__(self, engine, tokenizer, name: str):
         self.engine, self.tokenizer, self.name = engine, tokenizer, name
+        self.vision = getattr(engine, "vision", False)
         self.lock = threading.Lock()  # one model: one generation at a time
 
     def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
+        # the template turns each image part into the model's image placeholder; the engine fills them
         (prompt,) = prompt_texts(self.tokenizer, [messages], **template_kwargs(messages, thinking))
+        images = images_in(messages)
         with self.lock:
-            yield from self.engine.stream(prompt, s)
+            yield from self.engine.stream(prompt, s, images) if images else self.engine.stream(prompt, s)
 
 
 def local_backend(recipe: Recipe) -> TemplateBackend:
@@ -75,7 +126,7 @@ def local_backend(recipe: Recipe) -> TemplateBackend:
                     if (stage_dir(recipe, s) / "adapter" / "adapter_config.json").exists()), None)
     loaded = load_model(recipe, adapter=adapter, trainable=False)
     name = f"local ({adapter.parent.name} adapter)" if adapter else "local (base model)"
-    return TemplateBackend(HFEngine(loaded.model, loaded.tokenizer), loaded.tokenizer, name)
+    return TemplateBackend(HFEngine(loaded.model, loaded.tokenizer, processor=loaded.processor), loaded.tokenizer, name)
 
 
 def gguf_backend(recipe: Recipe, path: Path | None = None) -> TemplateBackend:
@@ -91,25 +142,28 @@ def gguf_backend(recipe: Recipe, path: Path | None = None) -> TemplateBackend:
 def openai_backend(base_url: str, model: str, api_key: str | None = None) -> OpenAIEngine:
     engine = OpenAIEngine(base_url, model, api_key)
     engine.name = f"OpenAI-compatible ({base_url}, {model})"
+    engine.vision = True  # the server decides: vLLM serves a vision-language model's images, others say why not
     return engine
 
 
-def respond(backend, message: str, history: list[dict], thinking: bool, keep_reasoning: bool, s: Sampling):
-    """Chatbot history after each streamed piece: user turn, Thinking block, answer; errors shown in the chat."""
+def respond(backend, message: str, history: list[dict], thinking: bool, keep_reasoning: bool, s: Sampling,
+            image: str | None = None):
+    """Chatbot history after each streamed piece: user turn (with its image, if one was uploaded),
+    Thinking block, answer; errors shown in the chat."""
     history = list(history or [])
     message = (message or "").strip()
     if not message:
         yield history
         return
-    history.append({"role": "user", "content": message})
+    history.append({"role": "user", "content": [{"path": image}, message] if image else message})
     if len(message) > MAX_INPUT_CHARS:
         history.append({"role": "assistant", "content": f"Your message is {len(message):,} characters long; "
                         f"the limit is {MAX_INPUT_CHARS:,}. Please shorten it."})
         yield history
         return
-    messages = history_messages(history, keep_reasoning)
     base, text = list(history), ""
     try:
+        messages = history_messages(history, keep_reasoning)
         for text in backend.stream(messages, thinking, s):
             yield base + shown_turn(text, thinking, finished=False)
         yield base + shown_turn(text, thinking, finished=True)
@@ -143,6 +197,8 @@ def build_app(recipe: Recipe, backend):
         chat = gr.Chatbot(label="Conversation", height=480, elem_id="chat")
         with gr.Row():
             box = gr.Textbox(placeholder="Ask a medical question…", scale=5, show_label=False, elem_id="question")
+            image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image (optional)", height=120,
+                             scale=1, visible=bool(getattr(backend, "vision", False)), elem_id="image")
             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
         with gr.Row():
             presets = gr.Radio(list(PRESETS), value="thinking", label="Sampling preset (Qwen3.6's card)",
@@ -168,14 +224,14 @@ def build_app(recipe: Recipe, backend):
         thinking.input(lambda on: pick_preset("thinking" if on else "instruct")[1:], thinking,  # the user's click only
                        [temperature, top_p, top_k, presence])
 
-        def chat_fn(message, history, on, keep_r, t, p, k, pres, mx):
+        def chat_fn(message, history, on, keep_r, t, p, k, pres, mx, picture=None):
             s = Sampling(int(mx), t, p, int(k), presence_penalty=pres)
-            yield from respond(backend, message, history, on, keep_r, s)
+            yield from respond(backend, message, history, on, keep_r, s, picture)
 
-        inputs = [box, chat, thinking, keep, temperature, top_p, top_k, presence, max_new]
+        inputs = [box, chat, thinking, keep, temperature, top_p, top_k, presence, max_new, image]
         for trigger in (send.click, box.submit):
             trigger(chat_fn, inputs, chat, api_name="chat" if trigger == send.click else False).then(
-                lambda: "", None, box)
+                lambda: ("", None), None, [box, image])
         clear.click(lambda: [], None, chat)
     app.queue(default_concurrency_limit=2, max_size=32)  # generations at once; requests waiting
     return app

@@ -187,9 +187,24 @@ def run(recipe: Recipe) -> dict:
     metrics["rope_parameters"] = apply_yarn(recipe, merged_dir)  # after the check: YaRN changes the logits
 
     gguf_dir = out / "gguf"
+    metrics["gguf"] = files = write_gguf(recipe, merged_dir, gguf_dir, metrics["merge"]["model_type"])
+    preferred = next((k for k in ("q4_k_m", "q8_0") if k in files), "f16")
+    metrics["mmproj"] = write_projector(recipe, merged_dir, gguf_dir / files[preferred]["file"])
+    (gguf_dir / "Modelfile").write_text(modelfile(recipe, files[preferred]["file"]), encoding="utf-8")
+    metrics["merged_bytes"] = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
+    if recipe.export.push_to_hub:
+        metrics["pushed_to"] = push(recipe, merged_dir, gguf_dir)
+    metrics.update(end=metrics["merge"]["end"], **peak_memory_mb())
+    write_metrics(out, metrics)
+    print(f"[kit] export done → {out}")
+    return metrics
+
+
+def write_gguf(recipe: Recipe, merged_dir: Path, gguf_dir: Path, model_type: str) -> dict:
+    """The merged model as an f16 GGUF and each of the recipe's quantisations, each verified."""
     shutil.rmtree(gguf_dir, ignore_errors=True)
     gguf_dir.mkdir(parents=True)
-    arch = GGUF_ARCH.get(metrics["merge"]["model_type"])
+    arch = GGUF_ARCH.get(model_type)
     extra = ["--no-mtp"] if arch and arch.startswith("qwen35") else []
     files = {}
     with Timer() as t:
@@ -203,16 +218,45 @@ def run(recipe: Recipe) -> dict:
             q = gguf.quantize(base, gguf_dir / f"{recipe.name}-{kind}.gguf", kind)
         files[kind] = {"file": q.name, "seconds": round(t.seconds, 2), **verify_gguf(q, arch, kind, tokenizer)}
         print(f"[kit] {q.name}: {files[kind]['bytes'] / 2**20:.2f} MiB, {files[kind]['tensor_types']}")
-    metrics["gguf"] = files
-    preferred = next((k for k in ("q4_k_m", "q8_0") if k in files), "f16")
-    (gguf_dir / "Modelfile").write_text(modelfile(recipe, files[preferred]["file"]), encoding="utf-8")
-    metrics["merged_bytes"] = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
-    if recipe.export.push_to_hub:
-        metrics["pushed_to"] = push(recipe, merged_dir, gguf_dir)
-    metrics.update(end=metrics["merge"]["end"], **peak_memory_mb())
-    write_metrics(out, metrics)
-    print(f"[kit] export done → {out}")
-    return metrics
+    return files
+
+
+def write_projector(recipe: Recipe, merged_dir: Path, text_gguf: Path) -> dict | None:
+    """For a vision-language checkpoint, its vision tower and projector as llama.cpp's `mmproj` GGUF
+    (llama.cpp's converter, `--mmproj`), beside the text GGUFs; verified by answering a question about an
+    image through llama.cpp's multimodal library with `text_gguf`. None for a text-only model."""
+    if "vision_config" not in json.loads((merged_dir / "config.json").read_text()):
+        return None
+    with Timer() as t:
+        path = gguf.convert(merged_dir, text_gguf.parent / f"mmproj-{recipe.name}-f16.gguf", outtype="f16",
+                            extra_args=["--mmproj"])
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(png, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    from transformers import AutoTokenizer
+
+    tokenizer, question = AutoTokenizer.from_pretrained(merged_dir), {"type": "text", "text": "What is shown?"}
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": parts}], tokenize=False,
+                                             add_generation_prompt=True, enable_thinking=False)
+               for parts in ([{"type": "image_url", "image_url": {"url": image}}, question], [question])]
+    llm = gguf.load(text_gguf)
+    try:
+        seen = gguf.complete(llm, dict(prompt=prompts[0], max_tokens=4, temperature=0.0), [image],
+                             gguf.vision(llm, path))["usage"]
+        text = gguf.complete(llm, dict(prompt=prompts[1], max_tokens=4, temperature=0.0))["usage"]
+    finally:
+        llm.close()
+    image_tokens = seen["prompt_tokens"] - text["prompt_tokens"]
+    if image_tokens < 1 or seen["completion_tokens"] < 1:
+        raise ExportError(f"{path.name}: llama.cpp did not read the image ({seen})")
+    print(f"[kit] {path.name}: vision projector; a 64×64 image is {image_tokens} tokens to {text_gguf.name}")
+    return {"file": path.name, "seconds": round(t.seconds, 2), "bytes": path.stat().st_size,
+            "prompt_tokens_of_a_64px_image": image_tokens, "checked_with": text_gguf.name}
 
 
 def push(recipe: Recipe, merged_dir: Path, gguf_dir: Path) -> str:

@@ -200,8 +200,13 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, batch_size: int = 8):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    def __init__(self, model, tokenizer, batch_size: int = 8, processor=None):
+        self.model, self.tokenizer, self.batch_size, self.processor = model, tokenizer, batch_size, processor
+
+    @property
+    def vision(self) -> bool:
+        """Whether prompts can carry images: a vision-language checkpoint loaded with its processor."""
+        return getattr(self.processor, "image_processor", None) is not None
 
     def generate(self, prompts: list[str], s: Sampling) -> list[list[Completion]]:
         import torch
@@ -237,12 +242,19 @@ class HFEngine:
             model.train(was_training)
         return out
 
-    def stream(self, prompt: str, s: Sampling) -> Iterator[str]:
-        """The completion so far, after each new piece (special tokens dropped)."""
+    def stream(self, prompt: str, s: Sampling, images: list | None = None) -> Iterator[str]:
+        """The completion so far, after each new piece (special tokens dropped). `images` (PIL) fill the
+        prompt's image placeholders, in order, through the checkpoint's processor."""
         from transformers import TextIteratorStreamer
 
         tok, model = self.tokenizer, self.model
-        inputs = tok(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+        if images and not self.vision:
+            raise ValueError("this model takes text only (no vision tower or image processor); "
+                             "send the question without an image")
+        if images:
+            inputs = self.processor(text=[prompt], images=list(images), return_tensors="pt").to(model.device)
+        else:
+            inputs = tok(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
         kwargs = dict(**inputs, streamer=streamer, max_new_tokens=s.max_new_tokens, do_sample=not s.greedy,
                       temperature=s.temperature or None, top_p=s.top_p, top_k=s.top_k or None,

@@ -18,6 +18,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+# where Qwen's chat template puts an image (inside <|vision_start|>…<|vision_end|>); llama.cpp's multimodal
+# library (libmtmd) puts the image's embeddings there
+IMAGE_PLACEHOLDER = "<|image_pad|>"
 # llama.cpp file types (llama.h: enum llama_ftype)
 FTYPES = {"q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q4_0": 2}
 
@@ -162,3 +165,53 @@ def load(path: Path, n_ctx: int = 1024):
         return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), verbose=False, seed=0)
     except Exception as e:
         raise GGUFError(f"llama.cpp could not load {path}: {type(e).__name__}: {e}") from None
+
+
+def projector(path: Path) -> Path | None:
+    """The vision projector (mmproj) the export wrote beside a GGUF: vision-language checkpoints only."""
+    return next(iter(sorted(path.parent.glob("mmproj-*.gguf"))), None)
+
+
+def vision(llm, mmproj: Path):
+    """llama.cpp's multimodal path (libmtmd) for prompts the kit renders itself (with tools and
+    `chat_template_kwargs`): llama-cpp-python's `MTMDChatHandler`, given a template that only joins the
+    parts, so that it encodes the images, evaluates text and images in order, and samples as
+    `create_completion` does. Pass it to `complete`."""
+    from llama_cpp.llama_chat_format import MTMDChatHandler
+
+    class RenderedPrompt(MTMDChatHandler):
+        def _get_chat_template(self, llama) -> str:
+            return "{% for part in messages[0]['content'] %}{{ part['text'] }}{% endfor %}"
+
+    handler = RenderedPrompt(clip_model_path=str(mmproj), verbose=False)
+    try:
+        handler._init_mtmd_context(llm)  # here, not at the first request: a projector that does not fit fails now
+    except Exception as e:
+        raise GGUFError(f"llama.cpp could not load the vision projector {mmproj.name}: {e}") from None
+    return handler
+
+
+def complete(llm, params: dict, images: list[str] = (), handler=None, stream: bool = False):
+    """`llm.create_completion(**params)`, in its shape (choices[0].text, usage), with `images` (data URLs)
+    filling the prompt's image placeholders, in order, through a `vision` handler."""
+    if not images:
+        return llm.create_completion(stream=stream, **params)
+    pieces = params["prompt"].split(IMAGE_PLACEHOLDER)
+    if handler is None or len(pieces) - 1 != len(images):
+        raise ValueError(f"{len(images)} image(s) for {len(pieces) - 1} image placeholder(s) in the prompt"
+                         if handler else "this GGUF has no vision projector")
+    content = []
+    for i, text in enumerate(pieces):
+        content.append({"type": "text", "text": text})
+        if i < len(images):
+            content.append({"type": "image_url", "image_url": {"url": images[i]}})
+    rest = {k: v for k, v in params.items() if k != "prompt"}
+    out = handler(llama=llm, messages=[{"role": "user", "content": content}], stream=stream, **rest)
+
+    def as_completion(choice: dict, text: str | None) -> dict:
+        return {"index": 0, "text": text or "", "finish_reason": choice.get("finish_reason")}
+
+    if not stream:
+        c = out["choices"][0]
+        return {**out, "choices": [as_completion(c, c["message"]["content"])]}
+    return ({"choices": [as_completion(ch["choices"][0], ch["choices"][0]["delta"].get("content"))]} for ch in out)

@@ -86,24 +86,34 @@ def check_tools(tools) -> list[dict] | None:
     return tools
 
 
-TEXT_ONLY = ("this server runs a text-only GGUF through llama.cpp (the kit's GGUF export carries no vision "
-             "projector): send text, or serve a vision-language checkpoint with vLLM (`kit serve --engine vllm`)")
+TEXT_ONLY = ("this server runs a text-only GGUF through llama.cpp (no vision projector beside it; the export "
+             "writes one, mmproj-*.gguf, for vision-language checkpoints): send text, or serve a vision-language "
+             "checkpoint")
+IMAGE_FETCH_TIMEOUT_S = 10
 
 
-def template_messages(messages: list) -> list:
-    """The conversation as the chat template reads it: OpenAI content parts joined when they are text (any
-    other part is refused: the llama.cpp end is text-only), and earlier tool calls' arguments, which the
-    OpenAI wire format carries as JSON strings, as objects."""
-    out = []
+def template_messages(messages: list, vision: bool = False) -> tuple[list, list[str]]:
+    """The conversation as the chat template reads it, and its images: OpenAI content parts joined when
+    they are text; `image_url` parts kept in place where the server has a vision projector (refused
+    otherwise), each image read, checked and returned as a PNG data URL, in prompt order; and earlier
+    tool calls' arguments, which the OpenAI wire format carries as JSON strings, as objects."""
+    out, images = [], []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m:
             raise BadRequest(f"messages[{i}] must be an object with a 'role'")
         if isinstance(m.get("content"), list):
             kinds = [p.get("type") if isinstance(p, dict) else type(p).__name__ for p in m["content"]]
-            if any(k != "text" for k in kinds):
-                other = next(k for k in kinds if k != "text")
-                raise BadRequest(f"messages[{i}] has a '{other}' content part: {TEXT_ONLY}")
-            m = {**m, "content": "".join(p.get("text", "") for p in m["content"])}
+            allowed = ("text", "image_url") if vision else ("text",)
+            if any(k not in allowed for k in kinds):
+                other = next(k for k in kinds if k not in allowed)
+                raise BadRequest(f"messages[{i}] has a '{other}' content part: "
+                                 + (TEXT_ONLY if other == "image_url" else f"only {' and '.join(allowed)} parts are read"))
+            if "image_url" in kinds:
+                for j, part in enumerate(m["content"]):
+                    if part.get("type") == "image_url":
+                        images.append(read_image(part.get("image_url"), f"messages[{i}].content[{j}]"))
+            else:
+                m = {**m, "content": "".join(p.get("text", "") for p in m["content"])}
         calls = m.get("tool_calls") or []
         if calls:
             m = {**m, "tool_calls": [dict(c) for c in calls]}
@@ -115,7 +125,37 @@ def template_messages(messages: list) -> list:
                     except json.JSONDecodeError:
                         raise BadRequest(f"messages[{i}].tool_calls[{j}].function.arguments is not JSON") from None
         out.append(m)
-    return out
+    return out, images
+
+
+def read_image(image_url, where: str) -> str:
+    """An `image_url` (a data URL, or an http(s) URL fetched with a time limit) read and checked with
+    Pillow, as a PNG data URL: a 400 naming the part when it is no image."""
+    import base64
+    import io
+    import urllib.request
+
+    from PIL import Image
+
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f"{where}.image_url needs a 'url'")
+    try:
+        if url.startswith("data:"):
+            data = base64.b64decode(url.split(",", 1)[1], validate=False)
+        elif url.startswith(("http://", "https://")):
+            with urllib.request.urlopen(url, timeout=IMAGE_FETCH_TIMEOUT_S) as f:
+                data = f.read()
+        else:
+            raise BadRequest(f"{where}.image_url.url must be a data: or http(s): URL")
+        with Image.open(io.BytesIO(data)) as im:
+            png = io.BytesIO()
+            im.convert("RGB").save(png, format="PNG")
+    except BadRequest:
+        raise
+    except Exception as e:
+        raise BadRequest(f"{where} is not an image that can be read ({type(e).__name__}: {e})") from None
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
 
 
 def openai_tool_calls(parsed: list[dict]) -> list[dict]:
@@ -145,14 +185,16 @@ def keeps_reasoning(tokenizer) -> bool:
     return render(True) != render(False)
 
 
-def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = ""):
+def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "", vision=None):
     """FastAPI app: /v1/models and /v1/chat/completions (plain and streamed) over a llama.cpp model, with the
     model's own chat template rendering the conversation, the tools and `chat_template_kwargs`, and TRL's
     response parser for Qwen3.5/3.6 (`trl.chat_template_utils`) reading reasoning, answer and tool calls
-    back out of the completion."""
+    back out of the completion. With `vision` (`gguf.vision`: the GGUF's projector) images are read too."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
     from trl.chat_template_utils import add_response_schema, parse_response
+
+    from .gguf import complete
 
     add_response_schema(tokenizer)
     preserves = keeps_reasoning(tokenizer)
@@ -184,7 +226,7 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         try:
             values, preset, thinking = request_sampling(recipe, body)
             tools = check_tools(body.get("tools"))
-            messages = template_messages(messages)
+            messages, images = template_messages(messages, vision is not None)
             choice = body.get("tool_choice", "auto")
             if choice not in ("auto", "none", None):
                 raise BadRequest(f"tool_choice {choice!r} is not supported on the llama.cpp end (it cannot force a "
@@ -212,12 +254,16 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
                       repeat_penalty=values["repetition_penalty"])
         headers = {"x-kit-preset": preset, "x-kit-sampling": json.dumps(values)}
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
+        generate = lambda stream: complete(llm, params, images, vision, stream=stream)  # noqa: E731
         if body.get("stream"):
-            return StreamingResponse(_stream(llm, lock, params, cid, created, model_id, thinking,
+            return StreamingResponse(_stream(generate, lock, cid, created, model_id, thinking,
                                              lambda text: parse(prompt_ids, text, tools)),
                                      media_type="text/event-stream", headers=headers)
-        with lock:
-            out = llm.create_completion(**params)
+        try:
+            with lock:
+                out = generate(False)
+        except ValueError as e:  # llama.cpp's multimodal path: the images do not fit the context, say
+            raise HTTPException(400, str(e)) from None
         text, finish = out["choices"][0]["text"], out["choices"][0]["finish_reason"]
         parsed = parse(prompt_ids, text, tools)
         message = {"role": "assistant", "content": parsed.get("content") or ""}
@@ -236,7 +282,7 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
 TOOL_OPEN = "<tool_call>"
 
 
-def _stream(llm, lock, params, cid, created, model_id, thinking, parse):
+def _stream(generate, lock, cid, created, model_id, thinking, parse):
     """Server-sent events: reasoning deltas go to `reasoning_content` until `</think>`, then `content`; from
     a `<tool_call>` on, the text is held back and sent as `tool_calls` once parsed at the end."""
     in_reasoning, buffer, full, calling, finish = thinking, "", "", False, "stop"
@@ -248,7 +294,12 @@ def _stream(llm, lock, params, cid, created, model_id, thinking, parse):
 
     yield chunk({"role": "assistant", "content": ""})
     with lock:
-        for part in llm.create_completion(stream=True, **params):
+        try:
+            parts = generate(True)
+        except ValueError as e:  # as the OpenAI API streams an error: the client raises it
+            yield "data: " + json.dumps(error_body(str(e))) + "\n\n"
+            return
+        for part in parts:
             piece, finish = part["choices"][0]["text"], part["choices"][0]["finish_reason"]
             full += piece
             buffer += piece
@@ -432,9 +483,11 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
 
     path = find_gguf(recipe, quant)
     n_ctx = max_model_len or 2048
-    app = create_app(recipe, gguf.load(path, n_ctx=n_ctx), AutoTokenizer.from_pretrained(stage_dir(recipe, "export") / "merged"),
-                     n_ctx, path.name)
-    print(f"[kit] serving {path.name} with llama.cpp on http://{host}:{port}/v1 (Ctrl-C to stop)")
+    llm, mmproj = gguf.load(path, n_ctx=n_ctx), gguf.projector(path)
+    app = create_app(recipe, llm, AutoTokenizer.from_pretrained(stage_dir(recipe, "export") / "merged"), n_ctx,
+                     path.name, gguf.vision(llm, mmproj) if mmproj else None)
+    print(f"[kit] serving {path.name}{f' with {mmproj.name} (images)' if mmproj else ''} with llama.cpp on "
+          f"http://{host}:{port}/v1 (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

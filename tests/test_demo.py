@@ -93,3 +93,73 @@ def test_demo_through_gradio_client(demo_url, shared_runs):
     assert off[-1]["role"] == "assistant"
     long = client.predict("x" * 5000, [], True, False, 0.7, 0.8, 20, 1.5, 32, api_name="/chat")
     assert "limit is 4,000" in str(long[-1]["content"])
+
+
+def png_file(tmp_path, size=64, name="scan.png"):
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.new("RGB", (size, size), (200, 30, 30)).save(path)
+    return str(path)
+
+
+def test_an_uploaded_image_travels_as_an_openai_image_part_in_every_shape_gradio_gives(tmp_path):
+    from kit.demo import images_in, user_content
+
+    png = png_file(tmp_path)
+    sent = user_content([{"path": png}, "What is shown?"])  # as respond() appends it
+    back = user_content([{"type": "file", "file": {"path": png}}, {"type": "text", "text": "What is shown?"}])
+    assert sent == back and sent[1] == {"type": "text", "text": "What is shown?"}
+    assert sent[0]["type"] == "image_url" and sent[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    (img,) = images_in([{"role": "user", "content": sent}, {"role": "assistant", "content": "red"}])
+    assert img.size == (64, 64) and img.getpixel((3, 3)) == (200, 30, 30)
+    assert user_content("plain") == "plain"
+
+
+def test_respond_sends_the_image_with_the_question_and_keeps_it_in_the_conversation(tmp_path):
+    from kit.demo import Sampling
+
+    s, png = Sampling(64, 1.0, 0.95, 20), png_file(tmp_path)
+    backend = Scripted("A red square.")
+    frames = list(respond(backend, "What is shown?", [], False, False, s, png))
+    assert frames[-1][0] == {"role": "user", "content": [{"path": png}, "What is shown?"]}
+    assert frames[-1][-1]["content"] == "A red square."
+    (messages, _), = backend.seen
+    assert [p["type"] for p in messages[0]["content"]] == ["image_url", "text"]
+    # the next turn sends the earlier image again, with the history Gradio gives back
+    list(respond(backend, "And now?", frames[-1], False, False, s))
+    assert [p["type"] for p in backend.seen[-1][0][0]["content"]] == ["image_url", "text"]
+    assert backend.seen[-1][0][-1] == {"role": "user", "content": "And now?"}
+
+
+def test_an_image_to_a_text_only_model_or_a_file_that_is_no_image_is_said_in_the_chat(tmp_path):
+    from transformers import AutoTokenizer
+
+    from kit.demo import Sampling, TemplateBackend
+    from kit.generation import HFEngine
+    from kit.recipe import load_recipe
+    from kit.tiny_model import ensure
+
+    s = Sampling(8, 1.0, 0.95, 20)
+    tokenizer = AutoTokenizer.from_pretrained(ensure(load_recipe("tiny").model.tiny))
+    text_only = TemplateBackend(HFEngine(None, tokenizer), tokenizer, "tiny")
+    assert not text_only.vision
+    frames = list(respond(text_only, "What is shown?", [], False, False, s, png_file(tmp_path)))
+    assert "takes text only" in frames[-1][-1]["content"]
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    frames = list(respond(Scripted("x"), "What is shown?", [], False, False, s, str(notes)))
+    assert "notes.png is not an image" in frames[-1][-1]["content"]
+
+
+def test_the_image_upload_shows_only_for_backends_that_take_images():
+    from kit.demo import build_app
+    from kit.recipe import load_recipe
+
+    recipe = load_recipe("tiny")
+    for vision in (False, True):
+        backend = Scripted("x")
+        backend.vision = vision
+        app = build_app(recipe, backend)
+        (image,) = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "image"]
+        assert image.visible is vision

@@ -174,3 +174,45 @@ def test_text_parts_are_joined_and_an_image_gets_a_400_that_says_why(served):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     with pytest.raises(BadRequestError, match="'image_url' content part: this server runs a text-only GGUF"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [image, *parts]}])
+
+
+def test_images_are_read_checked_and_kept_in_prompt_order_where_the_server_has_a_projector(tmp_path):
+    """What the llama.cpp end with a vision projector takes: data URLs and http(s) URLs (fetched with a time
+    limit), any format Pillow reads, passed on as PNG in the order the template places them."""
+    import base64
+    import functools
+    import http.server
+    import io
+    import threading
+
+    from PIL import Image
+
+    from kit.serve import BadRequest, template_messages
+
+    def encoded(color, fmt):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), color).save(buf, format=fmt)
+        return buf.getvalue()
+
+    (tmp_path / "blue.png").write_bytes(encoded((0, 0, 255), "PNG"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    jpeg = "data:image/jpeg;base64," + base64.b64encode(encoded((255, 0, 0), "JPEG")).decode()
+    try:
+        messages, images = template_messages([
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": jpeg}}, {"type": "text", "text": "and"}]},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {
+                "url": f"http://127.0.0.1:{server.server_port}/blue.png"}}]}], vision=True)
+    finally:
+        server.shutdown()
+    assert [m["content"][0]["type"] for m in (messages[0], messages[2])] == ["image_url", "image_url"]
+    colors = [Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))).getpixel((4, 4)) for u in images]
+    assert all(u.startswith("data:image/png;base64,") for u in images)
+    assert colors[0][0] > 200 and colors[0][2] < 60 and colors[1] == (0, 0, 255)  # red (JPEG), then blue
+    for url, says in [("file:///etc/hostname", "must be a data: or http"), ("data:image/png;base64,AAAA", "is not an image")]:
+        with pytest.raises(BadRequest, match=r"messages\[0\]\.content\[0\].*" + says):
+            template_messages([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}], vision=True)
+    with pytest.raises(BadRequest, match="'input_audio' content part: only text and image_url"):
+        template_messages([{"role": "user", "content": [{"type": "input_audio"}]}], vision=True)

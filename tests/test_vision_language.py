@@ -4,7 +4,10 @@ torchvision, which only the vLLM lane's environment has, so the stages run there
 
 What a real Qwen3.5/3.6 checkpoint needs and this checks: the adapter and the merged model carry the
 processor, LoRA touches the language model only, the merge leaves the vision tower as it was, and
-`vllm serve` on the merged folder answers a question about an image sent as an OpenAI `image_url`.
+`vllm serve` on the merged folder answers a question about an image sent as an OpenAI `image_url`, and
+the demo sends an uploaded image both to the run's own model (its processor fills the image tokens)
+and to that server. On the CPU end, the export writes llama.cpp's vision projector (mmproj) beside the
+GGUFs and `kit serve` reads images through llama.cpp's multimodal library.
 """
 
 import base64
@@ -37,6 +40,20 @@ base, merged = (safe_open(p, "pt") for p in sys.argv[1:3])
 vision = [k for k in base.keys() if "visual" in k]
 assert vision and all((base.get_tensor(k) == merged.get_tensor(k)).all() for k in vision), "vision tower changed"
 print(type(AutoProcessor.from_pretrained(sys.argv[3])).__name__, len(vision))
+"""
+
+DEMO_LOCAL = """
+import json, sys
+from kit.demo import Sampling, images_in, make_backend, respond, user_content
+from kit.generation import prompt_texts
+from kit.recipe import load_recipe
+backend = make_backend(load_recipe("tiny", sys.argv[2:]), "local")
+frames = list(respond(backend, "What is shown?", [], False, False, Sampling(8), sys.argv[1]))
+messages = [{"role": "user", "content": user_content([{"path": sys.argv[1]}, "What is shown?"])}]
+(prompt,) = prompt_texts(backend.tokenizer, [messages], enable_thinking=False)
+ids = backend.engine.processor(text=[prompt], images=images_in(messages), return_tensors="pt")["input_ids"][0].tolist()
+print(json.dumps({"vision": backend.vision, "name": backend.name, "turn": frames[-1][-1],
+                  "image_tokens": ids.count(backend.tokenizer.convert_tokens_to_ids("<|image_pad|>"))}))
 """
 
 
@@ -76,6 +93,14 @@ def test_a_vision_language_checkpoint_keeps_its_processor_and_vision_tower_and_s
     png = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(png, format="PNG")
     image_url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    upload = tmp_path / "upload.png"
+    upload.write_bytes(png.getvalue())
+
+    # the demo's local backend: the image uploaded with the question reaches the model through its processor
+    demo = json.loads(run("-c", DEMO_LOCAL, str(upload), *SETS, env=env).strip().splitlines()[-1])
+    assert demo["vision"] and demo["name"] == "local (sft adapter)", demo
+    assert demo["image_tokens"] == 4 and demo["turn"]["role"] == "assistant", demo
+    assert not demo["turn"]["content"].startswith("⚠️"), demo
     old = os.environ.get("KIT_RUNS_DIR")
     os.environ["KIT_RUNS_DIR"] = str(runs)
     try:
@@ -97,6 +122,41 @@ def test_a_vision_language_checkpoint_keeps_its_processor_and_vision_tower_and_s
             print("vLLM on a broken image:", refused.value.message)
             assert client.chat.completions.create(model="tiny", max_tokens=4, messages=[
                 {"role": "user", "content": [text]}]).usage.completion_tokens > 0
+            # the demo on this server: the upload goes out as an image_url part and is answered
+            from kit.demo import Sampling, openai_backend, respond
+
+            frames = list(respond(openai_backend(url, "tiny"), "What is shown?", [], False, False, Sampling(8),
+                                  str(upload)))
+            assert frames[-1][0]["content"] == [{"path": str(upload)}, "What is shown?"]
+            assert frames[-1][-1]["role"] == "assistant" and not frames[-1][-1]["content"].startswith("⚠️"), frames[-1]
+
+        # the CPU end: the export writes the vision projector beside the GGUFs, and llama.cpp reads the image
+        from kit.export import write_gguf, write_projector
+        from kit.recipe import load_recipe
+
+        recipe, gguf_dir = load_recipe("tiny", SETS), runs / "tiny" / "export" / "gguf"
+        files = write_gguf(recipe, merged, gguf_dir, check["model_type"])
+        proj = write_projector(recipe, merged, gguf_dir / files["q4_k_m"]["file"])
+        assert proj["file"] == "mmproj-tiny-f16.gguf" and proj["prompt_tokens_of_a_64px_image"] > 2, proj
+        with Server("tiny", overrides=SETS, timeout_s=300) as url:  # llama.cpp: the q4_k_m file and its projector
+            client = OpenAI(base_url=url, api_key="unused")
+            ask = dict(model="tiny", max_tokens=8, temperature=0.0, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+            reply = client.chat.completions.create(messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": image_url}}, text]}], **ask)
+            plain = client.chat.completions.create(messages=[{"role": "user", "content": [text]}], **ask)
+            assert reply.usage.prompt_tokens - plain.usage.prompt_tokens == proj["prompt_tokens_of_a_64px_image"]
+            assert reply.usage.completion_tokens > 0
+            streamed = client.chat.completions.create(messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": image_url}}, text]}], stream=True, **ask)
+            # greedy: the same tokens (the plain reply is parsed, which ends the toy's answer at a stray tag)
+            said = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices).strip()
+            assert said and said.startswith(reply.choices[0].message.content.strip()), (said, reply.choices[0].message)
+            with pytest.raises(BadRequestError, match=r"messages\[0\]\.content\[0\] is not an image"):
+                client.chat.completions.create(messages=[{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": not_png}}, text]}], **ask)
+            frames = list(respond(openai_backend(url, "tiny"), "What is shown?", [], False, False, Sampling(8),
+                                  str(upload)))
+            assert not frames[-1][-1]["content"].startswith("⚠️"), frames[-1]
     finally:
         if old is None:
             os.environ.pop("KIT_RUNS_DIR", None)
