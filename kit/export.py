@@ -251,12 +251,13 @@ def write_projector(recipe: Recipe, merged_dir: Path, text_gguf: Path) -> dict |
         text = gguf.complete(llm, dict(prompt=prompts[1], max_tokens=4, temperature=0.0))["usage"]
     finally:
         llm.close()
+    # as llama-cpp-python counts them: positions (libmtmd gives a Qwen image max(rows, columns) under M-RoPE)
     image_tokens = seen["prompt_tokens"] - text["prompt_tokens"]
     if image_tokens < 1 or seen["completion_tokens"] < 1:
         raise ExportError(f"{path.name}: llama.cpp did not read the image ({seen})")
-    print(f"[kit] {path.name}: vision projector; a 64×64 image is {image_tokens} tokens to {text_gguf.name}")
+    print(f"[kit] {path.name}: vision projector; a 64×64 image adds {image_tokens} to the prompt tokens llama.cpp reports with {text_gguf.name}")
     return {"file": path.name, "seconds": round(t.seconds, 2), "bytes": path.stat().st_size,
-            "prompt_tokens_of_a_64px_image": image_tokens, "checked_with": text_gguf.name}
+            "usage_prompt_tokens_of_a_64px_image": image_tokens, "checked_with": text_gguf.name}
 
 
 def push(recipe: Recipe, merged_dir: Path, gguf_dir: Path) -> str:

@@ -137,14 +137,14 @@ def test_a_vision_language_checkpoint_keeps_its_processor_and_vision_tower_and_s
         recipe, gguf_dir = load_recipe("tiny", SETS), runs / "tiny" / "export" / "gguf"
         files = write_gguf(recipe, merged, gguf_dir, check["model_type"])
         proj = write_projector(recipe, merged, gguf_dir / files["q4_k_m"]["file"])
-        assert proj["file"] == "mmproj-tiny-f16.gguf" and proj["prompt_tokens_of_a_64px_image"] > 2, proj
+        assert proj["file"] == "mmproj-tiny-f16.gguf" and proj["usage_prompt_tokens_of_a_64px_image"] > 2, proj
         with Server("tiny", overrides=SETS, timeout_s=300) as url:  # llama.cpp: the q4_k_m file and its projector
             client = OpenAI(base_url=url, api_key="unused")
             ask = dict(model="tiny", max_tokens=8, temperature=0.0, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
             reply = client.chat.completions.create(messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": image_url}}, text]}], **ask)
             plain = client.chat.completions.create(messages=[{"role": "user", "content": [text]}], **ask)
-            assert reply.usage.prompt_tokens - plain.usage.prompt_tokens == proj["prompt_tokens_of_a_64px_image"]
+            assert reply.usage.prompt_tokens - plain.usage.prompt_tokens == proj["usage_prompt_tokens_of_a_64px_image"]
             assert reply.usage.completion_tokens > 0
             streamed = client.chat.completions.create(messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": image_url}}, text]}], stream=True, **ask)
