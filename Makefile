@@ -74,12 +74,20 @@ data sft rl export: setup
 serve: setup
 	$(PY) -m kit serve --recipe $(RECIPE) $(SETS)
 
+# NPROC=8 trains SFT and RL as one job of 8 processes (one per GPU, transformers+peft end) through
+# `accelerate launch` with ACCELERATE_CONFIG (kit/accelerate/ddp.yaml, fsdp.yaml or zero3.yaml); data,
+# export and eval run once, after them.
+NPROC ?= 1
+ACCELERATE_CONFIG ?= kit/accelerate/ddp.yaml
 train-4b: RECIPE = qwen3.5-4b-gspo
 train-27b: RECIPE = qwen3.6-27b-grpo
 workshop: RECIPE = workshop
 train-4b train-27b workshop: setup
-	$(PY) -m kit check --recipe $(RECIPE) $(SETS)
-	$(PY) -m kit pipeline --recipe $(RECIPE) $(SETS) $(FORCE_FLAG)
+	$(PY) -m kit check --recipe $(RECIPE) --processes $(NPROC) $(SETS)
+	@if [ "$(NPROC)" != 1 ]; then set -e; $(PY) -m kit data --recipe $(RECIPE) $(SETS); \
+		for stage in sft rl; do $(PY) -m accelerate.commands.launch --config_file $(ACCELERATE_CONFIG) \
+			--num_processes $(NPROC) -m kit $$stage --recipe $(RECIPE) $(SETS); done; fi
+	$(PY) -m kit pipeline --recipe $(RECIPE) $(SETS) $(if $(filter 1,$(NPROC)),$(FORCE_FLAG),)
 
 gpu-check: setup
 	$(PY) bench/gpu_check.py

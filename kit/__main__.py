@@ -24,7 +24,7 @@ STAGES = {
 }
 
 
-def preflight(recipe, gpu: str | None = None) -> int:
+def preflight(recipe, gpu: str | None = None, processes: int = 1) -> int:
     """Fail before any download or training when the machine or the environment cannot run the recipe:
     GPU memory and disk estimated per stage (kit.memory), the judge's key."""
     from .judge import Judge
@@ -50,6 +50,18 @@ def preflight(recipe, gpu: str | None = None) -> int:
     if disk > free:
         raise CapacityError(f"recipe '{recipe.name}' needs about {disk:.0f} GiB of disk for its artefacts; "
                             f"{runs_root()} has {free:.0f} GiB free (set KIT_RUNS_DIR to a larger disk)")
+    if processes > 1:  # what the launch will use (the estimates above are per GPU, for DDP)
+        print(f"[kit] {processes} processes, one per GPU, on the transformers+peft end (Unsloth trains on one "
+              f"GPU): with kit/accelerate/ddp.yaml each GPU holds a whole copy, so each needs the estimate above; "
+              f"fsdp.yaml / zero3.yaml shard the weights and optimizer state over the {processes} GPUs (not "
+              f"estimated here). Global batch = {processes} × the recipe's per-device batch × accumulation; "
+              f"the judge's max_concurrency is shared: {-(-recipe.rl.judge.max_concurrency // processes)} per process.")
+        if has_cuda():
+            import torch
+
+            if torch.cuda.device_count() < processes:
+                raise CapacityError(f"{processes} processes need {processes} GPUs; this machine has "
+                                    f"{torch.cuda.device_count()}")
     judge = Judge(recipe.rl.judge)
     print(f"[kit] {recipe.name}: OK on the {pick_end()} end; disk {disk:.0f} of {free:.0f} GiB free; judge {judge!r}")
     return 0
@@ -74,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True)
     p.add_argument("--gpu", default=None, choices=["all", "T4", "L4", "A100-40GB", "H100"],
                    help="estimate for these GPUs instead of this machine's (default: this GPU, or all without one)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="training processes (GPUs) of a multi-process launch: what it will use")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("tiny-model", help="build (or find) the built-in tiny model and print its folder")
 
@@ -139,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         recipe = load_recipe(args.recipe, args.set)
         if args.command == "check":
-            return preflight(recipe, args.gpu)
+            return preflight(recipe, args.gpu, args.processes)
         if args.command == "pipeline":
             from .pipeline import run as run_pipeline
 

@@ -187,7 +187,11 @@ class VerdictCache:
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        # several training processes share one cache: readers do not wait for a writer (WAL), and a
+        # writer waits up to `timeout` for another instead of failing
+        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, until REAL NOT NULL)")
         self._db.commit()
         self._lock = threading.Lock()
 
@@ -204,6 +208,21 @@ class VerdictCache:
     def put(self, key: str, value: dict) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", (key, json.dumps(value)))
+            self._db.commit()
+
+    def claim(self, key: str, seconds: float) -> bool:
+        """The right to ask the judge about `key` for `seconds`, or False while another thread or process
+        (a training process beside this one) holds it. A claim past its time (its holder died) is taken over."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("DELETE FROM claims WHERE key = ? AND until < ?", (key, now))
+            taken = self._db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?)", (key, now + seconds)).rowcount
+            self._db.commit()
+        return taken == 1
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
             self._db.commit()
 
 
@@ -226,7 +245,9 @@ class Judge:
         spec = PRESETS[preset]
         self.preset = preset
         self.model = model or spec.get("model")
-        self.max_concurrency = max(1, int(max_concurrency))
+        # the limit is the run's, not each process's: under a multi-process launch each takes its share
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        self.max_concurrency = max(1, -(-int(max_concurrency) // processes))
         self.timeout_s, self.max_retries = float(timeout_s), int(max_retries)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         # the whole time one item may take, every retry and wait included
@@ -303,6 +324,22 @@ class Judge:
         if self._client is None:
             verdict, score, why = rule_grade(answer, reference)
             result = Verdict(score=score, verdict=verdict, rationale=why, final_answer=answer)
+        elif key:  # one paid request per verdict, also when several processes grade the same answer
+            while not self.cache.claim(key, self.item_budget_s):
+                time.sleep(0.05)
+                if hit := self.cache.get(key):
+                    self.ledger.add(cache_hits=1)
+                    return Verdict(**{**hit, "cached": True})
+            try:
+                if hit := self.cache.get(key):  # graded while this one waited for the claim
+                    self.ledger.add(cache_hits=1)
+                    return Verdict(**{**hit, "cached": True})
+                result = self._grade_remote(question, answer, reference)
+                if result.error is None:
+                    self.cache.put(key, {k: v for k, v in asdict(result).items() if k != "cached"})
+            finally:
+                self.cache.release(key)
+            return result
         else:
             result = self._grade_remote(question, answer, reference)
         if key and result.error is None:

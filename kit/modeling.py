@@ -65,6 +65,8 @@ def pick_end() -> str:
         if forced == UNSLOTH and not has_cuda():
             raise CapacityError("KIT_END=unsloth needs a CUDA GPU (unsloth cannot be imported without one)")
         return forced
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # Unsloth trains on one GPU; several processes use this end
+        return TRANSFORMERS
     if has_cuda() and importlib.util.find_spec("unsloth") is not None:
         return UNSLOTH
     return TRANSFORMERS
@@ -222,7 +224,8 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
     from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
                               BitsAndBytesConfig)
 
-    device = "cuda" if has_cuda() else "cpu"
+    # one GPU per process under a multi-process launch (LOCAL_RANK), as DDP expects
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if has_cuda() else "cpu"
     vision = _is_vision_language(path)
     dtype = _dtype(recipe)
     kwargs = {"dtype": dtype, "device_map": device}
@@ -232,7 +235,7 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
             # Qwen3.5's per-head gate projections are a few rows wide: too small to quantise
             # (bitsandbytes' CPU kernel needs blocks of rows), and negligible in memory.
             llm_int8_skip_modules=["lm_head", "in_proj_a", "in_proj_b"],
-            bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or device == "cuda" else torch.float32,
+            bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or device.startswith("cuda") else torch.float32,
         )
     # a vision-language checkpoint keeps its vision tower (merged and saved as it was); text-only training
     # passes through it untouched
@@ -290,11 +293,13 @@ def restore_full_module_dtypes(loaded: Loaded, model) -> None:
 
 
 def precision_args(recipe: Recipe) -> dict:
-    """bf16/fp16 trainer flags that match the dtype the model is loaded in on this machine."""
+    """Trainer flags for this machine: bf16/fp16 as the dtype the model is loaded in, and `use_cpu` where
+    there is no GPU (accelerate then runs several CPU processes as one job, over gloo; without it they
+    each train alone, with no error)."""
     import torch
 
     dtype = _dtype(recipe)
-    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16, "use_cpu": not has_cuda()}
 
 
 def peak_memory_logger():

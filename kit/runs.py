@@ -22,6 +22,54 @@ def runs_root() -> Path:
     return Path.cwd() / "runs"
 
 
+def launch() -> dict:
+    """How this process was launched: one process, or one of several (`torchrun`, `accelerate launch`),
+    from the variables those launchers set."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    out = {"world_size": world, "rank": int(os.environ.get("RANK", "0")),
+           "local_rank": int(os.environ.get("LOCAL_RANK", "0"))}
+    if world > 1:
+        from accelerate import PartialState
+
+        out["backend"] = PartialState().backend
+    return out
+
+
+def is_main() -> bool:
+    """The process that writes a stage's files (the only one, or rank 0 of several)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def start_processes() -> None:
+    """Under a multi-process launch, join the process group now (accelerate's PartialState, as the
+    trainer would later: gloo on a CPU, NCCL on GPUs), so that the main process can prepare the stage's
+    folder while the others wait at `wait_for_main`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())  # the state the trainer's arguments then find
+
+
+def wait_for_main() -> None:
+    """Every process waits here until the main process has written what the others read next."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def gather(value) -> list:
+    """`value` from every process, in rank order (one process: [value])."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 def stage_dir(recipe: Recipe | str, stage: str) -> Path:
     name = recipe if isinstance(recipe, str) else recipe.name
     return runs_root() / name / stage
@@ -30,6 +78,8 @@ def stage_dir(recipe: Recipe | str, stage: str) -> Path:
 def start_stage(recipe: Recipe, stage: str, *, quiet: bool = False) -> Path:
     """Create the stage folder, save and print the resolved recipe."""
     out = stage_dir(recipe, stage)
+    if not is_main():  # one writer: the main process (the others find the folder after `wait_for_main`)
+        return out
     out.mkdir(parents=True, exist_ok=True)
     path = save_resolved(recipe, out)
     if not quiet:
@@ -66,6 +116,8 @@ def require(recipe: Recipe, stage: str, filename: str) -> Path:
 def fresh_checkpoints(ckpt_dir: Path, recipe: Recipe, stage: str) -> None:
     """Checkpoints made under other settings for this stage are not resumed from: they are removed."""
     stamp, current = ckpt_dir / "stage_hash", recipe.stage_hash(stage)
+    if not is_main():
+        return
     if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != current):
         print(f"[kit] {ckpt_dir} holds checkpoints of other {stage} settings: starting afresh")
         shutil.rmtree(ckpt_dir)
@@ -84,15 +136,16 @@ def train_resumable(trainer, resume: str | None, adapter_dir: Path, loaded) -> f
     processor for a vision-language checkpoint); return seconds."""
     from .modeling import peak_memory_logger
 
-    if resume:
+    if resume and is_main():
         print(f"[kit] resuming from {resume}")
     # first, so the printing callbacks see the figure it adds to each log line
     trainer.callback_handler.callbacks.insert(0, peak_memory_logger())
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
-    trainer.model.save_pretrained(adapter_dir)
-    loaded.save_tokenizer(adapter_dir)
+    if is_main():
+        trainer.model.save_pretrained(adapter_dir)
+        loaded.save_tokenizer(adapter_dir)
     return seconds
 
 

@@ -19,7 +19,8 @@ from .generation import HFEngine, Sampling, prompt_texts, texts
 from .modeling import (Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
                        restore_full_module_dtypes)
 from .recipe import Recipe, RecipeError, check_trainer_keys
-from .runs import fresh_checkpoints, last_checkpoint, require, start_stage, train_resumable, write_metrics
+from .runs import (fresh_checkpoints, is_main, last_checkpoint, launch, require, start_processes, start_stage,
+                   train_resumable, wait_for_main, write_metrics)
 
 
 def build_config(recipe: Recipe, output_dir: Path):
@@ -33,10 +34,14 @@ def build_config(recipe: Recipe, output_dir: Path):
     return SFTConfig(output_dir=str(output_dir), **args)
 
 
-def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe) -> tuple[float, list[str]]:
+def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe) -> tuple[float | None, list[str]]:
     """Greedy answers to held-out questions and the strict format-adherence fraction. The model being
     trained is in memory, so this generates with it directly (the hf engine), in the inference mode of
-    the Unsloth class that loaded it (FastVisionModel or FastLanguageModel)."""
+    the Unsloth class that loaded it (FastVisionModel or FastLanguageModel). Under a multi-process
+    launch only the main process checks (it alone reports); the others return (None, [])."""
+    if not is_main():
+        return None, []
+    model = getattr(model, "module", model)  # the model itself, not its DDP wrapper
     loaded.for_inference()
     prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": q}] for q in questions])
     engine = HFEngine(model, loaded.tokenizer)
@@ -83,6 +88,7 @@ def prepare(recipe: Recipe) -> SFTSession:
     from trl import SFTTrainer
 
     check_capacity(recipe)  # before anything is read or loaded
+    start_processes()
     out = start_stage(recipe, "sft")
     if not recipe.data.sft:
         raise RecipeError(f"recipe '{recipe.name}' has no SFT data (data.sft is empty): it starts at the rl stage")
@@ -90,12 +96,14 @@ def prepare(recipe: Recipe) -> SFTSession:
     val_rows = read_jsonl(require(recipe, "data", "sft_val.jsonl"))
     ckpt_dir = out / "checkpoints"
     fresh_checkpoints(ckpt_dir, recipe, "sft")
+    wait_for_main()  # the folder and the checkpoints every process resumes from are settled
     config = build_config(recipe, ckpt_dir)
     loaded = load_model(recipe)
 
     questions = format_check_questions(recipe, val_rows)
     before, before_outs = format_check(loaded, loaded.model, questions, recipe)
-    print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} questions it does not train on")
+    if is_main():
+        print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} questions it does not train on")
 
     train_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
     val_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in val_rows]) if val_rows else None
@@ -121,6 +129,8 @@ def train(session: SFTSession) -> dict:
     history = loss_history(trainer.state.log_history)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     after, after_outs = format_check(session.loaded, trainer.model, session.questions, recipe)
+    if not is_main():  # the main process writes the adapter, the metrics and the card
+        return {"rank": launch()["rank"]}
     print(f"[kit] format adherence after SFT: {after:.2f}")
 
     steps = trainer.state.global_step
@@ -136,7 +146,7 @@ def train(session: SFTSession) -> dict:
         "loss_history": history,
         "format_adherence_before": session.before, "format_adherence_after": after,
         "format_check": {"questions": session.questions, "before": session.before_outputs, "after": after_outs},
-        "train_rows": session.train_rows, "val_rows": session.val_rows,
+        "train_rows": session.train_rows, "val_rows": session.val_rows, "launch": launch(),
         **peak_memory_mb(),
     }
     write_metrics(out, metrics)

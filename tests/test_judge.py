@@ -164,3 +164,38 @@ def test_rule_judge_needs_no_network():
     j = Judge("rule")
     v = j.grade(["q"] * 2, [completion("Naloxone"), completion("Aspirin")], ["Naloxone"] * 2)
     assert [x.score for x in v] == [1.0, 0.0] and j.ledger.calls == 0
+
+
+GRADE_IN_A_PROCESS = """
+import json, sys, time
+from kit.judge import Judge
+url, cache, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+judge = Judge("openai-compatible", base_url=url, model="fake-judge", api_key="sk-test", cache_path=cache,
+              max_concurrency=4)
+answers = ["\\n</think>\\n\\nanswer %d" % i for i in range(8)]
+time.sleep(max(0.0, start_at - time.time()))  # both processes start grading together
+verdicts = judge.grade(["q [[correct]]"] * 8, answers, ["ref"] * 8)
+print(json.dumps({"errors": sum(v.error is not None for v in verdicts), "cached": sum(v.cached for v in verdicts),
+                  "calls": judge.ledger.calls}))
+"""
+
+
+def test_two_training_processes_grading_the_same_answers_pay_for_each_once(tmp_path):
+    """Under a two-process launch both processes share the run's judge cache: an answer one of them is
+    having judged is waited for, not asked again."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    with FakeOpenAI(latency_s=0.3) as server:
+        start_at = str(time.time() + 8)  # after both have imported the kit
+        procs = [subprocess.Popen([sys.executable, "-c", GRADE_IN_A_PROCESS, server.url, str(tmp_path / "cache.sqlite"),
+                                   start_at],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "WORLD_SIZE": "2"}) for _ in range(2)]
+        results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    assert server.requests == 8, (server.requests, results)  # one request per answer, not two
+    assert [r["errors"] for r in results] == [0, 0]
+    assert sum(r["calls"] for r in results) == 8 and sum(r["cached"] for r in results) == 8
+    assert server.max_in_flight <= 4  # max_concurrency 4 is the run's: 2 per process
