@@ -12,8 +12,6 @@ can carry an uploaded image, sent as an OpenAI `image_url` part.
 
 from __future__ import annotations
 
-import base64
-import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,36 +38,18 @@ def preset(recipe: Recipe, thinking: bool, max_new_tokens: int = 512) -> Samplin
     return Sampling.from_preset(p, max_new_tokens)
 
 
-def image_part(path: str) -> dict:
-    """An uploaded image file as an OpenAI `image_url` content part (a base64 data URL)."""
-    from PIL import Image
-
-    data = Path(path).read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            kind = (im.format or "png").lower()
-    except Exception as e:
-        raise ValueError(f"{Path(path).name} is not an image this demo can read ({type(e).__name__})") from None
-    return {"type": "image_url", "image_url": {"url": f"data:image/{kind};base64,{base64.b64encode(data).decode()}"}}
-
-
 def images_in(messages: list[dict]) -> list:
-    """The images of a conversation's `image_url` parts (data URLs), in order, as PIL images."""
-    from PIL import Image
+    """The images of a conversation's `image_url` parts, in order, as Pillow images."""
+    from . import images
 
-    out = []
-    for m in messages:
-        for part in m["content"] if isinstance(m.get("content"), list) else []:
-            if part.get("type") == "image_url":
-                url = part["image_url"]["url"]
-                if not url.startswith("data:"):
-                    raise ValueError("this backend reads images sent as data URLs only")
-                out.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
-    return out
+    return [images.read(part["image_url"]["url"]) for m in messages
+            for part in (m["content"] if isinstance(m.get("content"), list) else []) if part.get("type") == "image_url"]
 
 
 def user_content(content):
     """A user turn of the Chatbot (text, or text with an image file, in Gradio's shapes) → OpenAI content."""
+    from . import images
+
     if isinstance(content, str):
         return content
     items = content if isinstance(content, list) else [content]
@@ -80,7 +60,7 @@ def user_content(content):
         elif item.get("type") == "text":
             parts.append({"type": "text", "text": item["text"]})
         else:  # a file: {"path": ...}, or {"type": "file", "file": {"path": ...}}
-            parts.append(image_part((item.get("file") or item)["path"]))
+            parts.append(images.file_part((item.get("file") or item)["path"]))
     return parts
 
 

@@ -230,15 +230,12 @@ def write_projector(recipe: Recipe, merged_dir: Path, text_gguf: Path) -> dict |
     with Timer() as t:
         path = gguf.convert(merged_dir, text_gguf.parent / f"mmproj-{recipe.name}-f16.gguf", outtype="f16",
                             extra_args=["--mmproj"])
-    import base64
-    import io
-
     from PIL import Image
-
-    png = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(png, format="PNG")
-    image = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
     from transformers import AutoTokenizer
+
+    from . import images
+
+    image = images.data_url(Image.new("RGB", (64, 64), (200, 30, 30)))
 
     tokenizer, question = AutoTokenizer.from_pretrained(merged_dir), {"type": "text", "text": "What is shown?"}
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": parts}], tokenize=False,

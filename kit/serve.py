@@ -89,7 +89,6 @@ def check_tools(tools) -> list[dict] | None:
 TEXT_ONLY = ("this server runs a text-only GGUF through llama.cpp (no vision projector beside it; the export "
              "writes one, mmproj-*.gguf, for vision-language checkpoints): send text, or serve a vision-language "
              "checkpoint")
-IMAGE_FETCH_TIMEOUT_S = 10
 
 
 def template_messages(messages: list, vision: bool = False) -> tuple[list, list[str]]:
@@ -129,33 +128,17 @@ def template_messages(messages: list, vision: bool = False) -> tuple[list, list[
 
 
 def read_image(image_url, where: str) -> str:
-    """An `image_url` (a data URL, or an http(s) URL fetched with a time limit) read and checked with
-    Pillow, as a PNG data URL: a 400 naming the part when it is no image."""
-    import base64
-    import io
-    import urllib.request
-
-    from PIL import Image
+    """An `image_url` part's image, read and checked (`images.read`), as a PNG data URL: a 400 naming the
+    part when it holds none."""
+    from . import images
 
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str) or not url:
         raise BadRequest(f"{where}.image_url needs a 'url'")
     try:
-        if url.startswith("data:"):
-            data = base64.b64decode(url.split(",", 1)[1], validate=False)
-        elif url.startswith(("http://", "https://")):
-            with urllib.request.urlopen(url, timeout=IMAGE_FETCH_TIMEOUT_S) as f:
-                data = f.read()
-        else:
-            raise BadRequest(f"{where}.image_url.url must be a data: or http(s): URL")
-        with Image.open(io.BytesIO(data)) as im:
-            png = io.BytesIO()
-            im.convert("RGB").save(png, format="PNG")
-    except BadRequest:
-        raise
-    except Exception as e:
-        raise BadRequest(f"{where} is not an image that can be read ({type(e).__name__}: {e})") from None
-    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+        return images.data_url(images.read(url))
+    except ValueError as e:
+        raise BadRequest(f"{where}.image_url.url {e}" if str(e).startswith("must") else f"{where} {e}") from None
 
 
 def openai_tool_calls(parsed: list[dict]) -> list[dict]:
