@@ -313,38 +313,40 @@ class Judge:
             return backoff
         return None  # 400, 401, 403, 404...: retrying will not help
 
+    def _cached(self, key: str | None) -> Verdict | None:
+        if key and (hit := self.cache.get(key)):
+            self.ledger.add(cache_hits=1)
+            return Verdict(**{**hit, "cached": True})
+        return None
+
     def _grade_one(self, question: str, completion: str, reference: str) -> Verdict:
         answer = final_answer(completion)
         if not answer:
             return Verdict(score=0.0, verdict="incorrect", rationale="no final answer after </think>")
         key = VerdictCache.key(self.model, question, answer, reference) if self.cache else None
-        if key and (hit := self.cache.get(key)):
-            self.ledger.add(cache_hits=1)
-            return Verdict(**{**hit, "cached": True})
-        if self._client is None:
-            verdict, score, why = rule_grade(answer, reference)
-            result = Verdict(score=score, verdict=verdict, rationale=why, final_answer=answer)
-        elif key:  # one paid request per verdict, also when several processes grade the same answer
-            while not self.cache.claim(key, self.item_budget_s):
-                time.sleep(0.05)
-                if hit := self.cache.get(key):
-                    self.ledger.add(cache_hits=1)
-                    return Verdict(**{**hit, "cached": True})
-            try:
-                if hit := self.cache.get(key):  # graded while this one waited for the claim
-                    self.ledger.add(cache_hits=1)
-                    return Verdict(**{**hit, "cached": True})
+        if cached := self._cached(key):
+            return cached
+        # one paid request per verdict, also when several processes (or threads) grade the same answer: the
+        # first claims it, the others wait for its verdict in the cache
+        claimed = bool(key) and self._client is not None
+        while claimed and not self.cache.claim(key, self.item_budget_s):
+            time.sleep(0.05)
+            if cached := self._cached(key):
+                return cached
+        try:
+            if claimed and (cached := self._cached(key)):  # graded while this one waited for the claim
+                return cached
+            if self._client is None:
+                verdict, score, why = rule_grade(answer, reference)
+                result = Verdict(score=score, verdict=verdict, rationale=why, final_answer=answer)
+            else:
                 result = self._grade_remote(question, answer, reference)
-                if result.error is None:
-                    self.cache.put(key, {k: v for k, v in asdict(result).items() if k != "cached"})
-            finally:
-                self.cache.release(key)
+            if key and result.error is None:
+                self.cache.put(key, {k: v for k, v in asdict(result).items() if k != "cached"})
             return result
-        else:
-            result = self._grade_remote(question, answer, reference)
-        if key and result.error is None:
-            self.cache.put(key, {k: v for k, v in asdict(result).items() if k != "cached"})
-        return result
+        finally:
+            if claimed:
+                self.cache.release(key)
 
     def _grade_remote(self, question: str, answer: str, reference: str) -> Verdict:
         deadline = time.monotonic() + self.item_budget_s
