@@ -76,18 +76,20 @@ serve: setup
 
 # NPROC=8 trains SFT and RL as one job of 8 processes (one per GPU, transformers+peft end) through
 # `accelerate launch` with ACCELERATE_CONFIG (kit/accelerate/ddp.yaml, fsdp.yaml or zero3.yaml); data,
-# export and eval run once, after them.
+# export and eval run once (`python -m kit launch`). With SET='rl.vllm_mode=server' the launch starts
+# `trl vllm-serve` for the rollouts on rl.vllm_server_gpus more GPUs (NPROC=7 on a node of 8).
 NPROC ?= 1
 ACCELERATE_CONFIG ?= kit/accelerate/ddp.yaml
 train-4b: RECIPE = qwen3.5-4b-gspo
 train-27b: RECIPE = qwen3.6-27b-grpo
 workshop: RECIPE = workshop
 train-4b train-27b workshop: setup
-	$(PY) -m kit check --recipe $(RECIPE) --processes $(NPROC) $(SETS)
-	@if [ "$(NPROC)" != 1 ]; then set -e; $(PY) -m kit data --recipe $(RECIPE) $(SETS); \
-		for stage in sft rl; do $(PY) -m accelerate.commands.launch --config_file $(ACCELERATE_CONFIG) \
-			--num_processes $(NPROC) -m kit $$stage --recipe $(RECIPE) $(SETS); done; fi
-	$(PY) -m kit pipeline --recipe $(RECIPE) $(SETS) $(if $(filter 1,$(NPROC)),$(FORCE_FLAG),)
+	$(PY) -m kit check --recipe $(RECIPE) --processes $(NPROC) --config $(ACCELERATE_CONFIG) $(SETS)
+ifeq ($(NPROC),1)
+	$(PY) -m kit pipeline --recipe $(RECIPE) $(SETS) $(FORCE_FLAG)
+else
+	$(PY) -m kit launch --recipe $(RECIPE) --processes $(NPROC) --config $(ACCELERATE_CONFIG) $(SETS)
+endif
 
 gpu-check: setup
 	$(PY) bench/gpu_check.py

@@ -24,11 +24,12 @@ STAGES = {
 }
 
 
-def preflight(recipe, gpu: str | None = None, processes: int = 1) -> int:
+def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | None = None) -> int:
     """Fail before any download or training when the machine or the environment cannot run the recipe:
-    GPU memory and disk estimated per stage (kit.memory), the judge's key."""
+    GPU memory and disk estimated per stage (kit.memory; per GPU of a launch of `processes` with the
+    accelerate `config`), the judge's key."""
     from .judge import Judge
-    from .memory import GPUS, free_disk_gib, report
+    from .memory import GPUS, Sharding, free_disk_gib, report
     from .modeling import UNSLOTH, CapacityError, check_capacity, has_cuda, pick_end
     from .runs import runs_root
 
@@ -43,25 +44,36 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1) -> int:
     else:
         gpus = GPUS
     gpu_recipe = recipe.model.min_gpu_memory_gb != 0
-    table, _, disk = report(recipe, gpus, unsloth=pick_end() == UNSLOTH if has_cuda() else gpu_recipe)
+    launched = processes > 1 or config is not None
+    # a launch's rollout server: server mode with no address given (kit.launch starts it)
+    server_gpus = recipe.rl.vllm_server_gpus if launched and recipe.rl.vllm_mode == "server" and \
+        not recipe.rl.vllm_server_url and recipe.data.rl else 0
+    sharding = Sharding.from_config(config) if launched else None
+    unsloth = False if launched else (pick_end() == UNSLOTH if has_cuda() else gpu_recipe)
+    table, _, disk = report(recipe, gpus, unsloth, processes, sharding, server_gpus)
     print(table, flush=True)
     check_capacity(recipe)
     free = free_disk_gib(runs_root())
     if disk > free:
         raise CapacityError(f"recipe '{recipe.name}' needs about {disk:.0f} GiB of disk for its artefacts; "
                             f"{runs_root()} has {free:.0f} GiB free (set KIT_RUNS_DIR to a larger disk)")
-    if processes > 1:  # what the launch will use (the estimates above are per GPU, for DDP)
-        print(f"[kit] {processes} processes, one per GPU, on the transformers+peft end (Unsloth trains on one "
-              f"GPU): with kit/accelerate/ddp.yaml each GPU holds a whole copy, so each needs the estimate above; "
-              f"fsdp.yaml / zero3.yaml shard the weights and optimizer state over the {processes} GPUs (not "
-              f"estimated here). Global batch = {processes} × the recipe's per-device batch × accumulation; "
-              f"the judge's max_concurrency is shared: {-(-recipe.rl.judge.max_concurrency // processes)} per process.")
-        if has_cuda():
-            import torch
+    if launched:  # what the launch will use
+        from .launch import split_gpus, visible_gpus
 
-            if torch.cuda.device_count() < processes:
-                raise CapacityError(f"{processes} processes need {processes} GPUs; this machine has "
-                                    f"{torch.cuda.device_count()}")
+        print(f"[kit] launch: {processes} training processes, one per GPU, on the transformers+peft end (Unsloth "
+              f"trains on one GPU), {sharding.name}: the rows above are per GPU"
+              f"{'; weights sharded' if sharding.weights else ''}"
+              f"{'; gradients and optimiser state sharded' if sharding.states else ''}"
+              f"{f'; rollout server on {server_gpus} more GPU(s)' if server_gpus else ''}. Global batch = "
+              f"{processes} × the recipe's per-device batch × accumulation; the judge's max_concurrency is shared: "
+              f"{-(-recipe.rl.judge.max_concurrency // processes)} per process.")
+        if has_cuda():
+            from .launch import LaunchError
+
+            try:
+                split_gpus(visible_gpus(), processes, server_gpus)
+            except LaunchError as e:
+                raise CapacityError(str(e)) from None
     judge = Judge(recipe.rl.judge)
     print(f"[kit] {recipe.name}: OK on the {pick_end()} end; disk {disk:.0f} of {free:.0f} GiB free; judge {judge!r}")
     return 0
@@ -88,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="estimate for these GPUs instead of this machine's (default: this GPU, or all without one)")
     p.add_argument("--processes", type=int, default=1,
                    help="training processes (GPUs) of a multi-process launch: what it will use")
+    p.add_argument("--config", default=None, help="the launch's accelerate config (kit/accelerate/*.yaml): "
+                                                  "estimates per GPU with its sharding")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("tiny-model", help="build (or find) the built-in tiny model and print its folder")
 
@@ -101,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+
+    p = sub.add_parser("launch", help="several GPUs as one job: data once, SFT and RL through `accelerate launch` "
+                                      "(and the rollout server where rl.vllm_mode is server), then export and eval")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--processes", type=int, required=True, help="training processes, one per GPU")
+    p.add_argument("--config", default=None,
+                   help="accelerate config (default kit/accelerate/ddp.yaml; fsdp.yaml, zero3.yaml shard the model)")
+
+    p = sub.add_parser("rollout-server", help="`trl vllm-serve` for RL's rollouts (rl.vllm_mode: server) on this "
+                                              "machine's GPUs, tensor-parallel, until Ctrl-C")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 for trainers on other machines")
+    p.add_argument("--port", type=int, default=8000)
 
     p = sub.add_parser("serve", help="OpenAI-compatible endpoint for the exported model (vLLM or llama.cpp)")
     p.add_argument("--recipe", required=True)
@@ -153,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         recipe = load_recipe(args.recipe, args.set)
         if args.command == "check":
-            return preflight(recipe, args.gpu, args.processes)
+            return preflight(recipe, args.gpu, args.processes, args.config)
         if args.command == "pipeline":
             from .pipeline import run as run_pipeline
 
@@ -164,6 +193,15 @@ def main(argv: list[str] | None = None) -> int:
 
             launch(recipe, args.backend, base_url=args.base_url, model=args.model, share=args.share, port=args.port)
             return 0
+        if args.command == "launch":
+            from .launch import run as run_launch
+
+            run_launch(args.recipe, args.set, args.processes, args.config)
+            return 0
+        if args.command == "rollout-server":
+            from .launch import serve_rollouts
+
+            return serve_rollouts(recipe, args.host, args.port)
         if args.command == "harness":
             from .harness import run as run_harness
 
@@ -181,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # stage errors that carry their own clear message
-        if type(e).__name__ in {"DataError", "CapacityError", "JudgeConfigError", "ExportError", "GGUFError"}:
+        if type(e).__name__ in {"DataError", "CapacityError", "JudgeConfigError", "ExportError", "GGUFError",
+                                  "LaunchError"}:
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise

@@ -259,6 +259,74 @@ def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None)
     return out
 
 
+TRAINING_ROWS = ("sft (train step)", "sft (eval step)", "rl (GSPO/GRPO step)")
+
+
+@dataclass
+class Sharding:
+    """What a multi-process launch splits across its GPUs, read from its accelerate config: DDP nothing;
+    FSDP (FULL_SHARD) and ZeRO-3 the weights, gradients and optimiser state; SHARD_GRAD_OP and ZeRO-2
+    the gradients and optimiser state."""
+
+    name: str
+    weights: bool = False
+    states: bool = False
+
+    @classmethod
+    def from_config(cls, path: str | Path | None) -> "Sharding":
+        import yaml
+
+        if path is None:
+            return cls("ddp")
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+        kind = cfg.get("distributed_type", "MULTI_GPU")
+        if kind == "FSDP":
+            fsdp = cfg.get("fsdp_config") or {}
+            full = str(fsdp.get("fsdp_reshard_after_forward", fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")))
+            return cls("fsdp", weights=full in ("FULL_SHARD", "1", "True", "true"), states=True)
+        if kind == "DEEPSPEED":
+            stage = int((cfg.get("deepspeed_config") or {}).get("zero_stage", 0))
+            return cls(f"zero{stage}", weights=stage >= 3, states=stage >= 2)
+        return cls("ddp")
+
+
+def per_gpu(recipe: Recipe, c: Counts, stages: list[Estimate], processes: int, sharding: Sharding,
+            server_gpus: int = 0, n: Lengths | None = None) -> list[Estimate]:
+    """The estimates of a launch of `processes` training processes, per GPU. Sharded weights: 1/N of
+    them, plus two decoder layers gathered whole (the one computing and the one prefetched); sharded
+    gradients and optimiser state: 1/N. Activations, logits and rollouts are per process, as on one GPU.
+    Export and eval run afterwards on one GPU. With a rollout server: its row, per server GPU (vLLM
+    tensor-parallel: weights and KV cache split), for one generation batch of every process."""
+    n = n or Lengths(recipe.model.max_seq_length, PROMPT_TOKENS)
+    layer = c.linear * (0.52 if recipe.model.load_in_4bit else 2) / c.layers
+    out = []
+    for e in stages:
+        if e.stage not in TRAINING_ROWS or processes == 1:
+            out.append(e)
+            continue
+        terms = {}
+        for k, v in e.terms.items():
+            if k == "weights" and sharding.weights:
+                terms[f"weights (1/{processes})"] = v / processes
+                terms["2 layers gathered"] = 2 * layer
+            elif k == "LoRA + optimiser" and sharding.states:
+                terms[f"LoRA + optimiser (1/{processes})"] = v / processes
+            else:
+                terms[k] = v
+        out.append(Estimate(f"{e.stage}, per GPU ({sharding.name})", terms, e.needed))
+    if server_gpus and recipe.data.rl:
+        rl = recipe.rl.trainer
+        # TRL generates per_device batch × steps_per_generation (default: the accumulation steps) × processes
+        steps = rl.get("steps_per_generation", rl.get("gradient_accumulation_steps", 1))
+        batch = rl.get("per_device_train_batch_size", 8) * steps * processes
+        tokens = n.prompt + rl.get("max_completion_length", 256)
+        # vLLM takes 0.9 of each server GPU and queues what its KV cache does not hold: the weights must fit
+        out.append(Estimate(f"rl rollout server (vLLM, per GPU of {server_gpus}; the batch at once)", {
+            f"weights (16-bit, 1/{server_gpus})": c.total * 2 / server_gpus,
+            f"KV cache + state ({batch} × {tokens} tokens)": generation(c, batch, tokens) / server_gpus}, needed=False))
+    return out
+
+
 def disk(recipe: Recipe, c: Counts) -> dict[str, float]:
     """Bytes each artefact takes on disk: the download, the merged model, the GGUF files, checkpoints."""
     out = {"download (16-bit checkpoint)": c.total * 2.0} if not recipe.model.name_or_path.startswith("builtin:") else {}
@@ -285,11 +353,14 @@ def free_disk_gib(path: Path) -> float:
     return shutil.disk_usage(path).free / GiB
 
 
-def report(recipe: Recipe, gpus: dict[str, float], unsloth: bool = True) -> tuple[str, float, float]:
-    """(the printed table, the peak stage in GiB, the disk needed in GiB)."""
+def report(recipe: Recipe, gpus: dict[str, float], unsloth: bool = True, processes: int = 1,
+           sharding: Sharding | None = None, server_gpus: int = 0) -> tuple[str, float, float]:
+    """(the printed table, the peak stage in GiB, the disk needed in GiB); per GPU of a launch of
+    `processes` training processes sharded as `sharding` (and a rollout server on `server_gpus`)."""
     c = count(model_config(recipe), recipe)
     n = lengths(recipe)
-    stages = estimate(recipe, c, unsloth, n)
+    stages = per_gpu(recipe, c, estimate(recipe, c, unsloth, n), processes, sharding or Sharding("ddp"),
+                     server_gpus, n)
     end = "Unsloth end (chunked loss)" if unsloth else "transformers+peft end (logits materialised)"
     lines = [f"{recipe.name}: {recipe.model.name_or_path}, {c.total / 1e9:.2f}B parameters "
              f"({c.text / 1e9:.2f}B language model{', vision-language' if c.vision_language else ''}), "

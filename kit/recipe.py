@@ -114,7 +114,8 @@ class RLStage:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     generation: str = "auto"  # rollouts: auto | vllm | hf (auto = vLLM where installed and the model is supported)
     vllm_mode: str = "colocate"  # colocate (vLLM shares the training GPU) | server (`trl vllm-serve` elsewhere)
-    vllm_server_url: str | None = None  # server mode: the `trl vllm-serve` address
+    vllm_server_url: str | None = None  # server mode: the `trl vllm-serve` address (none: `kit launch` starts one)
+    vllm_server_gpus: int = 1  # server mode under `kit launch`: GPUs the server takes (tensor-parallel), after the training ones
     gpu_memory_utilization: float = 0.5  # colocate: share of the GPU for vLLM's weights + KV cache
     trainer: dict = field(default_factory=dict)  # TRL GRPOConfig arguments
 
@@ -216,19 +217,31 @@ class Recipe:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
+    def identity(self) -> dict:
+        """The resolved recipe less where things run (PLACEMENT): the same run through another
+        server address is the same run."""
+        d = self.to_dict()
+        for section, key in PLACEMENT:
+            d[section].pop(key, None)
+        return d
+
     def hash(self) -> str:
         """Stable hash of the whole resolved recipe."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def stage_hash(self, stage: str) -> str:
         """Hash of what a stage's outputs depend on (its sections and every earlier stage's), so that
         changing RL settings does not make the SFT stage out of date."""
         upto = STAGE_SECTIONS[: [s for s, _ in STAGE_SECTIONS].index(stage) + 1]
-        d = self.to_dict()
+        d = self.identity()
         sections = {k: d[k] for _, keys in upto for k in keys}
         return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+
+# Settings that say where a stage runs, not what it makes: left out of the hashes, so that a launch that
+# started the rollout server on some port leaves RL up to date for the pipeline that follows it.
+PLACEMENT = [("rl", "vllm_server_url"), ("rl", "vllm_server_gpus")]
 
 # Stages in order, each with the recipe sections it adds to what the earlier ones read.
 STAGE_SECTIONS = [("data", ["model", "data"]), ("sft", ["lora", "sft"]), ("rl", ["rl"]),

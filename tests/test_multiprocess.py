@@ -104,37 +104,3 @@ def test_the_shipped_accelerate_configs_are_accepted_by_accelerate():
     assert kinds["ddp"].distributed_type == DistributedType.MULTI_GPU
     assert kinds["fsdp"].distributed_type == DistributedType.FSDP and kinds["fsdp"].fsdp_config["fsdp_use_orig_params"]
     assert kinds["zero3"].distributed_type == DistributedType.DEEPSPEED and kinds["zero3"].deepspeed_config["zero_stage"] == 3
-
-
-def test_kit_check_and_make_say_what_a_multi_process_launch_uses():
-    root = CONFIGS.parent.parent
-    out = subprocess.run([sys.executable, "-m", "kit", "check", "--recipe", "tiny", "--processes", "2"],
-                         capture_output=True, text=True, timeout=120, cwd=root)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "2 processes, one per GPU, on the transformers+peft end" in out.stdout
-    assert "max_concurrency is shared: 8 per process" in out.stdout  # the tiny recipe's 16, over 2
-    plan = subprocess.run(["make", "-n", "workshop", "NPROC=2"], capture_output=True, text=True, timeout=120, cwd=root)
-    assert "--processes 2" in plan.stdout
-    assert "accelerate.commands.launch --config_file kit/accelerate/ddp.yaml" in plan.stdout
-    assert "--num_processes 2 -m kit $stage --recipe workshop" in plan.stdout
-
-
-@pytest.mark.slow
-def test_two_cpu_processes_run_gspo_as_one_job_with_one_ledger(tmp_path):
-    runs = tmp_path / "runs"
-    data(runs)
-    sft = subprocess.run(command(1, 8, ["sft.trainer.max_steps=10", "sft.format_check_questions=2"]),
-                         env=env_for(runs), capture_output=True, text=True, timeout=600)
-    assert sft.returncode == 0, sft.stderr[-2000:]
-    rl = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "kit", "rl",
-                         "--recipe", "tiny", "--set", "rl.trainer.max_steps=4",
-                         "--set", "rl.trainer.per_device_train_batch_size=4"],  # 2 × 4 = the recipe's 8 completions
-                        env=env_for(runs), capture_output=True, text=True, timeout=900)
-    assert rl.returncode == 0, rl.stderr[-3000:]
-    m = json.loads((runs / "tiny" / "rl" / "metrics.json").read_text())
-    assert rl.stdout.count("rl done") == 1 and m["launch"]["world_size"] == 2 and m["steps"] == 4
-    assert m["adapter_max_abs_change"] > 0
-    # every completion of both processes counted once in the run's ledger: 2 generation rounds × 8 × 2
-    counts = m["judge"]["reward_counts"]
-    assert counts["graded"] + counts["broken_format"] + counts["skipped"] == 2 * 8 * 2, counts
-    assert json.loads((runs / "tiny" / "rl" / "judge_ledger.json").read_text())["reward_counts"] == counts

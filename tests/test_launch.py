@@ -1,0 +1,183 @@
+"""`python -m kit launch` (several processes as one job, then export and eval once), the rollout server
+it starts for RL in TRL's server mode (`trl vllm-serve`, here through vLLM's CPU build in .venv-vllm),
+and what `kit check` estimates per GPU of a launch.
+
+What cannot run here: TRL pushes the trainer's weights into the server over NCCL, which needs a CUDA
+GPU on the trainer (its VLLMClient.init_communicator refuses any other device), so on a CPU a server-mode
+recipe trains with HF rollouts and says why; the server itself and TRL's client generating from it run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kit.launch import LaunchError, rollout_server_command, split_gpus
+from kit.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "kit" / "accelerate"
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def test_the_rollout_server_takes_the_gpus_after_the_training_ones():
+    eight = [str(i) for i in range(8)]
+    assert split_gpus(eight, 7, 1) == (eight[:7], ["7"])
+    assert split_gpus(eight, 4, 2) == (eight[:4], ["4", "5"])
+    assert split_gpus(["2", "5"], 1, 1) == (["2"], ["5"])  # names as CUDA_VISIBLE_DEVICES gave them
+    with pytest.raises(LaunchError, match=r"need 9 GPUs; this machine has 8 \(--processes 7\)"):
+        split_gpus(eight, 8, 1)
+    assert split_gpus([], 2, 1) == ([], [])  # CPU processes: no GPUs to hand out, no server
+
+
+def test_the_rollout_server_command_is_trls_vllm_serve():
+    cmd = rollout_server_command(load_recipe("tiny"), "127.0.0.1", 8123, gpus=2)
+    text = " ".join(cmd)
+    # TRL's own settings for its trainers: the NCCL weight-transfer engine, processed log-probabilities
+    assert '--weight-transfer-config {"backend": "nccl"}' in text and "--logprobs-mode processed_logprobs" in text
+    assert "--tensor-parallel-size 2" in text and "--port 8123" in text
+    r = load_recipe("tiny")
+    assert f"--max-model-len {r.model.max_seq_length + r.rl.trainer['max_completion_length']}" in text
+    assert "tiny-qwen3.5" in text  # the base: TRL pushes the merged LoRA weights into it
+
+
+def test_where_the_rollouts_are_served_does_not_change_what_rl_makes():
+    a = load_recipe("tiny", ["rl.vllm_mode=server"])
+    b = load_recipe("tiny", ["rl.vllm_mode=server", "rl.vllm_server_url=http://127.0.0.1:41234",
+                             "rl.vllm_server_gpus=2"])
+    assert a.stage_hash("rl") == b.stage_hash("rl") and a.hash() == b.hash()
+    assert a.stage_hash("rl") != load_recipe("tiny").stage_hash("rl")  # the mode itself is part of the run
+
+
+def test_server_mode_on_a_cpu_generates_with_hf_and_says_why():
+    from kit.generation import GenerationError
+    from kit.modeling import TRANSFORMERS, UNSLOTH
+    from kit.rl import rollout_engine
+
+    with_url = ["rl.vllm_mode=server", "rl.vllm_server_url=http://127.0.0.1:8000"]
+    engine, why = rollout_engine(load_recipe("tiny", with_url), TRANSFORMERS)
+    assert engine == "hf" and ("NCCL" in why or "not installed" in why), why
+    with pytest.raises(GenerationError):
+        rollout_engine(load_recipe("tiny", [*with_url, "rl.generation=vllm"]), TRANSFORMERS)
+    with pytest.raises(Exception, match="rl.vllm_mode must be colocate or server"):
+        rollout_engine(load_recipe("tiny", ["rl.vllm_mode=remote"]), UNSLOTH)
+
+
+def test_kit_check_estimates_per_gpu_with_the_launchs_sharding():
+    from kit.memory import Sharding, count, estimate, model_config, per_gpu
+
+    kinds = {n: Sharding.from_config(CONFIGS / f"{n}.yaml") for n in ("ddp", "fsdp", "zero3")}
+    assert (kinds["ddp"].weights, kinds["ddp"].states) == (False, False)
+    assert kinds["fsdp"].weights and kinds["fsdp"].states and kinds["zero3"].weights and kinds["zero3"].states
+    recipe = load_recipe("qwen3.5-4b-gspo-bf16")
+    c = count(model_config(recipe), recipe)
+    one = {e.stage: e for e in estimate(recipe, c, unsloth=False)}
+    ddp = {e.stage.split(",")[0]: e for e in per_gpu(recipe, c, list(one.values()), 8, kinds["ddp"])}
+    fsdp = {e.stage.split(",")[0]: e for e in per_gpu(recipe, c, list(one.values()), 8, kinds["fsdp"])}
+    step = "sft (train step)"
+    assert ddp[step].total == one[step].total  # DDP: a whole copy per GPU
+    w = one[step].terms["weights"]
+    assert fsdp[step].terms["weights (1/8)"] == w / 8 and 0 < fsdp[step].terms["2 layers gathered"] < w / 8
+    assert fsdp[step].total < one[step].total - 0.5 * w  # most of the 16-bit weights gone from each GPU
+    assert fsdp["eval (HF generate)"].total == one["eval (HF generate)"].total  # eval runs once, on one GPU
+    server = per_gpu(recipe, c, list(one.values()), 7, kinds["ddp"], server_gpus=2)[-1]
+    assert server.stage.startswith("rl rollout server") and server.terms["weights (16-bit, 1/2)"] == c.total
+
+
+def test_kit_check_prints_the_launch():
+    out = subprocess.run([sys.executable, "-m", "kit", "check", "--recipe", "tiny", "--processes", "2", "--config",
+                          str(CONFIGS / "fsdp.yaml")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 training processes, one per GPU, on the transformers+peft end" in out.stdout
+    assert "sft (train step), per GPU (fsdp)" in out.stdout and "weights sharded" in out.stdout
+    assert "max_concurrency is shared: 8 per process" in out.stdout  # the tiny recipe's 16, over 2
+    plan = subprocess.run(["make", "-n", "workshop", "NPROC=2"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "-m kit launch --recipe workshop --processes 2 --config kit/accelerate/ddp.yaml" in plan.stdout
+    assert "kit pipeline" not in plan.stdout
+    assert "-m kit pipeline --recipe workshop" in subprocess.run(["make", "-n", "workshop"], capture_output=True,
+                                                                  text=True, timeout=120, cwd=ROOT).stdout
+
+
+@pytest.mark.slow
+def test_launch_runs_sft_and_gspo_as_one_two_process_job_then_the_rest_once(tmp_path):
+    """The CPU end of `make train-27b NPROC=8 SET='rl.vllm_mode=server'`: data, SFT and GSPO as two
+    processes (accelerate, gloo), then export and eval once, with RL and SFT found up to date."""
+    runs = tmp_path / "runs"
+    sets = ["sft.trainer.max_steps=10", "sft.format_check_questions=2", "sft.format_check_max_new_tokens=16",
+            "rl.trainer.max_steps=4", "rl.trainer.per_device_train_batch_size=4",  # 2 × 4 = the recipe's 8
+            "rl.vllm_mode=server", "export.quantizations=[q8_0]", "eval.max_items=4", "eval.max_new_tokens=16"]
+    proc = subprocess.run([sys.executable, "-m", "kit", "launch", "--recipe", "tiny", "--processes", "2",
+                           *[a for s in sets for a in ("--set", s)]], env={**os.environ, "KIT_RUNS_DIR": str(runs)},
+                          capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    out = proc.stdout
+    assert "rollout server not started: RL generates with hf" in out  # no CUDA here: said, not hidden
+    assert "sft: up to date" in out and "rl: up to date" in out, out[-3000:]  # the pipeline did not redo them
+    sft = json.loads((runs / "tiny" / "sft" / "metrics.json").read_text())
+    rl = json.loads((runs / "tiny" / "rl" / "metrics.json").read_text())
+    assert sft["launch"]["world_size"] == rl["launch"]["world_size"] == 2 and rl["launch"]["backend"] == "gloo"
+    assert out.count("rl done") == 1 and rl["steps"] == 4 and rl["adapter_max_abs_change"] > 0
+    # every completion of both processes counted once in the run's ledger: 2 generation rounds × 8 × 2
+    counts = rl["judge"]["reward_counts"]
+    assert counts["graded"] + counts["broken_format"] + counts["skipped"] == 2 * 8 * 2, counts
+    assert json.loads((runs / "tiny" / "rl" / "judge_ledger.json").read_text())["reward_counts"] == counts
+    assert (runs / "tiny" / "export" / "gguf" / "tiny-q8_0.gguf").exists()
+    assert (runs / "tiny" / "eval" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_kit_starts_trls_rollout_server_and_trls_client_generates_from_it(tmp_path):
+    assert VLLM_PYTHON.exists(), "the CPU lane's vLLM environment is missing: run `make setup`"
+    from kit.serve import free_port
+
+    port = free_port()
+    env = {**os.environ, "KIT_RUNS_DIR": str(tmp_path / "runs")}
+    server = subprocess.Popen([str(VLLM_PYTHON), "-m", "kit", "rollout-server", "--recipe", "tiny", "--port",
+                               str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        client = textwrap.dedent(f"""
+            import json
+            from transformers import AutoTokenizer
+            from trl.generation.vllm_client import VLLMClient
+            from kit.modeling import model_path
+            from kit.recipe import load_recipe
+            tok = AutoTokenizer.from_pretrained(model_path(load_recipe("tiny")))
+            prompt = tok.apply_chat_template([{{"role": "user", "content": "What causes iron deficiency anaemia?"}}],
+                                             tokenize=False, add_generation_prompt=True)
+            c = VLLMClient(base_url="http://127.0.0.1:{port}", connection_timeout=30)
+            out = c.generate(prompts=[prompt], n=4, max_tokens=24, temperature=1.0, top_p=0.95, top_k=20)
+            print(json.dumps(dict(world=c.get_world_size(), transfer=c.get_server_info()["weight_transfer_config"],
+                                  lengths=[len(x) for x in out["completion_ids"]],
+                                  logprobs=[len(x) for x in out["logprobs"]],
+                                  prompt_ids=out["prompt_ids"][0] == tok(prompt)["input_ids"])))
+        """)
+        got = subprocess.run([str(VLLM_PYTHON), "-c", client], capture_output=True, text=True, timeout=300, env=env)
+        assert got.returncode == 0, got.stderr[-3000:]
+        result = json.loads(got.stdout.strip().splitlines()[-1])
+        # TRL's trainer finds what it needs: one worker to join, the NCCL weight-transfer engine, 4 sampled
+        # completions of the prompt it sent, with a log-probability per token for the importance ratios
+        assert result["world"] == 1 and result["transfer"] == {"backend": "nccl"}
+        assert len(result["lengths"]) == 4 and all(n > 0 for n in result["lengths"])
+        assert result["logprobs"] == result["lengths"] and result["prompt_ids"]
+    finally:
+        server.send_signal(signal.SIGTERM)  # the kit stops the server's whole process group
+        server.wait(timeout=120)
+    time.sleep(2)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+    assert f"rl.vllm_server_url=http://127.0.0.1:{port}" in server.stdout.read()
