@@ -50,9 +50,9 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
         not recipe.rl.vllm_server_url and recipe.data.rl else 0
     sharding = Sharding.from_config(config) if launched else None
     unsloth = False if launched else (pick_end() == UNSLOTH if has_cuda() else gpu_recipe)
-    table, _, disk = report(recipe, gpus, unsloth, processes, sharding, server_gpus)
+    table, peak, disk = report(recipe, gpus, unsloth, processes, sharding, server_gpus)
     print(table, flush=True)
-    check_capacity(recipe)
+    check_capacity(recipe, need=round(peak, 1) if launched else None)
     free = free_disk_gib(runs_root())
     if disk > free:
         raise CapacityError(f"recipe '{recipe.name}' needs about {disk:.0f} GiB of disk for its artefacts; "

@@ -324,7 +324,7 @@ def run(recipe: Recipe) -> dict:
     from .modeling import check_capacity, import_end, load_tokenizer, peak_memory_mb
 
     end = import_end()
-    check_capacity(recipe)
+    check_capacity(recipe, ["eval"])
     out = start_stage(recipe, "eval")
     sampling = eval_sampling(recipe)
     items = load_items(recipe)

@@ -283,9 +283,22 @@ class Sharding:
         if kind == "FSDP":
             fsdp = cfg.get("fsdp_config") or {}
             full = str(fsdp.get("fsdp_reshard_after_forward", fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")))
-            return cls("fsdp", weights=full in ("FULL_SHARD", "1", "True", "true"), states=True)
+            return cls("fsdp", weights=full.upper() in ("FULL_SHARD", "1", "TRUE"), states=True)
         if kind == "DEEPSPEED":
             stage = int((cfg.get("deepspeed_config") or {}).get("zero_stage", 0))
+            return cls(f"zero{stage}", weights=stage >= 3, states=stage >= 2)
+        return cls("ddp")
+
+    @classmethod
+    def from_env(cls) -> "Sharding":
+        """The sharding of the launch this process is part of, from what `accelerate launch` exports."""
+        import os
+
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+            full = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", os.environ.get("FSDP_SHARDING_STRATEGY", "full_shard"))
+            return cls("fsdp", weights=full.upper() in ("FULL_SHARD", "1", "TRUE"), states=True)
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0") or 0)
             return cls(f"zero{stage}", weights=stage >= 3, states=stage >= 2)
         return cls("ddp")
 
@@ -339,11 +352,17 @@ def disk(recipe: Recipe, c: Counts) -> dict[str, float]:
     return out
 
 
-def needed_gib(recipe: Recipe, unsloth: bool = True) -> float:
-    """The largest stage estimate, GiB: what the recipe needs of a GPU. vLLM's rows are left out: where
-    vLLM does not fit, generation falls back to HF."""
+def needed_gib(recipe: Recipe, unsloth: bool = True, stages=None) -> float:
+    """The largest estimate of `stages` (default: all), GiB: what they need of a GPU. Inside a launch of
+    several processes, the training rows are per GPU with the launch's sharding (accelerate's
+    environment says which). vLLM's rows are left out: where vLLM does not fit, generation falls back to HF."""
+    import os
+
     c = count(model_config(recipe), recipe)
-    return max(e.total for e in estimate(recipe, c, unsloth, lengths(recipe)) if e.needed) / GiB
+    n = lengths(recipe)
+    rows = per_gpu(recipe, c, estimate(recipe, c, unsloth, n), int(os.environ.get("WORLD_SIZE", "1")),
+                   Sharding.from_env(), n=n)
+    return max([e.total for e in rows if e.needed and (stages is None or e.stage.split()[0] in stages)] or [0]) / GiB
 
 
 def free_disk_gib(path: Path) -> float:

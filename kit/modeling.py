@@ -83,19 +83,20 @@ def import_end() -> str:
     return end
 
 
-def gpu_memory_needed(recipe: Recipe) -> float:
-    """GiB of GPU memory the recipe needs: the recipe's figure, else kit.memory's estimate of its largest
-    stage (0 = runs on a CPU)."""
+def gpu_memory_needed(recipe: Recipe, stages=None) -> float:
+    """GiB of GPU memory the recipe needs: the recipe's figure, else kit.memory's estimate of the largest
+    of `stages` (default: every stage; per GPU inside a multi-process launch). 0 = runs on a CPU."""
     if recipe.model.min_gpu_memory_gb is not None:
         return recipe.model.min_gpu_memory_gb
     from .memory import needed_gib
 
-    return round(needed_gib(recipe, unsloth=pick_end() == UNSLOTH if has_cuda() else True), 1)
+    return round(needed_gib(recipe, unsloth=pick_end() == UNSLOTH if has_cuda() else True, stages=stages), 1)
 
 
-def check_capacity(recipe: Recipe) -> None:
-    """Fail early, with the reason, when this machine cannot run the recipe."""
-    need = gpu_memory_needed(recipe)
+def check_capacity(recipe: Recipe, stages=None, need: float | None = None) -> None:
+    """Fail early, with the reason, when this machine cannot run the recipe's `stages` (default: all),
+    or give a GPU the `need` GiB (`kit check` of a launch: its per-GPU estimate)."""
+    need = gpu_memory_needed(recipe, stages) if need is None or recipe.model.min_gpu_memory_gb is not None else need
     if need <= 0:
         return
     if not has_cuda():
@@ -109,7 +110,8 @@ def check_capacity(recipe: Recipe) -> None:
     total = torch.cuda.get_device_properties(0).total_memory / 2**30
     if total < need:
         raise CapacityError(
-            f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory (its largest stage; "
+            f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory (the largest of its "
+            f"{'stages' if stages is None else ', '.join(stages)}{' per GPU of this launch' if os.environ.get('WORLD_SIZE', '1') != '1' else ''}; "
             f"`python -m kit check --recipe {recipe.name}` shows each); {torch.cuda.get_device_name(0)} has "
             f"{total:.1f} GiB. Try the 'workshop' recipe, or a smaller batch or sequence length."
         )
@@ -155,7 +157,7 @@ def load_model(recipe: Recipe, *, adapter: str | Path | None = None, trainable: 
                load_in_4bit: bool | None = None, fast_inference: bool = False) -> Loaded:
     """Base model (+ a new LoRA, or an existing adapter) on the best end this machine offers.
     `fast_inference` (Unsloth end): a vLLM engine in the same process shares the weights, for rollouts."""
-    check_capacity(recipe)
+    check_capacity(recipe, ["sft", "rl"] if trainable else ["eval", "export"])
     path = model_path(recipe)
     four_bit = recipe.model.load_in_4bit if load_in_4bit is None else load_in_4bit
     end = pick_end()

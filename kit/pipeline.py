@@ -36,11 +36,13 @@ def is_done(recipe: Recipe, stage: str) -> bool:
 def run(recipe: Recipe, force: bool = False, stages: list[str] | None = None) -> dict:
     from .modeling import check_capacity
 
-    check_capacity(recipe)
+    order = stages or STAGES
+    todo = next((i for i, s in enumerate(order) if force or not is_done(recipe, s)), len(order))
+    check_capacity(recipe, order[todo:])  # what will run: after a multi-GPU launch, export and eval on one GPU
     times, status = {}, {}
     rerun_downstream = force
     t0 = time.perf_counter()
-    for stage in stages or STAGES:
+    for stage in order:
         if stage == "sft" and not recipe.data.sft:
             status[stage] = "not in recipe"
             continue

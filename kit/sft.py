@@ -87,7 +87,7 @@ def prepare(recipe: Recipe) -> SFTSession:
     import datasets
     from trl import SFTTrainer
 
-    check_capacity(recipe)  # before anything is read or loaded
+    check_capacity(recipe, ["sft"])  # before anything is read or loaded
     start_processes()
     out = start_stage(recipe, "sft")
     if not recipe.data.sft:

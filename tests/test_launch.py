@@ -90,6 +90,21 @@ def test_kit_check_estimates_per_gpu_with_the_launchs_sharding():
     assert server.stage.startswith("rl rollout server") and server.terms["weights (16-bit, 1/2)"] == c.total
 
 
+def test_a_stage_inside_a_sharded_launch_checks_its_share_of_the_memory(monkeypatch):
+    """The 16-bit 27B: GRPO needs ~96 GiB on one GPU, ~48 GiB per GPU of an 8-way FSDP launch (what
+    each process's capacity check must use), and export and eval after it fit one H100."""
+    from kit.memory import GPUS, Sharding, needed_gib
+
+    r = load_recipe("qwen3.6-27b-grpo", ["model.load_in_4bit=false"])
+    alone, after = needed_gib(r, unsloth=False, stages=["rl"]), needed_gib(r, unsloth=False, stages=["eval", "export"])
+    for k, v in {"WORLD_SIZE": "8", "ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "full_shard"}.items():
+        monkeypatch.setenv(k, v)  # what `accelerate launch --config_file fsdp.yaml` exports to each process
+    assert Sharding.from_env() == Sharding("fsdp", weights=True, states=True)
+    shared = needed_gib(r, unsloth=False, stages=["rl"])
+    assert shared < GPUS["H100"] < alone
+    assert needed_gib(r, unsloth=False, stages=["eval", "export"]) == after < GPUS["H100"]
+
+
 def test_kit_check_prints_the_launch():
     out = subprocess.run([sys.executable, "-m", "kit", "check", "--recipe", "tiny", "--processes", "2", "--config",
                           str(CONFIGS / "fsdp.yaml")], capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import kill_after_checkpoint
 from fake_openai import FakeOpenAI
-from kit import rl
+from kit import modeling, rl
 from kit.recipe import RecipeError, load_recipe
 
 FAST = ["rl.trainer.max_steps=4", "rl.trainer.save_steps=2"]
@@ -49,10 +49,19 @@ def test_rollouts_fall_back_to_hf_loudly_where_vllm_cannot_run(monkeypatch, caps
     monkeypatch.setattr(generation, "vllm_problem", lambda: None)
     engine, why = rl.rollout_engine(load_recipe("tiny"), TRANSFORMERS)
     assert engine == "hf" and "no CUDA GPU" in why
-    # server mode needs the server's address, then runs anywhere
+    # server mode: the trainer pushes its weights over NCCL (a CUDA GPU), to the server at its address
+    assert "NCCL" in rl.rollout_engine(load_recipe("tiny", ["rl.vllm_mode=server"]), TRANSFORMERS)[1]
+    monkeypatch.setattr(modeling, "has_cuda", lambda: True)
     assert "vllm_server_url" in rl.rollout_engine(load_recipe("tiny", ["rl.vllm_mode=server"]), TRANSFORMERS)[1]
     served = load_recipe("tiny", ["rl.vllm_mode=server", "rl.vllm_server_url=http://gen:8000"])
     assert rl.rollout_engine(served, TRANSFORMERS)[0] == "vllm"
+    assert "transformers+peft end" in rl.rollout_engine(served, UNSLOTH)[1]  # TRL's mode, not Unsloth's
+    # a 4-bit base: TRL would push packed 4-bit tensors into vLLM's 16-bit model, in either mode
+    for mode in ("server", "colocate"):
+        engine, why = rl.rollout_engine(load_recipe("tiny", [f"rl.vllm_mode={mode}", "model.load_in_4bit=true",
+                                                             "rl.vllm_server_url=http://gen:8000"]), TRANSFORMERS)
+        assert engine == "hf" and "load_in_4bit=false" in why, why
+    assert rl.rollout_engine(load_recipe("tiny"), TRANSFORMERS)[0] == "vllm"  # colocate, 16-bit, CUDA
     assert rl.vllm_args(served, "vllm", UNSLOTH) == {}  # Unsloth turns use_vllm on from its fast_inference engine
 
 
