@@ -223,22 +223,12 @@ def _load_unsloth(recipe, path, adapter, trainable, four_bit, fast_inference=Fal
 
 def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
     import torch
-    from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
-                              BitsAndBytesConfig)
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
     # one GPU per process under a multi-process launch (LOCAL_RANK), as DDP expects
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if has_cuda() else "cpu"
     vision = _is_vision_language(path)
-    dtype = _dtype(recipe)
-    kwargs = {"dtype": dtype, "device_map": device}
-    if four_bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            # Qwen3.5's per-head gate projections are a few rows wide: too small to quantise
-            # (bitsandbytes' CPU kernel needs blocks of rows), and negligible in memory.
-            llm_int8_skip_modules=["lm_head", "in_proj_a", "in_proj_b"],
-            bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or device.startswith("cuda") else torch.float32,
-        )
+    kwargs = load_kwargs(recipe, four_bit, device)
     # a vision-language checkpoint keeps its vision tower (merged and saved as it was); text-only training
     # passes through it untouched
     model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_pretrained(path, **kwargs)
@@ -247,7 +237,8 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
     processor = AutoProcessor.from_pretrained(path) if vision else None
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-    if four_bit and trainable:
+    # (sharded QLoRA: its fp32 upcasts would break FSDP's one dtype per wrapped unit; TRL skips it too)
+    if four_bit and trainable and "device_map" in kwargs:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
@@ -262,6 +253,31 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit) -> Loaded:
     if not trainable:
         model.eval()
     return Loaded(model, tokenizer, TRANSFORMERS, device, processor)
+
+
+def load_kwargs(recipe: Recipe, four_bit: bool, device: str) -> dict:
+    """`from_pretrained` arguments on the transformers end. Inside a launch that shards the weights
+    (FSDP FULL_SHARD, ZeRO-3) the launcher places them: no device_map (transformers refuses one under
+    ZeRO-3; under FSDP every process would first load the whole model onto its GPU), and 4-bit weights
+    stored in the model's dtype, which FSDP needs to shard them with the rest (bitsandbytes' FSDP-QLoRA)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from .memory import Sharding
+
+    sharded = Sharding.from_env().weights
+    dtype = _dtype(recipe)
+    kwargs = {"dtype": dtype} if sharded else {"dtype": dtype, "device_map": device}
+    if four_bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            # Qwen3.5's per-head gate projections are a few rows wide: too small to quantise
+            # (bitsandbytes' CPU kernel needs blocks of rows), and negligible in memory.
+            llm_int8_skip_modules=["lm_head", "in_proj_a", "in_proj_b"],
+            bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or device.startswith("cuda") else torch.float32,
+            **({"bnb_4bit_quant_storage": dtype} if sharded else {}),
+        )
+    return kwargs
 
 
 def lora_targets(names: list[str], vision: bool) -> list[str] | str:

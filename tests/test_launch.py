@@ -196,3 +196,29 @@ def test_kit_starts_trls_rollout_server_and_trls_client_generates_from_it(tmp_pa
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
     assert f"rl.vllm_server_url=http://127.0.0.1:{port}" in server.stdout.read()
+
+
+def test_inside_a_sharded_launch_4_bit_weights_are_stored_in_the_models_dtype_and_placed_by_it(monkeypatch):
+    """FSDP-QLoRA as bitsandbytes documents it: quant storage = the model's dtype (FSDP shards one dtype
+    per wrapped unit), no device_map (the launcher places the shards; ZeRO-3 refuses one), no
+    prepare_model_for_kbit_training (its fp32 upcasts would mix dtypes). Loaded and trained one step here."""
+    import collections
+
+    import torch
+
+    from kit.modeling import load_kwargs, load_model
+
+    r = load_recipe("tiny", ["model.load_in_4bit=true"])
+    alone = load_kwargs(r, True, "cuda:1")
+    assert alone["device_map"] == "cuda:1" and alone["quantization_config"].bnb_4bit_quant_storage == torch.uint8
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_RESHARD_AFTER_FORWARD", "full_shard")
+    sharded = load_kwargs(r, True, "cuda:1")
+    assert "device_map" not in sharded and sharded["quantization_config"].bnb_4bit_quant_storage == sharded["dtype"]
+    loaded = load_model(r)
+    layers = collections.Counter(type(m).__name__ for _, m in loaded.model.named_modules())
+    assert layers["Linear4bit"] > 0
+    assert {p.dtype for p in loaded.model.parameters()} == {sharded["dtype"]}  # one dtype: FSDP can flatten it
+    ids = loaded.tokenizer("Iron deficiency anaemia", return_tensors="pt").input_ids
+    loaded.model(input_ids=ids, labels=ids).loss.backward()
+    assert any(p.grad is not None for n, p in loaded.model.named_parameters() if "lora_" in n)
