@@ -23,8 +23,8 @@ from .modeling import (TRANSFORMERS, UNSLOTH, Loaded, check_capacity, import_end
                        restore_full_module_dtypes)
 from .recipe import Recipe, RecipeError, check_trainer_keys
 from .rewards import JudgeReward, completion_text, format_reward, make_format_reward
-from .runs import (fresh_checkpoints, gather, is_main, last_checkpoint, launch, require, stage_dir, start_processes,
-                   start_stage, train_resumable, wait_for_main, write_metrics)
+from .runs import (fresh_checkpoints, gather, is_main, last_checkpoint, launch, require, sharded, stage_dir,
+                   start_processes, start_stage, train_resumable, wait_for_main, write_metrics)
 
 # What each algorithm sets unless the recipe says otherwise. GSPO: sequence-level ratios, the GSPO
 # paper's tight clipping range and its per-sequence objective (loss_type "grpo"; Unsloth's notebook
@@ -164,7 +164,25 @@ class RLSession:
 
 
 def lora_snapshot(model) -> dict:
+    """The LoRA weights as they are now ({} inside a launch that shards them: see `adapter_change`)."""
+    if sharded():
+        return {}
     return {n: p.detach().float().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def adapter_change(session: RLSession, adapter_dir: Path) -> float | None:
+    """The largest change of any LoRA weight over the stage: in memory, or, where the weights were
+    sharded, between the adapter files (the SFT one it started from and the one written)."""
+    if session.lora_before:
+        after = lora_snapshot(session.trainer.model)
+        return max((after[n] - session.lora_before[n]).abs().max().item() for n in after) if after else 0.0
+    if not session.start_adapter:
+        return None  # sharded and started from a fresh LoRA: no file to compare with
+    from safetensors.torch import load_file
+
+    before = load_file(str(Path(session.start_adapter) / "adapter_model.safetensors"))
+    after = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    return max((after[n].float() - before[n].float()).abs().max().item() for n in after if n in before)
 
 
 def prepare(recipe: Recipe) -> RLSession:
@@ -242,8 +260,7 @@ def train(session: RLSession) -> dict:
     ledgers, counts = gather(judge.ledger.as_dict()), gather(dict(session.judge_reward.counts))
     if not is_main():  # the main process writes the adapter, the metrics, the ledger and the card
         return {"rank": launch()["rank"]}
-    after = lora_snapshot(trainer.model)
-    change = max((after[n] - session.lora_before[n]).abs().max().item() for n in after) if after else 0.0
+    change = adapter_change(session, adapter_dir)
     history = reward_history(trainer.state.log_history)
     rewards = [h["reward"] for h in history]
     steps = trainer.state.global_step

@@ -51,6 +51,14 @@ def start_processes() -> None:
         PartialState(cpu=not torch.cuda.is_available())  # the state the trainer's arguments then find
 
 
+def sharded() -> bool:
+    """Inside a launch that shards the weights (FSDP FULL_SHARD, ZeRO-3): no process holds the whole
+    model, so nothing generates from it alone, and saving it is a collective step."""
+    from .memory import Sharding
+
+    return Sharding.from_env().weights
+
+
 def wait_for_main() -> None:
     """Every process waits here until the main process has written what the others read next."""
     import torch.distributed as dist
@@ -143,8 +151,11 @@ def train_resumable(trainer, resume: str | None, adapter_dir: Path, loaded) -> f
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
-    if is_main():
+    if sharded():  # every process hands in its shard; the Trainer gathers the adapter and the main one writes it
+        trainer.save_model(str(adapter_dir))
+    elif is_main():
         trainer.model.save_pretrained(adapter_dir)
+    if is_main():
         loaded.save_tokenizer(adapter_dir)
     return seconds
 

@@ -19,8 +19,8 @@ from .generation import HFEngine, Sampling, prompt_texts, texts
 from .modeling import (Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
                        restore_full_module_dtypes)
 from .recipe import Recipe, RecipeError, check_trainer_keys
-from .runs import (fresh_checkpoints, is_main, last_checkpoint, launch, require, start_processes, start_stage,
-                   train_resumable, wait_for_main, write_metrics)
+from .runs import (fresh_checkpoints, is_main, last_checkpoint, launch, require, sharded, start_processes,
+                   start_stage, train_resumable, wait_for_main, write_metrics)
 
 
 def build_config(recipe: Recipe, output_dir: Path):
@@ -38,8 +38,9 @@ def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe) ->
     """Greedy answers to held-out questions and the strict format-adherence fraction. The model being
     trained is in memory, so this generates with it directly (the hf engine), in the inference mode of
     the Unsloth class that loaded it (FastVisionModel or FastLanguageModel). Under a multi-process
-    launch only the main process checks (it alone reports); the others return (None, [])."""
-    if not is_main():
+    launch only the main process checks (it alone reports); the others return (None, []). Inside a launch
+    that shards the weights no process can generate alone: (None, []) everywhere, and eval measures it."""
+    if not is_main() or sharded():
         return None, []
     model = getattr(model, "module", model)  # the model itself, not its DDP wrapper
     loaded.for_inference()
@@ -74,7 +75,7 @@ class SFTSession:
     loaded: Loaded
     trainer: object
     questions: list[str]
-    before: float
+    before: float | None
     before_outputs: list[str]
     resume: str | None
     train_rows: int
@@ -102,7 +103,10 @@ def prepare(recipe: Recipe) -> SFTSession:
 
     questions = format_check_questions(recipe, val_rows)
     before, before_outs = format_check(loaded, loaded.model, questions, recipe)
-    if is_main():
+    if is_main() and before is None:
+        print("[kit] format check skipped: the weights are sharded across the processes (FSDP, ZeRO-3); the eval "
+              "stage after the launch measures the format")
+    elif is_main():
         print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} questions it does not train on")
 
     train_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
@@ -131,7 +135,8 @@ def train(session: SFTSession) -> dict:
     after, after_outs = format_check(session.loaded, trainer.model, session.questions, recipe)
     if not is_main():  # the main process writes the adapter, the metrics and the card
         return {"rank": launch()["rank"]}
-    print(f"[kit] format adherence after SFT: {after:.2f}")
+    if after is not None:
+        print(f"[kit] format adherence after SFT: {after:.2f}")
 
     steps = trainer.state.global_step
     metrics = {

@@ -222,3 +222,33 @@ def test_inside_a_sharded_launch_4_bit_weights_are_stored_in_the_models_dtype_an
     ids = loaded.tokenizer("Iron deficiency anaemia", return_tensors="pt").input_ids
     loaded.model(input_ids=ids, labels=ids).loss.backward()
     assert any(p.grad is not None for n, p in loaded.model.named_parameters() if "lora_" in n)
+
+
+def test_inside_a_sharded_launch_nothing_generates_alone_and_the_adapter_change_comes_from_the_files(
+        monkeypatch, tmp_path):
+    """No process holds the whole model under FSDP FULL_SHARD or ZeRO-3: SFT's format check is left to
+    eval (said, not faked), and RL measures how far its adapter moved from the files it started from and
+    wrote (the Trainer gathers and saves the adapter there)."""
+    from types import SimpleNamespace
+
+    import torch
+    from safetensors.torch import save_file
+
+    from kit.rl import adapter_change, lora_snapshot
+    from kit.sft import format_check
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    model = torch.nn.Linear(2, 2)
+    assert format_check(None, model, ["q"], load_recipe("tiny")) == (None, [])
+    assert lora_snapshot(model) == {}
+    start, end = tmp_path / "sft", tmp_path / "rl"
+    for d in (start, end):
+        d.mkdir()
+    key = "base_model.model.layers.0.q_proj.lora_B.weight"
+    save_file({key: torch.zeros(4, 2)}, str(start / "adapter_model.safetensors"))
+    save_file({key: torch.tensor([[0.0, 0.25]] * 4)}, str(end / "adapter_model.safetensors"))
+    session = SimpleNamespace(lora_before={}, start_adapter=str(start), trainer=None)
+    assert adapter_change(session, end) == 0.25
+    assert adapter_change(SimpleNamespace(lora_before={}, start_adapter=None, trainer=None), end) is None
