@@ -6,6 +6,10 @@ through vLLM (`kit.generation`'s two engines), side by side in one run, and thei
     # GPU with vLLM installed, on any model folder or hub id:
     python bench/bench_generation.py --model Qwen/Qwen3.5-0.8B --batches gspo=2x8x2048 eval=64x1x4096
 
+`--engines hf,vllm,server` adds RL's server mode: `trl vllm-serve` started by the kit
+(`kit.launch.RolloutServer`), asked through TRL's own `VLLMClient`, as a GRPO trainer asks it (HTTP
+and token ids both ways; on a GPU it would hold GPUs of its own).
+
 A batch is PROMPTSxSAMPLESxMAX_NEW_TOKENS: `gspo` is a GSPO step of the tiny recipe (2 prompts × 4
 generations × 192 tokens), `eval` an evaluation batch. Sampling: temperature 1.0, top_p 0.95,
 top_k 20 (the thinking preset). Prompts are the bundled RL questions under the chat template.
@@ -36,6 +40,33 @@ def run_engine(engine, prompts, sampling, repeats: int) -> list[float]:
         dt = time.perf_counter() - t
         rates.append(sum(c.tokens for cs in out for c in cs) / dt)
     return rates
+
+
+class ServerEngine:
+    """The rollout server behind TRL's client, with the `generate(prompts, sampling)` of the kit's engines."""
+
+    def __init__(self, model: str | None):
+        from trl.generation.vllm_client import VLLMClient
+
+        from kit.launch import RolloutServer, visible_gpus
+        from kit.recipe import load_recipe
+        from kit.serve import free_port
+
+        recipe = load_recipe("tiny", [f"model.name_or_path={model}"] if model else [])
+        self.server = RolloutServer(recipe, free_port(), visible_gpus()[:1])
+        self.client = VLLMClient(base_url=self.server.__enter__(), connection_timeout=60)
+
+    def generate(self, prompts, sampling):
+        from types import SimpleNamespace
+
+        out = self.client.generate(prompts=prompts, n=sampling.n, max_tokens=sampling.max_new_tokens,
+                                   temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        ids = out["completion_ids"]
+        return [[SimpleNamespace(tokens=len(c)) for c in ids[i * sampling.n:(i + 1) * sampling.n]]
+                for i in range(len(prompts))]
+
+    def close(self):
+        self.server.__exit__()
 
 
 def main():
@@ -70,6 +101,8 @@ def main():
         if name == "hf":
             hf = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device)
             engine = HFEngine(hf, tokenizer, batch_size=64)
+        elif name == "server":
+            engine = ServerEngine(args.model)
         else:
             engine = VLLMEngine(model, max_model_len=max_len + max(b[3] for b in batches), seed=0)
         for bname, n_prompts, samples, tokens in batches:
@@ -80,13 +113,14 @@ def main():
             results[bname][name] = rates
             print(f"{bname:>5} ({n_prompts} prompts × {samples} samples × ≤{tokens} tokens) {name:>4}: "
                   + ", ".join(f"{r:8.1f}" for r in rates) + " generated tokens/s")
-        if name == "vllm":
+        if name in ("vllm", "server"):
             engine.close()
         del engine
-    if set(engines) >= {"hf", "vllm"}:
-        for bname, by in results.items():
-            ratio = (sum(by["vllm"]) / len(by["vllm"])) / (sum(by["hf"]) / len(by["hf"]))
-            print(f"{bname:>5}: vLLM / HF = {ratio:.2f}x (mean of {args.repeats} runs each)")
+    for bname, by in results.items():
+        mean = {k: sum(v) / len(v) for k, v in by.items()}
+        for a, b, label in (("vllm", "hf", "vLLM / HF"), ("server", "vllm", "server / in-process vLLM")):
+            if a in mean and b in mean:
+                print(f"{bname:>5}: {label} = {mean[a] / mean[b]:.2f}x (mean of {args.repeats} runs each)")
 
 
 if __name__ == "__main__":
