@@ -44,7 +44,7 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
     else:
         gpus = GPUS
     gpu_recipe = recipe.model.min_gpu_memory_gb != 0
-    launched = processes > 1 or config is not None
+    launched = processes > 1  # one process: the single-GPU pipeline, whatever the config
     # a launch's rollout server: server mode with no address given (kit.launch starts it)
     server_gpus = recipe.rl.vllm_server_gpus if launched and recipe.rl.vllm_mode == "server" and \
         not recipe.rl.vllm_server_url and recipe.data.rl else 0

@@ -112,6 +112,9 @@ def test_kit_check_prints_the_launch():
     assert "2 training processes, one per GPU, on the transformers+peft end" in out.stdout
     assert "sft (train step), per GPU (fsdp)" in out.stdout and "weights sharded" in out.stdout
     assert "max_concurrency is shared: 8 per process" in out.stdout  # the tiny recipe's 16, over 2
+    single = subprocess.run([sys.executable, "-m", "kit", "check", "--recipe", "tiny", "--processes", "1", "--config",
+                             str(CONFIGS / "fsdp.yaml")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert single.returncode == 0 and "per GPU" not in single.stdout and "[kit] launch" not in single.stdout  # make's NPROC=1
     plan = subprocess.run(["make", "-n", "workshop", "NPROC=2"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert "-m kit launch --recipe workshop --processes 2 --config kit/accelerate/ddp.yaml" in plan.stdout
     assert "kit pipeline" not in plan.stdout
