@@ -28,7 +28,7 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
     """Fail before any download or training when the machine or the environment cannot run the recipe:
     GPU memory and disk estimated per stage (kit.memory; per GPU of a launch of `processes` with the
     accelerate `config`), the judge's key."""
-    from .judge import Judge
+    from .judge import Judge, concurrency_share
     from .memory import GPUS, Sharding, free_disk_gib, report
     from .modeling import UNSLOTH, CapacityError, check_capacity, has_cuda, pick_end
     from .runs import runs_root
@@ -45,9 +45,9 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
         gpus = GPUS
     gpu_recipe = recipe.model.min_gpu_memory_gb != 0
     launched = processes > 1  # one process: the single-GPU pipeline, whatever the config
-    # a launch's rollout server: server mode with no address given (kit.launch starts it)
-    server_gpus = recipe.rl.vllm_server_gpus if launched and recipe.rl.vllm_mode == "server" and \
-        not recipe.rl.vllm_server_url and recipe.data.rl else 0
+    from .launch import split_gpus, visible_gpus, wants_server
+
+    server_gpus = recipe.rl.vllm_server_gpus if launched and wants_server(recipe) else 0
     sharding = Sharding.from_config(config) if launched else None
     unsloth = False if launched else (pick_end() == UNSLOTH if has_cuda() else gpu_recipe)
     table, peak, disk = report(recipe, gpus, unsloth, processes, sharding, server_gpus)
@@ -58,22 +58,15 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
         raise CapacityError(f"recipe '{recipe.name}' needs about {disk:.0f} GiB of disk for its artefacts; "
                             f"{runs_root()} has {free:.0f} GiB free (set KIT_RUNS_DIR to a larger disk)")
     if launched:  # what the launch will use
-        from .launch import split_gpus, visible_gpus
-
         print(f"[kit] launch: {processes} training processes, one per GPU, on the transformers+peft end (Unsloth "
               f"trains on one GPU), {sharding.name}: the rows above are per GPU"
               f"{'; weights sharded' if sharding.weights else ''}"
               f"{'; gradients and optimiser state sharded' if sharding.states else ''}"
               f"{f'; rollout server on {server_gpus} more GPU(s)' if server_gpus else ''}. Global batch = "
               f"{processes} × the recipe's per-device batch × accumulation; the judge's max_concurrency is shared: "
-              f"{-(-recipe.rl.judge.max_concurrency // processes)} per process.")
+              f"{concurrency_share(recipe.rl.judge.max_concurrency, processes)} per process.")
         if has_cuda():
-            from .launch import LaunchError
-
-            try:
-                split_gpus(visible_gpus(), processes, server_gpus)
-            except LaunchError as e:
-                raise CapacityError(str(e)) from None
+            split_gpus(visible_gpus(), processes, server_gpus)  # LaunchError: the GPUs do not add up
     judge = Judge(recipe.rl.judge)
     print(f"[kit] {recipe.name}: OK on the {pick_end()} end; disk {disk:.0f} of {free:.0f} GiB free; judge {judge!r}")
     return 0

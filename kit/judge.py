@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .formatting import extract_choice, final_answer
 from .recipe import JudgeConfig
+from .runs import world_size
 
 PROMPT_VERSION = "v1"
 VERDICTS = ("correct", "partially_correct", "incorrect")
@@ -228,6 +229,12 @@ class VerdictCache:
 
 # ---------------------------------------------------------------- the judge
 
+def concurrency_share(total: int, processes: int) -> int:
+    """The requests one process may have in flight: `max_concurrency` is the run's limit, not each
+    process's, so under a multi-process launch each takes its share (rounded up)."""
+    return max(1, -(-int(total) // processes))
+
+
 class Judge:
     def __init__(self, preset_or_config: str | JudgeConfig = "rule", *, base_url: str | None = None,
                  model: str | None = None, api_key: str | None = None, max_concurrency: int = 16,
@@ -245,9 +252,7 @@ class Judge:
         spec = PRESETS[preset]
         self.preset = preset
         self.model = model or spec.get("model")
-        # the limit is the run's, not each process's: under a multi-process launch each takes its share
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
-        self.max_concurrency = max(1, -(-int(max_concurrency) // processes))
+        self.max_concurrency = concurrency_share(max_concurrency, world_size())
         self.timeout_s, self.max_retries = float(timeout_s), int(max_retries)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         # the whole time one item may take, every retry and wait included

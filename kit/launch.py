@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -130,28 +131,32 @@ class RolloutServer:
             stop_group(self.proc, grace_s=30)
 
 
+def wants_server(recipe: Recipe) -> bool:
+    """The recipe asks the launch for a rollout server: RL in server mode with no address given."""
+    return bool(recipe.data.rl) and recipe.rl.vllm_mode == "server" and not recipe.rl.vllm_server_url
+
+
 def server_needed(recipe: Recipe) -> bool:
-    """Whether RL's rollouts go to a server this launch must start: server mode, no URL given, and
-    the rollouts would really go through vLLM (else RL says why it generates with HF)."""
+    """Whether this launch starts the rollout server: the recipe wants one and the rollouts would really
+    go through vLLM (else RL says why it generates with HF)."""
     from .rl import rollout_engine
 
-    rl = recipe.rl
-    if not recipe.data.rl or rl.vllm_mode != "server" or rl.vllm_server_url:
+    if not wants_server(recipe):
         return False
-    engine, why = rollout_engine(replace(recipe, rl=replace(rl, vllm_server_url="http://127.0.0.1")), TRANSFORMERS)
+    engine, why = rollout_engine(replace(recipe, rl=replace(recipe.rl, vllm_server_url="http://127.0.0.1")),
+                                 TRANSFORMERS)
     if engine != "vllm":
         print(f"[kit] rollout server not started: RL generates with {engine} ({why})", flush=True)
     return engine == "vllm"
 
 
-def accelerate_command(config: Path, processes: int, stage: str, recipe_name: str, sets: list[str]) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-            "--num_processes", str(processes), "-m", "kit", stage, "--recipe", recipe_name,
-            *[a for s in sets for a in ("--set", s)]]
-
-
 def kit_command(stage: str, recipe_name: str, sets: list[str]) -> list[str]:
     return [sys.executable, "-m", "kit", stage, "--recipe", recipe_name, *[a for s in sets for a in ("--set", s)]]
+
+
+def accelerate_command(config: Path, processes: int, stage: str, recipe_name: str, sets: list[str]) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+            "--num_processes", str(processes), *kit_command(stage, recipe_name, sets)[1:]]
 
 
 def run_step(cmd: list[str], env: dict) -> None:
@@ -169,8 +174,7 @@ def run_step(cmd: list[str], env: dict) -> None:
         raise LaunchError(f"`{' '.join(cmd[1:])}` exited with code {code}: its output above says why")
 
 
-def run(recipe_name: str, sets: list[str], processes: int, config: str | Path | None = None,
-        port: int | None = None) -> None:
+def run(recipe_name: str, sets: list[str], processes: int, config: str | Path | None = None) -> None:
     """Data once; SFT and RL as one job of `processes` processes (and the rollout server where the
     recipe asks for one); export and eval once."""
     from .serve import free_port
@@ -178,26 +182,23 @@ def run(recipe_name: str, sets: list[str], processes: int, config: str | Path | 
     recipe = load_recipe(recipe_name, sets)
     config = Path(config) if config else CONFIGS / "ddp.yaml"
     if not config.exists():
-        raise LaunchError(f"accelerate config {config} does not exist (the kit ships {', '.join(sorted(p.name for p in CONFIGS.glob('*.yaml')))} "
-                          f"in {CONFIGS})")
+        shipped = ", ".join(sorted(p.name for p in CONFIGS.glob("*.yaml")))
+        raise LaunchError(f"accelerate config {config} does not exist (the kit ships {shipped} in {CONFIGS})")
     server = server_needed(recipe)
     train, generation = split_gpus(visible_gpus(), processes, recipe.rl.vllm_server_gpus if server else 0)
     env = {**os.environ, "KIT_END": os.environ.get("KIT_END", TRANSFORMERS)}  # the multi-GPU end, whatever the count
     if train:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(train)
-    print(f"[kit] launch: {processes} training process(es) on {'GPUs ' + ','.join(train) if train else 'the CPU'}"
-          f"{f', rollout server on GPUs {chr(44).join(generation)}' if server else ''}; config {config.name}",
-          flush=True)
+    where = f"GPUs {','.join(train)}" if train else "the CPU"
+    beside = f", rollout server on GPUs {','.join(generation)}" if server else ""
+    print(f"[kit] launch: {processes} training process(es) on {where}{beside}; config {config.name}", flush=True)
     run_step(kit_command("data", recipe_name, sets), env)
     if recipe.data.sft:
         run_step(accelerate_command(config, processes, "sft", recipe_name, sets), env)
     if recipe.data.rl:
-        if server:
-            with RolloutServer(recipe, port or free_port(), generation) as url:
-                run_step(accelerate_command(config, processes, "rl", recipe_name,
-                                            [*sets, f"rl.vllm_server_url={url}"]), env)
-        else:
-            run_step(accelerate_command(config, processes, "rl", recipe_name, sets), env)
+        with RolloutServer(recipe, free_port(), generation) if server else nullcontext() as url:
+            at = [f"rl.vllm_server_url={url}"] if url else []
+            run_step(accelerate_command(config, processes, "rl", recipe_name, [*sets, *at]), env)
     run_step(kit_command("pipeline", recipe_name, sets), env)
 
 

@@ -273,34 +273,36 @@ class Sharding:
     states: bool = False
 
     @classmethod
+    def of(cls, kind: str, reshard: str = "FULL_SHARD", zero_stage: int = 0) -> "Sharding":
+        """From accelerate's names: `distributed_type`, FSDP's reshard-after-forward (or sharding
+        strategy), DeepSpeed's ZeRO stage."""
+        if kind == "FSDP":
+            return cls("fsdp", weights=str(reshard).upper() in ("FULL_SHARD", "1", "TRUE"), states=True)
+        if kind == "DEEPSPEED":
+            return cls(f"zero{zero_stage}", weights=zero_stage >= 3, states=zero_stage >= 2)
+        return cls("ddp")
+
+    @classmethod
     def from_config(cls, path: str | Path | None) -> "Sharding":
+        """The sharding an accelerate config file asks for."""
         import yaml
 
-        if path is None:
-            return cls("ddp")
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-        kind = cfg.get("distributed_type", "MULTI_GPU")
-        if kind == "FSDP":
-            fsdp = cfg.get("fsdp_config") or {}
-            full = str(fsdp.get("fsdp_reshard_after_forward", fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")))
-            return cls("fsdp", weights=full.upper() in ("FULL_SHARD", "1", "TRUE"), states=True)
-        if kind == "DEEPSPEED":
-            stage = int((cfg.get("deepspeed_config") or {}).get("zero_stage", 0))
-            return cls(f"zero{stage}", weights=stage >= 3, states=stage >= 2)
-        return cls("ddp")
+        cfg = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+        fsdp = cfg.get("fsdp_config") or {}
+        return cls.of(cfg.get("distributed_type", "MULTI_GPU"),
+                      fsdp.get("fsdp_reshard_after_forward", fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")),
+                      int((cfg.get("deepspeed_config") or {}).get("zero_stage", 0)))
 
     @classmethod
     def from_env(cls) -> "Sharding":
         """The sharding of the launch this process is part of, from what `accelerate launch` exports."""
         import os
 
-        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-            full = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", os.environ.get("FSDP_SHARDING_STRATEGY", "full_shard"))
-            return cls("fsdp", weights=full.upper() in ("FULL_SHARD", "1", "TRUE"), states=True)
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-            stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0") or 0)
-            return cls(f"zero{stage}", weights=stage >= 3, states=stage >= 2)
-        return cls("ddp")
+        env = os.environ.get
+        kind = "FSDP" if env("ACCELERATE_USE_FSDP", "").lower() == "true" else \
+            "DEEPSPEED" if env("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else "MULTI_GPU"
+        return cls.of(kind, env("FSDP_RESHARD_AFTER_FORWARD", env("FSDP_SHARDING_STRATEGY", "FULL_SHARD")),
+                      int(env("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0") or 0))
 
 
 def per_gpu(recipe: Recipe, c: Counts, stages: list[Estimate], processes: int, sharding: Sharding,
@@ -356,12 +358,11 @@ def needed_gib(recipe: Recipe, unsloth: bool = True, stages=None) -> float:
     """The largest estimate of `stages` (default: all), GiB: what they need of a GPU. Inside a launch of
     several processes, the training rows are per GPU with the launch's sharding (accelerate's
     environment says which). vLLM's rows are left out: where vLLM does not fit, generation falls back to HF."""
-    import os
+    from .runs import world_size
 
     c = count(model_config(recipe), recipe)
     n = lengths(recipe)
-    rows = per_gpu(recipe, c, estimate(recipe, c, unsloth, n), int(os.environ.get("WORLD_SIZE", "1")),
-                   Sharding.from_env(), n=n)
+    rows = per_gpu(recipe, c, estimate(recipe, c, unsloth, n), world_size(), Sharding.from_env(), n=n)
     return max([e.total for e in rows if e.needed and (stages is None or e.stage.split()[0] in stages)] or [0]) / GiB
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import tiny_model
 from .recipe import Recipe
+from .runs import world_size
 
 UNSLOTH = "unsloth"
 TRANSFORMERS = "transformers+peft"
@@ -65,7 +66,7 @@ def pick_end() -> str:
         if forced == UNSLOTH and not has_cuda():
             raise CapacityError("KIT_END=unsloth needs a CUDA GPU (unsloth cannot be imported without one)")
         return forced
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # Unsloth trains on one GPU; several processes use this end
+    if world_size() > 1:  # Unsloth trains on one GPU; several processes use this end
         return TRANSFORMERS
     if has_cuda() and importlib.util.find_spec("unsloth") is not None:
         return UNSLOTH
@@ -96,7 +97,8 @@ def gpu_memory_needed(recipe: Recipe, stages=None) -> float:
 def check_capacity(recipe: Recipe, stages=None, need: float | None = None) -> None:
     """Fail early, with the reason, when this machine cannot run the recipe's `stages` (default: all),
     or give a GPU the `need` GiB (`kit check` of a launch: its per-GPU estimate)."""
-    need = gpu_memory_needed(recipe, stages) if need is None or recipe.model.min_gpu_memory_gb is not None else need
+    if need is None or recipe.model.min_gpu_memory_gb is not None:
+        need = gpu_memory_needed(recipe, stages)
     if need <= 0:
         return
     if not has_cuda():
@@ -109,9 +111,10 @@ def check_capacity(recipe: Recipe, stages=None, need: float | None = None) -> No
 
     total = torch.cuda.get_device_properties(0).total_memory / 2**30
     if total < need:
+        which = "stages" if stages is None else ", ".join(stages)
         raise CapacityError(
-            f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory (the largest of its "
-            f"{'stages' if stages is None else ', '.join(stages)}{' per GPU of this launch' if os.environ.get('WORLD_SIZE', '1') != '1' else ''}; "
+            f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory (the largest of its {which}"
+            f"{' per GPU of this launch' if world_size() > 1 else ''}; "
             f"`python -m kit check --recipe {recipe.name}` shows each); {torch.cuda.get_device_name(0)} has "
             f"{total:.1f} GiB. Try the 'workshop' recipe, or a smaller batch or sequence length."
         )

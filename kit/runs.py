@@ -22,10 +22,15 @@ def runs_root() -> Path:
     return Path.cwd() / "runs"
 
 
+def world_size() -> int:
+    """Processes in this job: 1, or how many `torchrun` / `accelerate launch` started (WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launch() -> dict:
     """How this process was launched: one process, or one of several (`torchrun`, `accelerate launch`),
     from the variables those launchers set."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     out = {"world_size": world, "rank": int(os.environ.get("RANK", "0")),
            "local_rank": int(os.environ.get("LOCAL_RANK", "0"))}
     if world > 1:
@@ -44,7 +49,7 @@ def start_processes() -> None:
     """Under a multi-process launch, join the process group now (accelerate's PartialState, as the
     trainer would later: gloo on a CPU, NCCL on GPUs), so that the main process can prepare the stage's
     folder while the others wait at `wait_for_main`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         import torch
         from accelerate import PartialState
 
