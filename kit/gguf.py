@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 # where Qwen's chat template puts an image (inside <|vision_start|>…<|vision_end|>); llama.cpp's multimodal
@@ -70,20 +71,31 @@ def converter_dir() -> Path:
     return target
 
 
+@dataclass
+class Converted:
+    path: Path
+    pre_tokenizer: str | None  # llama.cpp's name for the tokenizer's pre-tokenizer (None: not a BPE tokenizer)
+    recognised: bool  # the converter recognised it itself (False: it was told, for a tokenizer the kit trained)
+
+
 def convert(model_dir: Path, out_file: Path, *, outtype: str = "f16", pre_tokenizer: str = "qwen2",
-            extra_args: list[str] | None = None) -> Path:
+            extra_args: list[str] | None = None) -> Converted:
     """HF folder → GGUF with llama.cpp's converter, in a subprocess (it imports its own gguf-py).
 
-    `pre_tokenizer` is used only when the converter does not recognise the tokenizer (a locally
-    trained one): llama.cpp then needs to be told which pre-tokenizer regex it was trained with.
+    The converter names a BPE tokenizer's pre-tokenizer by hashing how it splits a test text: a real
+    checkpoint's tokenizer (Qwen3.5/3.6's, SmolLM2's) it recognises itself. `pre_tokenizer` is used only
+    when it does not (a tokenizer the kit trained locally): llama.cpp is then told which split it was
+    trained with, and `recognised` is False.
     """
+    from .gguf_convert import FORCED
+
     tool = converter_dir()
     cmd = [sys.executable, "-m", "kit.gguf_convert", str(tool), pre_tokenizer, "--", str(model_dir),
            "--outfile", str(out_file), "--outtype", outtype, *(extra_args or [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     if proc.returncode != 0 or not out_file.exists():
         raise GGUFError(f"convert_hf_to_gguf failed for {model_dir}: {(proc.stderr or proc.stdout)[-1500:]}")
-    return out_file
+    return Converted(out_file, inspect(out_file).get("pre_tokenizer"), FORCED not in proc.stderr)
 
 
 def quantize(src: Path, dst: Path, kind: str) -> Path:
@@ -116,13 +128,15 @@ def inspect(path: Path) -> dict:
     arch = bytes(field.parts[field.data[0]]).decode() if field else None
     types = Counter(t.tensor_type.name for t in reader.tensors)
     template = reader.fields.get("tokenizer.chat_template")
+    pre = reader.fields.get("tokenizer.ggml.pre")
     rope = {}
     for name, f in reader.fields.items():
         if arch and name.startswith(f"{arch}.rope.scaling.") and f.data:
             value = f.parts[f.data[0]]
             rope[name.rsplit(".", 1)[-1]] = bytes(value).decode() if f.types[0].name == "STRING" else value.tolist()[0]
     return {"architecture": arch, "tensor_count": len(reader.tensors), "tensor_types": dict(types),
-            "has_chat_template": template is not None, "rope_scaling": rope, "bytes": path.stat().st_size}
+            "has_chat_template": template is not None, "rope_scaling": rope, "bytes": path.stat().st_size,
+            "pre_tokenizer": bytes(pre.parts[pre.data[0]]).decode() if pre else None}
 
 
 def probe(path: Path, timeout: float = 900) -> None:

@@ -10,6 +10,8 @@ import runpy
 import sys
 from pathlib import Path
 
+FORCED = "kit.gguf_convert: unrecognised BPE pre-tokenizer, told: "
+
 
 def main() -> None:
     tool, pre, sep, *rest = sys.argv[1:]
@@ -23,7 +25,7 @@ def main() -> None:
         try:
             return recognised(self, tokenizer)
         except NotImplementedError:
-            base.logger.warning(f"unrecognised BPE pre-tokenizer: using '{pre}' as told")
+            print(f"{FORCED}{pre}", file=sys.stderr, flush=True)
             return pre
 
     base.TextModel.get_vocab_base_pre = get_vocab_base_pre

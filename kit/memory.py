@@ -199,9 +199,13 @@ class Lengths:
 
     sft: int
     prompt: int
+    source: str = "assumed"
 
 
 def lengths(recipe: Recipe) -> Lengths:
+    """What the data stage measured, where it ran on the recipe's own data. Measured offline (`data.offline`:
+    the bundled samples, shorter than the hub datasets) they would understate the real run: the recipe's
+    limits stay, and the source says so."""
     import json
 
     from .runs import stage_dir
@@ -211,8 +215,13 @@ def lengths(recipe: Recipe) -> Lengths:
         return Lengths(recipe.model.max_seq_length, PROMPT_TOKENS)
     measured = json.loads(path.read_text())
     prompts = (measured.get("rl") or []) + (measured.get("mcq") or [])
+    metrics = stage_dir(recipe, "data") / "metrics.json"
+    if metrics.exists() and json.loads(metrics.read_text()).get("offline"):
+        return Lengths(recipe.model.max_seq_length, max(prompts + [PROMPT_TOKENS]),
+                       "the recipe's limits: the data stage measured the bundled samples (data.offline), shorter "
+                       "than the real datasets")
     return Lengths(min(recipe.model.max_seq_length, max(measured.get("sft") or [recipe.model.max_seq_length])),
-                   max(prompts) if prompts else PROMPT_TOKENS)
+                   max(prompts) if prompts else PROMPT_TOKENS, "measured by the data stage")
 
 
 def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None) -> list[Estimate]:
@@ -386,7 +395,7 @@ def report(recipe: Recipe, gpus: dict[str, float], unsloth: bool = True, process
              f"({c.text / 1e9:.2f}B language model{', vision-language' if c.vision_language else ''}), "
              f"{'4-bit' if recipe.model.load_in_4bit else '16-bit'} weights, LoRA r={recipe.lora.r} "
              f"({c.lora / 1e6:.1f}M trainable); {end}; longest SFT row {n.sft} tokens, prompt {n.prompt} "
-             f"({'measured by the data stage' if n.prompt != PROMPT_TOKENS or n.sft != recipe.model.max_seq_length else 'assumed'})",
+             f"({n.source})",
              "", "| stage | GiB | " + " | ".join(gpus) + " | largest terms |",
              "|---|---|" + "---|" * len(gpus) + "---|"]
     for e in stages:

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tiny_model
+from . import base_model, tiny_model
 from .recipe import Recipe
 from .runs import world_size
 
@@ -121,8 +121,11 @@ def check_capacity(recipe: Recipe, stages=None, need: float | None = None) -> No
 
 
 def model_path(recipe: Recipe) -> str:
-    """Hub id or folder of the base model; the built-in tiny model, or a random-init model of a published
-    shape (`builtin:shape:Qwen/Qwen3.5-0.8B`), is built (once) here."""
+    """Hub id or folder of the base model; the built-in tiny model, a random-init model of a published
+    shape (`builtin:shape:Qwen/Qwen3.5-0.8B`), or a real model from a registry package
+    (`builtin:smollm2-135m-instruct`, kit.base_model) is built (once) here."""
+    if recipe.model.name_or_path in base_model.BUILDERS:
+        return str(base_model.ensure(recipe.model.name_or_path))
     if recipe.model.name_or_path == tiny_model.BUILTIN:
         return str(tiny_model.ensure(recipe.model.tiny))
     if recipe.model.name_or_path == tiny_model.BUILTIN_VL:
@@ -132,10 +135,17 @@ def model_path(recipe: Recipe) -> str:
     return recipe.model.name_or_path
 
 
+def tokenizer_path(recipe: Recipe) -> str:
+    """Where the recipe's tokenizer comes from: the base model's, or, with `data.offline` and a Qwen3.5/3.6
+    checkpoint, the kit's built-in copy of that tokenizer (the same ids, no hub)."""
+    builtin = base_model.offline_tokenizer(recipe.model.name_or_path) if recipe.data.offline else None
+    return str(base_model.ensure(builtin)) if builtin else model_path(recipe)
+
+
 def load_tokenizer(recipe: Recipe):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_path(recipe))
+    tok = AutoTokenizer.from_pretrained(tokenizer_path(recipe))
     return getattr(tok, "tokenizer", tok)
 
 

@@ -38,6 +38,9 @@ class TinyModelConfig:
     num_key_value_heads: int = 2
     head_dim: int = 64
     tokenizer_vocab_size: int = 1536  # byte-level BPE trained on the bundled samples
+    # trained: that BPE; qwen3.5: the real Qwen3.5 tokenizer (kit.base_model; 248,320 embedding rows, so
+    # ~127M parameters at hidden 256): real ids through every stage
+    tokenizer: str = "trained"
     initializer_range: float = 0.02  # std of the random init (Qwen's own value)
     seed: int = 0
 
@@ -72,7 +75,7 @@ class DatasetSpec:
     max_rows: int | None = None  # take the first N rows after loading (None = all)
     where: dict | None = None  # keep rows whose columns equal these values, e.g. {category: biology}
     language: str | None = None  # recorded in metrics; informational
-    schema: str | None = None  # "mcq": an SFT source in MedQA's multiple-choice schema, taught to end "The answer is X."
+    schema: str | None = None  # "mcq": a source in MedQA's multiple-choice schema, as SFT rows ending "The answer is X." or RL problems whose reference is the gold letter
     task: str | None = None  # eval: the task it scores under (default: medqa, or mmlu_pro_<category> for MMLU-Pro)
 
 
@@ -84,6 +87,9 @@ class DataConfig:
     val_fraction: float = 0.1  # share of SFT rows held out for validation loss
     seed: int = 42
     num_proc: int = 1  # processes for tokenising; >1 helps above ~10k rows
+    # no hub: each hub dataset is read from its bundled sample (same schema), and a Qwen3.5/3.6 checkpoint's
+    # tokenizer from the kit's built-in copy, so the real recipes' token lengths are measured on a laptop
+    offline: bool = False
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cards import model_card
-from .data import read_jsonl
+from .data import length_warnings, read_jsonl
 from .formatting import final_answer
 from .generation import choose, stop_token_ids
 from .judge import Judge
@@ -116,19 +116,9 @@ def build_rewards(recipe: Recipe, cache_path: Path | None, stop_ids: list[int]) 
 def budget_warnings(recipe: Recipe, lengths_path: Path) -> list[str]:
     """A thinking budget below what the SFT data teaches cuts most completions before their answer: whole
     groups then score alike and nothing is learned. Compared with the data stage's measured lengths."""
-    limit = recipe.rl.trainer.get("max_completion_length", 256)
     if not lengths_path.exists():
         return []
-    lengths = json.loads(lengths_path.read_text())
-    sft, prompts = sorted(lengths.get("sft") or []), sorted(lengths.get("rl") or [0])
-    if not sft:
-        return []
-    # the SFT rows' reasoning + answer: whole rows less a typical question
-    p95 = sft[int(0.95 * (len(sft) - 1))] - prompts[len(prompts) // 2]
-    if limit < p95:
-        return [f"rl.trainer.max_completion_length {limit} is below the 95th percentile of the SFT answers "
-                f"(~{p95} tokens of reasoning + answer): many completions will be cut off before their answer"]
-    return []
+    return [w for section, w in length_warnings(recipe, json.loads(lengths_path.read_text())) if section == "rl"]
 
 
 def clipping_watch():

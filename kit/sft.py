@@ -34,6 +34,29 @@ def build_config(recipe: Recipe, output_dir: Path):
     return SFTConfig(output_dir=str(output_dir), **args)
 
 
+def training_format(config, tokenizer):
+    """How SFT rows reach TRL, so that the loss falls on the assistant's turn only: conversations with
+    `assistant_only_loss`, where the chat template marks the assistant's tokens (`{% generation %}`, or a
+    training variant TRL ships, as for Qwen3.5/3.6); else, for a template TRL cannot mark (SmolLM2's ChatML),
+    prompt-completion pairs, whose loss TRL puts on the completion (`completion_only_loss`): the same tokens
+    for these single-turn rows, without writing a template of our own."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    conversation = lambda messages: {"messages": messages}  # noqa: E731
+    if not config.assistant_only_loss or has_generation_markers(tokenizer.chat_template):
+        return conversation
+    try:
+        get_training_chat_template(tokenizer)
+        return conversation
+    except ValueError:
+        pass
+    config.assistant_only_loss, config.completion_only_loss = False, True
+    if is_main():
+        print("[kit] this chat template has no {% generation %} markers and TRL has no training variant of it: SFT rows "
+              "go to TRL as prompt-completion pairs, with the loss on the completion (the assistant's turn)")
+    return lambda messages: {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
 def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe) -> tuple[float | None, list[str]]:
     """Greedy answers to held-out questions and the strict format-adherence fraction. The model being
     trained is in memory, so this generates with it directly (the hf engine), in the inference mode of
@@ -109,8 +132,9 @@ def prepare(recipe: Recipe) -> SFTSession:
     elif is_main():
         print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} questions it does not train on")
 
-    train_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
-    val_ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in val_rows]) if val_rows else None
+    as_example = training_format(config, loaded.tokenizer)
+    train_ds = datasets.Dataset.from_list([as_example(r["messages"]) for r in train_rows])
+    val_ds = datasets.Dataset.from_list([as_example(r["messages"]) for r in val_rows]) if val_rows else None
     if val_ds is None:
         config.eval_strategy = "no"
     trainer = SFTTrainer(model=loaded.model, args=config, train_dataset=train_ds, eval_dataset=val_ds,

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from .data import SAMPLES_DIR
-from .recipe import TinyModelConfig
+from .recipe import RecipeError, TinyModelConfig
 from .runs import runs_root
 
 # Qwen2/3/3.5's pre-tokenizer split: llama.cpp knows it as pre-tokenizer "qwen2", so the GGUF
@@ -98,13 +98,26 @@ def build_tokenizer(cfg: TinyModelConfig):
     return tokenizer
 
 
+def tokenizer_for(cfg: TinyModelConfig):
+    """The tiny model's tokenizer: trained on the bundled samples, or the real Qwen3.5 one."""
+    if cfg.tokenizer == "trained":
+        return build_tokenizer(cfg)
+    if cfg.tokenizer == "qwen3.5":
+        from .base_model import qwen_tokenizer
+
+        return qwen_tokenizer()
+    raise RecipeError(f"model.tiny.tokenizer must be 'trained' or 'qwen3.5', got '{cfg.tokenizer}'")
+
+
 def build_config(cfg: TinyModelConfig, tokenizer):
     from transformers import Qwen3_5TextConfig
+
+    from .base_model import QWEN_VOCAB_ROWS
 
     rotary_half = int(cfg.head_dim * 0.25) // 2  # partial_rotary_factor 0.25, as in Qwen3.5
     section = [rotary_half - 2 * (rotary_half // 3), rotary_half // 3, rotary_half // 3]
     return Qwen3_5TextConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(tokenizer) if cfg.tokenizer == "trained" else QWEN_VOCAB_ROWS,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_hidden_layers,
@@ -137,7 +150,7 @@ def build(cfg: TinyModelConfig, out_dir: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    tokenizer = build_tokenizer(cfg)
+    tokenizer = tokenizer_for(cfg)
     config = build_config(cfg, tokenizer)
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -201,18 +214,21 @@ def ensure_vision_language(cfg: TinyModelConfig) -> Path:
 
 def build_shape(name: str, out_dir: Path) -> Path:
     """A random-init language model of a published checkpoint's real shape (kit.memory.SHAPES: layers,
-    widths, heads, the 248,320-token vocabulary; the vision tower left out), in bf16, with the tiny
-    tokenizer: for measuring time and memory on a GPU without a hub. It knows no language."""
+    widths, heads; the vision tower left out), in bf16, with the real Qwen3.5/3.6 tokenizer (kit.base_model:
+    real ids, the 248,320-row vocabulary, the checkpoint's chat template): for measuring time and memory on a
+    GPU without a hub, on real token sequences. It knows no language."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig, Qwen3_5TextConfig
 
+    from .base_model import QWEN_TOKENIZER, QWEN_VOCAB_ROWS, TEMPLATES, offline_tokenizer, qwen_tokenizer
     from .memory import SHAPES
 
     if name not in SHAPES:
         raise ValueError(f"no published shape '{name}' (known: {', '.join(SHAPES)})")
     _, text, tied = SHAPES[name]
-    tokenizer = build_tokenizer(TinyModelConfig())
-    config = Qwen3_5TextConfig(**text, tie_word_embeddings=tied, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    tokenizer = qwen_tokenizer(TEMPLATES[offline_tokenizer(name) or QWEN_TOKENIZER])
+    config = Qwen3_5TextConfig(**text, vocab_size=QWEN_VOCAB_ROWS, tie_word_embeddings=tied,
+                               eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
                                pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -226,7 +242,7 @@ def build_shape(name: str, out_dir: Path) -> Path:
 
 
 def ensure_shape(name: str) -> Path:
-    return _cached(f"shape-{name.replace('/', '--')}", lambda tmp: build_shape(name, tmp))
+    return _cached(f"shape-{name.replace('/', '--')}-qwen-tokenizer", lambda tmp: build_shape(name, tmp))
 
 
 def ensure(cfg: TinyModelConfig) -> Path:
