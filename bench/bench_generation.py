@@ -6,6 +6,8 @@ through vLLM (`kit.generation`'s two engines), side by side in one run, and thei
     # GPU with vLLM installed, on any model folder or hub id:
     python bench/bench_generation.py --model Qwen/Qwen3.5-0.8B --batches gspo=2x8x2048 eval=64x1x4096
 
+`--engines hf,llama.cpp --gguf FILE` adds llama.cpp on the exported GGUF of the same model (llama-cpp-python
+lives in the main environment, vLLM's CPU build in .venv-vllm: `--json` collects both runs in one file).
 `--engines hf,vllm,server` adds RL's server mode: `trl vllm-serve` started by the kit
 (`kit.launch.RolloutServer`), asked through TRL's own `VLLMClient`, as a GRPO trainer asks it (HTTP
 and token ids both ways; on a GPU it would hold GPUs of its own).
@@ -76,11 +78,14 @@ def main():
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--dtype", default=None, help="HF dtype (default: bf16 on a GPU, fp32 on a CPU, as the kit loads)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gguf", default=None, help="GGUF file for the llama.cpp engine (the export of --model)")
+    parser.add_argument("--json", default=None, help="add the mean tokens/s per batch and engine to this JSON file "
+                                                     "(runs in two environments compared in one file)")
     args = parser.parse_args()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.generation import HFEngine, Sampling, VLLMEngine, prompt_texts
+    from kit.generation import HFEngine, LlamaCppEngine, Sampling, VLLMEngine, prompt_texts
     from kit.recipe import TinyModelConfig
     from kit.tiny_model import ensure
 
@@ -103,6 +108,10 @@ def main():
             engine = HFEngine(hf, tokenizer, batch_size=64)
         elif name == "server":
             engine = ServerEngine(args.model)
+        elif name == "llama.cpp":
+            if not args.gguf:
+                sys.exit("--engines llama.cpp needs --gguf FILE")
+            engine = LlamaCppEngine(Path(args.gguf), n_ctx=max_len + max(b[3] for b in batches))
         else:
             engine = VLLMEngine(model, max_model_len=max_len + max(b[3] for b in batches), seed=0)
         for bname, n_prompts, samples, tokens in batches:
@@ -113,9 +122,15 @@ def main():
             results[bname][name] = rates
             print(f"{bname:>5} ({n_prompts} prompts × {samples} samples × ≤{tokens} tokens) {name:>4}: "
                   + ", ".join(f"{r:8.1f}" for r in rates) + " generated tokens/s")
-        if name in ("vllm", "server"):
+        if name in ("vllm", "server", "llama.cpp"):
             engine.close()
         del engine
+    if args.json:
+        path = Path(args.json)
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        for bname, by in results.items():
+            kept.setdefault(bname, {}).update({k: sum(v) / len(v) for k, v in by.items()})
+        path.write_text(json.dumps(kept, indent=2))
     for bname, by in results.items():
         mean = {k: sum(v) / len(v) for k, v in by.items()}
         for a, b, label in (("vllm", "hf", "vLLM / HF"), ("server", "vllm", "server / in-process vLLM")):

@@ -7,6 +7,12 @@ judge for the GIL, and the benchmark would measure the two together). Prints ite
 and at the given concurrency (each repeated, with a fresh judge), the speed-up over sequential, and
 the ratio to the ideal (concurrency / latency items/s: every request waiting only for the server),
 then items/s from the SQLite cache.
+
+Then reward hacking: the bundled probe set (`kit.judge.probes`: master keys, judge-addressing conclusions,
+hedges, the question restated, legitimate short answers) graded by the most gullible judge there is (the
+scripted server answers "correct" to everything) and by the rule judge, with the screen and without it:
+the false-positive rate (a probe that should get 0 graded correct), the false-negative rate (a legitimate
+answer stopped), and the requests paid for.
 """
 
 import argparse
@@ -76,9 +82,30 @@ def main():
         dt = timed_grade(judge, questions, answers, refs)
         assert stats(url)["requests"] == before
         print(f"from cache    : {n / dt:7.1f} items/s ({dt:.3f} s, 0 requests)")
+        probe_rates(url)
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def probe_rates(url: str) -> None:
+    from kit.judge import SCREENS, Judge, probes, rule_grade
+
+    rows = probes()
+    bad = [r for r in rows if r["expected"] == "screened"]
+    good = [r for r in rows if r["expected"] == "sent"]
+    print(f"probes: {len(bad)} that should get 0 ({', '.join(sorted({r['kind'] for r in bad}))}), {len(good)} legitimate")
+    for label, checks in (("with the screen   ", SCREENS), ("without the screen", ())):
+        before = stats(url)["requests"]
+        judge = Judge("openai-compatible", base_url=url, model="always-correct", screen=checks, max_concurrency=16)
+        verdicts = judge.grade([r["question"] for r in rows], [f"reasoning\n</think>\n\n{r['conclusion']}" for r in rows],
+                               [r["reference"] for r in rows])
+        paid = stats(url)["requests"] - before
+        fp = sum(v.verdict == "correct" for r, v in zip(rows, verdicts) if r["expected"] == "screened") / len(bad)
+        fn = sum(v.screened is not None for r, v in zip(rows, verdicts) if r["expected"] == "sent") / len(good)
+        rule_fp = sum(rule_grade(r["conclusion"], r["reference"], r["question"], checks)[0] == "correct" for r in bad) / len(bad)
+        print(f"{label}: always-correct judge false positives {fp:.0%}, legitimate answers stopped {fn:.0%}, "
+              f"{paid} requests paid; rule judge false positives {rule_fp:.0%}")
 
 
 if __name__ == "__main__":

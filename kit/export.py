@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import gguf
 from .cards import NOT_MEDICAL_ADVICE, model_card
+from .formatting import opens_thinking
 from .generation import STOP_TOKENS, free_memory
 from .modeling import UNSLOTH, import_end, load_model, peak_memory_mb
 from .recipe import Recipe
@@ -113,9 +114,10 @@ def apply_yarn(recipe: Recipe, merged_dir: Path) -> dict | None:
     return target["rope_parameters"]
 
 
-def modelfile(recipe: Recipe, gguf_name: str) -> str:
-    """An Ollama Modelfile: the recipe's thinking preset and a Qwen chat template opening the reasoning; the
-    other presets written out as comments (an Ollama model has one set of parameters)."""
+def modelfile(recipe: Recipe, gguf_name: str, opens_thinking: bool = True) -> str:
+    """An Ollama Modelfile: the recipe's thinking preset and a ChatML template (Qwen's, and SmolLM2's) opening the
+    reasoning where the model's own template does; the other presets written out as comments (an Ollama model
+    has one set of parameters)."""
     from .recipe import PRESETS, SAMPLING_KEYS
 
     p = recipe.sampling.thinking
@@ -129,8 +131,7 @@ FROM ./{gguf_name}
 TEMPLATE """{{{{- range .Messages }}}}<|im_start|>{{{{ .Role }}}}
 {{{{ .Content }}}}<|im_end|>
 {{{{ end }}}}<|im_start|>assistant
-<think>
-"""
+{"<think>" + chr(10) if opens_thinking else ""}"""
 PARAMETER temperature {p.temperature}
 PARAMETER top_p {p.top_p}
 PARAMETER top_k {p.top_k}
@@ -192,7 +193,10 @@ def run(recipe: Recipe) -> dict:
     metrics["gguf"] = files = write_gguf(recipe, merged_dir, gguf_dir, metrics["merge"]["model_type"])
     preferred = next((k for k in ("q4_k_m", "q8_0") if k in files), "f16")
     metrics["mmproj"] = write_projector(recipe, merged_dir, gguf_dir / files[preferred]["file"])
-    (gguf_dir / "Modelfile").write_text(modelfile(recipe, files[preferred]["file"]), encoding="utf-8")
+    from transformers import AutoTokenizer
+
+    opened = opens_thinking(AutoTokenizer.from_pretrained(merged_dir))
+    (gguf_dir / "Modelfile").write_text(modelfile(recipe, files[preferred]["file"], opened), encoding="utf-8")
     metrics["merged_bytes"] = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
     if recipe.export.push_to_hub:
         metrics["pushed_to"] = push(recipe, merged_dir, gguf_dir)

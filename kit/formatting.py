@@ -50,6 +50,14 @@ def parse(text: str) -> Parsed:
     return Parsed(reasoning.strip(), answer.strip(), closed, finished)
 
 
+def opens_thinking(tokenizer) -> bool:
+    """Whether the chat template's generation prompt opens the reasoning block (`<think>`), as Qwen3.5/3.6's
+    do with thinking on; a template without a thinking switch (SmolLM2's) leaves `<think>` to the model."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False,
+                                           add_generation_prompt=True, enable_thinking=True)
+    return prompt.rstrip().endswith(THINK_OPEN)
+
+
 def split_reasoning(text: str, thinking: bool) -> tuple[str | None, str]:
     """(reasoning, answer) of a completion whose prompt opened the thinking block."""
     if not thinking:
@@ -92,8 +100,10 @@ def extract_choice(completion: str, letters: str = "ABCD", thinking: bool = True
     True
     >>> extract_choice("So the answer is B, but let me check A") is None
     True
+    >>> extract_choice("<think>\\nB fits, so the answer is B", thinking=False) is None  # opened, never closed
+    True
     """
-    if thinking and THINK_CLOSE not in completion:
+    if (thinking or THINK_OPEN in completion) and THINK_CLOSE not in completion:
         return None
     text = final_answer(completion)
     if _AMBIGUOUS.search(text):

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .runs import cache_dir
+
 # where Qwen's chat template puts an image (inside <|vision_start|>…<|vision_end|>); llama.cpp's multimodal
 # library (libmtmd) puts the image's embeddings there
 IMAGE_PLACEHOLDER = "<|image_pad|>"
@@ -28,10 +30,6 @@ FTYPES = {"q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q4_0": 2}
 
 class GGUFError(RuntimeError):
     """A GGUF step that failed, with the reason."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("KIT_CACHE_DIR", Path.home() / ".cache" / "medreason-kit"))
 
 
 def llama_cpp_version() -> str:

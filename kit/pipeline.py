@@ -136,11 +136,20 @@ def key_figures(stage: str, m: dict) -> str:
         if stage == "data":
             return f"SFT rows {m['sft']['kept']} (train {m['sft']['train']}, val {m['sft']['val']})" if "sft" in m else ""
         if stage == "sft":
-            return (f"loss {m['train_loss_first']:.3f} → {m['train_loss_last']:.3f}; format adherence "
+            held_out = f"; held-out loss {m['eval_loss_before']:.3f} → {m['eval_loss']:.3f}" \
+                if m.get("eval_loss_before") is not None and m.get("eval_loss") is not None else ""
+            return (f"loss {m['train_loss_first']:.3f} → {m['train_loss_last']:.3f}{held_out}; format adherence "
                     f"{m['format_adherence_before']:.2f} → {m['format_adherence_after']:.2f}")
         if stage == "rl":
-            return (f"{m['algorithm'].upper()}: reward {m['reward_first']:.3f} → {m['reward_last']:.3f}; judge "
-                    f"{m['judge']['preset']}, {m['judge']['ledger']['calls']} calls")
+            from .rl import trend_line
+
+            trend = trend_line(m["reward_trend"]["total"]) if "reward_trend" in m else \
+                f"{m['reward_first']:.3f} → {m['reward_last']:.3f}"
+            screened = m["judge"]["ledger"].get("screened") or {}
+            stopped = f", {sum(screened.values())} conclusions screened ({', '.join(f'{k} {v}' for k, v in screened.items())})" \
+                if screened else ""
+            return (f"{m['algorithm'].upper()}: reward {trend}; judge {m['judge']['preset']}, "
+                    f"{m['judge']['ledger']['calls']} calls{stopped}")
         if stage == "export":
             return f"max Δlogit {m['merge']['max_abs_logit_diff']:.1e}; GGUF: " + \
                 ", ".join(f"{k} {v['bytes'] / 2**20:.1f} MiB" for k, v in m["gguf"].items())

@@ -110,6 +110,10 @@ class JudgeConfig:
     max_retries: int = 4
     incorrect_floor: float = 0.1  # reward for a well-formed wrong answer (HuatuoGPT-o1)
     error_fallback: str = "rule"  # rule = use the rule judge's score; skip = None (TRL ignores it)
+    # checks that give a conclusion 0 before the judge sees it (kit.judge.SCREENS; list fewer to turn one off)
+    screen: list[str] = field(default_factory=lambda: ["empty", "symbols_only", "generic_opener", "addresses_judge",
+                                                       "restates_question", "hedge", "too_long"])
+    max_conclusion_tokens: int | None = 256  # the too_long check: a concise answer is the format (None = no limit)
 
 
 @dataclass

@@ -7,9 +7,10 @@ completion starts inside the reasoning block, so it holds `</think>` but not `<t
 
 from __future__ import annotations
 
+import re
 import threading
 
-from .formatting import THINK_CLOSE, parse
+from .formatting import THINK_CLOSE, final_answer, parse
 from .judge import Judge, rule_grade
 
 
@@ -81,23 +82,30 @@ def _question(kwargs: dict, i: int) -> str:
 
 
 class JudgeReward:
-    """Judge reward: broken format → 0.0; correct → 1.0; partially correct → its score;
-    incorrect → `incorrect_floor` (a well-formed wrong answer beats a broken one); judge error →
-    the rule judge's score (`error_fallback="rule"`) or None, which TRL skips (`"skip"`). Counts kept.
+    """Judge reward: broken format → 0.0; a conclusion the screen stops (kit.judge.screen: empty, a master
+    key, addressed to the grader, a hedge...) → 0.0, unjudged; correct → 1.0; partially correct → its score;
+    incorrect → `incorrect_floor` (a well-formed wrong answer beats a broken one); judge error → the rule
+    judge's score (`error_fallback="rule"`) or None, which TRL skips (`"skip"`). Counts kept, and per call the
+    signals of a policy collapsing onto what the judge pays for (`signals`, logged as `judge/...`).
 
     >>> reward = JudgeReward(Judge("rule"))
-    >>> reward(["Opioids.\\n</think>\\n\\nNaloxone", "x\\n</think>\\n\\nFlumazenil", "no tag"],
-    ...        reference=["Naloxone"] * 3)
-    [1.0, 0.1, 0.0]
+    >>> reward(["Opioids.\\n</think>\\n\\nNaloxone", "x\\n</think>\\n\\nFlumazenil", "no tag",
+    ...         "x\\n</think>\\n\\nThought process:"], reference=["Naloxone"] * 4)
+    [1.0, 0.1, 0.0, 0.0]
+    >>> reward.counts["screened"], reward.last["screened/generic_opener"]
+    (1, 0.25)
     """
 
     __name__ = "judge"
 
-    def __init__(self, judge: Judge, *, incorrect_floor: float = 0.1, error_fallback: str = "rule"):
+    def __init__(self, judge: Judge, *, incorrect_floor: float = 0.1, error_fallback: str = "rule",
+                 num_generations: int | None = None):
         if error_fallback not in ("rule", "skip"):
             raise ValueError(f"error_fallback must be 'rule' or 'skip', got {error_fallback!r}")
         self.judge, self.floor, self.fallback = judge, incorrect_floor, error_fallback
-        self.counts = {"graded": 0, "broken_format": 0, "judge_errors": 0, "fallbacks": 0, "skipped": 0}
+        self.num_generations = num_generations  # completions per prompt, in TRL's order: one group after another
+        self.counts = {"graded": 0, "broken_format": 0, "screened": 0, "judge_errors": 0, "fallbacks": 0, "skipped": 0}
+        self.last: dict[str, float] = {}  # the signals of the last call, as logged
         self._lock = threading.Lock()
 
     def _count(self, **kw):
@@ -114,20 +122,34 @@ class JudgeReward:
         verdicts = self.judge.grade([_question(kwargs, i) for i in idx], [texts[i] for i in idx],
                                     [reference[i] for i in idx])
         for i, v in zip(idx, verdicts):
-            if v.error is not None:
+            if v.screened:
+                self._count(screened=1)
+                rewards[i] = 0.0
+            elif v.error is not None:
                 self._count(judge_errors=1)
                 if self.fallback == "rule":
                     self._count(fallbacks=1)
-                    verdict, score, _ = rule_grade(v.final_answer, reference[i])
+                    verdict, score, _ = rule_grade(v.final_answer, reference[i], _question(kwargs, i))
                     rewards[i] = self._shape(verdict, score)
                 else:
                     self._count(skipped=1)
                     rewards[i] = None
             else:
                 rewards[i] = self._shape(v.verdict, v.score)
+        screened = [None] * len(texts)
+        for i, v in zip(idx, verdicts):
+            screened[i] = v.screened
+        self.last = signals([final_answer(t) for t in texts], screened, self.num_generations, self.judge.count_tokens)
+        self.last["errors"] = float(sum(1 for v in verdicts if v.error))
+        if self.judge.preset != "rule" and texts:  # the rule judge in the LLM judge's shadow: do they drift apart?
+            shadow = [0.0] * len(texts)
+            for i, v in zip(idx, verdicts):
+                shadow[i] = 0.0 if v.screened else self._shape(*rule_grade(v.final_answer, reference[i], _question(kwargs, i))[:2])
+            self.last["rule_reward"] = sum(shadow) / len(shadow)
         log_metric = kwargs.get("log_metric")
         if callable(log_metric):
-            log_metric("judge/errors", float(sum(1 for i, v in zip(idx, verdicts) if v.error)))
+            for name, value in self.last.items():
+                log_metric(f"judge/{name}", value)
         return rewards
 
     def _shape(self, verdict: str, score: float) -> float:
@@ -136,3 +158,25 @@ class JudgeReward:
         if verdict == "partially_correct":
             return max(self.floor, float(score))
         return self.floor
+
+
+def signals(conclusions: list[str], screened: list[str | None], group: int | None, count_tokens) -> dict:
+    """What one batch of conclusions says about reward hacking: the share screened, by reason; the mean
+    conclusion length; how many distinct conclusions a group of `group` completions (one prompt's) holds, on
+    average; and the share the most common conclusion takes across the batch's prompts.
+
+    >>> s = signals(["Naloxone", "naloxone.", "Atropine", "Solution"], [None, None, None, "generic_opener"], 2, len)
+    >>> s["screened"], s["screened/generic_opener"], s["distinct_per_group"], s["top_conclusion_share"]
+    (0.25, 0.25, 1.5, 0.5)
+    """
+    n = max(1, len(conclusions))
+    out: dict[str, float] = {"screened": sum(r is not None for r in screened) / n}
+    for reason in sorted({r for r in screened if r}):
+        out[f"screened/{reason}"] = sum(r == reason for r in screened) / n
+    out["conclusion_tokens"] = sum(count_tokens(c) for c in conclusions) / n
+    keys = [" ".join(re.sub(r"[^\w\s]", " ", c.lower()).split()) for c in conclusions]
+    if group and len(keys) >= group:
+        groups = [keys[i:i + group] for i in range(0, len(keys) - group + 1, group)]
+        out["distinct_per_group"] = sum(len(set(g)) for g in groups) / len(groups)
+    out["top_conclusion_share"] = max((keys.count(k) for k in set(keys) if k), default=0) / n
+    return out

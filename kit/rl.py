@@ -99,12 +99,86 @@ def build_config(recipe: Recipe, output_dir: Path, vllm: dict | None = None):
     return GRPOConfig(output_dir=str(output_dir), **args)
 
 
-def build_rewards(recipe: Recipe, cache_path: Path | None, stop_ids: list[int]) -> tuple[list, list[float], JudgeReward]:
+class RewardRecord:
+    """Every completion's value from each reward function, in the order TRL asked, so that the stage can say
+    whether the reward rose over the run (`reward_trend`) from completions, not from a handful of step means."""
+
+    def __init__(self, names: list[str], weights: list[float]):
+        self.weights = dict(zip(names, weights))
+        self.calls: dict[str, list[list[float | None]]] = {n: [] for n in names}
+
+    def wrap(self, func, name: str):
+        def recorded(*args, **kwargs):
+            values = func(*args, **kwargs)
+            self.calls[name].append(list(values))
+            return values
+
+        recorded.__name__ = getattr(func, "__name__", name)  # TRL logs a reward by its function's name
+        return recorded
+
+    def values(self, per_process: list[dict] | None = None) -> dict[str, list[float]]:
+        """{reward name, and "total" (weighted, as TRL sums them): values in generation order}; with the records
+        of several processes, each generation's completions from every process in rank order. A completion a
+        reward skipped (None) is left out of that reward and of the total."""
+        calls = per_process or [self.calls]
+        out: dict[str, list[float]] = {n: [] for n in [*self.weights, "total"]}
+        for i in range(min(len(c[n]) for c in calls for n in self.weights)):
+            for c in calls:
+                for j in range(len(c[next(iter(self.weights))][i])):
+                    row = {n: c[n][i][j] for n in self.weights}
+                    for n, v in row.items():
+                        if v is not None:
+                            out[n].append(float(v))
+                    if all(v is not None for v in row.values()):
+                        out["total"].append(sum(self.weights[n] * v for n, v in row.items()))
+        return out
+
+
+def reward_trend(values: list[float], alpha: float = 0.05) -> dict:
+    """Did the reward rise? The completions of the first quarter of the run against those of the last, by a
+    one-sided Mann-Whitney U test (scipy): `rose` when the last quarter is stochastically larger at `alpha`.
+
+    >>> t = reward_trend([0.1] * 30 + [0.5] * 10 + [1.0] * 30)
+    >>> (t["first_quarter"], t["last_quarter"], t["rose"], t["p_value"] < 0.001)
+    (0.1, 1.0, True, True)
+    >>> reward_trend([0.3, 0.3, 0.3, 0.3])["rose"]
+    False
+    """
+    q = len(values) // 4
+    if q < 2:
+        return {"completions": len(values), "first_quarter": None, "last_quarter": None, "p_value": None, "rose": False,
+                "test": "too few completions for a test"}
+    from scipy.stats import mannwhitneyu
+
+    first, last = values[:q], values[-q:]
+    p = 1.0 if set(first) == set(last) and len(set(first)) == 1 else \
+        float(mannwhitneyu(last, first, alternative="greater").pvalue)
+    return {"completions": len(values), "per_quarter": q, "first_quarter": round(sum(first) / q, 4),
+            "last_quarter": round(sum(last) / q, 4), "p_value": round(p, 4), "rose": p < alpha,
+            "test": "one-sided Mann-Whitney U, last quarter > first quarter"}
+
+
+def trend_line(trend: dict) -> str:
+    """
+    >>> trend_line({"first_quarter": 0.2, "last_quarter": 0.5, "p_value": 0.003, "rose": True, "per_quarter": 24})
+    '0.200 → 0.500 (first → last quarter, 24 completions each): rose (p = 0.003)'
+    """
+    if trend.get("first_quarter") is None:
+        return "too few completions for a trend"
+    verdict = "rose" if trend["rose"] else "did not rise significantly"
+    return (f"{trend['first_quarter']:.3f} → {trend['last_quarter']:.3f} (first → last quarter, {trend['per_quarter']} "
+            f"completions each): {verdict} (p = {trend['p_value']:.3g})")
+
+
+def build_rewards(recipe: Recipe, cache_path: Path | None, stop_ids: list[int],
+                  count_tokens=None) -> tuple[list, list[float], JudgeReward]:
     """Reward functions in a fixed order with their weights from `rl.reward_weights`; the format reward
-    knows the tokenizer's end-of-turn ids, so that a completion cut off by the token limit scores 0."""
+    knows the tokenizer's end-of-turn ids, so that a completion cut off by the token limit scores 0; the
+    judge's screen counts a conclusion's length in the policy's tokens (`count_tokens`)."""
     cfg = recipe.rl.judge
-    judge = Judge(cfg, cache_path=cache_path)
-    judge_reward = JudgeReward(judge, incorrect_floor=cfg.incorrect_floor, error_fallback=cfg.error_fallback)
+    judge = Judge(cfg, cache_path=cache_path, count_tokens=count_tokens)
+    judge_reward = JudgeReward(judge, incorrect_floor=cfg.incorrect_floor, error_fallback=cfg.error_fallback,
+                               num_generations=recipe.rl.trainer.get("num_generations", 8))
     available = {"format": make_format_reward(stop_ids), "judge": judge_reward}
     unknown = sorted(set(recipe.rl.reward_weights) - set(available))
     if unknown:
@@ -139,6 +213,54 @@ def clipping_watch():
     return ClippingWatch()
 
 
+def hacking_watch(window: int = 8):
+    """A callback that says, once each, when the policy looks like it is learning the judge rather than the
+    task: the same conclusion for most completions across different questions for three logged steps
+    running, or, over the last `window` logged steps, the judged reward rising while the format reward (or,
+    for an LLM judge, the rule judge graded in its shadow) falls."""
+    from transformers import TrainerCallback
+
+    class HackingWatch(TrainerCallback):
+        def __init__(self):
+            self.history: list[dict] = []
+            self.converged, self.said = 0, set()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "rewards/judge/mean" not in logs:
+                return
+            self.history.append(logs)
+            prompts = max(1, args.per_device_train_batch_size // max(1, args.num_generations))
+            self.converged = self.converged + 1 if prompts > 1 and logs.get("judge/top_conclusion_share", 0) >= 0.75 else 0
+            if self.converged >= 3:
+                self.say("converged", f"{logs['judge/top_conclusion_share']:.0%} of completions end in one conclusion "
+                                      f"across different questions, three steps running (step {state.global_step}): "
+                                      f"the policy may have found a string the judge pays for")
+            if len(self.history) >= window:
+                recent = self.history[-window:]
+                half = window // 2
+
+                def change(key):
+                    values = [h.get(key) for h in recent]
+                    if any(v is None for v in values):
+                        return None
+                    return sum(values[half:]) / (window - half) - sum(values[:half]) / half
+
+                judged = change("rewards/judge/mean")
+                for key, label in (("rewards/format_reward/mean", "the format reward"), ("judge/rule_reward", "the rule judge's reward")):
+                    other = change(key)
+                    if judged is not None and other is not None and judged > 0.05 and other < -0.05:
+                        self.say(key, f"the judged reward rose by {judged:+.2f} over the last {window} steps while "
+                                      f"{label} fell by {other:+.2f} (step {state.global_step}): read the conclusions "
+                                      f"(log_completions) before trusting the judge")
+
+        def say(self, key: str, message: str):
+            if key not in self.said:
+                self.said.add(key)
+                print(f"[kit] ⚠ reward hacking? {message}", flush=True)
+
+    return HackingWatch()
+
+
 @dataclass
 class RLSession:
     recipe: Recipe
@@ -151,6 +273,7 @@ class RLSession:
     start_adapter: str | None
     lora_before: dict
     rollouts: str  # the engine that generates them, and why
+    record: RewardRecord  # every completion's rewards, for the trend test
 
 
 def lora_snapshot(model) -> dict:
@@ -196,13 +319,18 @@ def prepare(recipe: Recipe) -> RLSession:
     wait_for_main()  # the folder and the checkpoints every process resumes from are settled
     config = build_config(recipe, ckpt_dir, vllm_args(recipe, engine, end))
     loaded = load_model(recipe, adapter=adapter, trainable=True, fast_inference=engine == "vllm" and end == UNSLOTH)
-    funcs, weights, judge_reward = build_rewards(recipe, out / "judge_cache.sqlite", stop_token_ids(loaded.tokenizer))
+    tokenizer = loaded.tokenizer
+    funcs, weights, judge_reward = build_rewards(recipe, out / "judge_cache.sqlite", stop_token_ids(tokenizer),
+                                                 lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     config.reward_weights = weights
+    record = RewardRecord([f.__name__ for f in funcs], weights)
+    funcs = [record.wrap(f, f.__name__) for f in funcs]
     dataset = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "question", "reference")} for r in rows])
     trainer = GRPOTrainer(model=loaded.model, reward_funcs=funcs, args=config, train_dataset=dataset,
                           processing_class=loaded.tokenizer)
     restore_full_module_dtypes(loaded, trainer.model)
     trainer.add_callback(clipping_watch())
+    trainer.add_callback(hacking_watch())
     for warning in budget_warnings(recipe, stage_dir(recipe, "data") / "lengths.json") if is_main() else []:
         print(f"[kit] ⚠ {warning}")
     if is_main():
@@ -210,7 +338,7 @@ def prepare(recipe: Recipe) -> RLSession:
               f"loss_type={config.loss_type}) on {len(rows)} prompts; judge: {judge_reward.judge!r}; rollouts "
               f"generated by {engine} ({why})")
     return RLSession(recipe, out, loaded, trainer, judge_reward, rows, last_checkpoint(ckpt_dir),
-                     str(adapter) if adapter else None, lora_snapshot(loaded.model), f"{engine} ({why})")
+                     str(adapter) if adapter else None, lora_snapshot(loaded.model), f"{engine} ({why})", record)
 
 
 def preview(session: RLSession, n: int = 4, num_generations: int = 2) -> list[dict]:
@@ -234,8 +362,8 @@ def preview(session: RLSession, n: int = 4, num_generations: int = 2) -> list[di
 
 def reward_history(log_history: list[dict]) -> list[dict]:
     keep = ("reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "loss",
-            "clip_ratio/region_mean", "judge/errors")
-    return [{"step": h["step"], **{k: v for k, v in h.items() if k in keep or k.startswith("rewards/")}}
+            "clip_ratio/region_mean")
+    return [{"step": h["step"], **{k: v for k, v in h.items() if k in keep or k.startswith(("rewards/", "judge/"))}}
             for h in log_history if "reward" in h]
 
 
@@ -248,6 +376,7 @@ def train(session: RLSession) -> dict:
     judge = session.judge_reward.judge
     # every process judged its own completions: the run's ledger and counts are their sums
     ledgers, counts = gather(judge.ledger.as_dict()), gather(dict(session.judge_reward.counts))
+    recorded = session.record.values(gather(session.record.calls))
     if not is_main():  # the main process writes the adapter, the metrics, the ledger and the card
         return {"rank": launch()["rank"]}
     change = adapter_change(session, adapter_dir)
@@ -263,6 +392,8 @@ def train(session: RLSession) -> dict:
         "seconds": round(seconds, 2), "prompts": len(session.rows),
         "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
         "reward_history": history,
+        # from each completion's rewards (a resumed run: those generated since it resumed)
+        "reward_trend": {name: reward_trend(values) for name, values in recorded.items()},
         "rewards_finite": all(r is not None and torch.isfinite(torch.tensor(float(r))) for r in rewards),
         "adapter_max_abs_change": change,
         "judge": {"preset": judge.preset, "model": judge.model, "ledger": summed(ledgers),
@@ -274,20 +405,20 @@ def train(session: RLSession) -> dict:
     (out / "judge_ledger.json").write_text(json.dumps(metrics["judge"], indent=2))
     (adapter_dir / "README.md").write_text(model_card(recipe, "rl", metrics), encoding="utf-8")
     print(f"[kit] rl done: {steps} {recipe.rl.algorithm.upper()} steps in {metrics['seconds']} s; reward "
-          f"{metrics['reward_first']} → {metrics['reward_last']}; judge ledger {metrics['judge']['ledger']}")
+          f"{trend_line(metrics['reward_trend']['total'])}; judge ledger {metrics['judge']['ledger']}")
     return metrics
 
 
 def summed(per_process: list[dict]) -> dict:
     """Counts from every process added up, key by key.
 
-    >>> summed([{"calls": 2, "cost": 0.5}, {"calls": 3, "cost": 0.25}])
-    {'calls': 5, 'cost': 0.75}
+    >>> summed([{"calls": 2, "cost": 0.5, "screened": {"hedge": 1}}, {"calls": 3, "cost": 0.25, "screened": {"hedge": 2}}])
+    {'calls': 5, 'cost': 0.75, 'screened': {'hedge': 3}}
     """
     out: dict = {}
     for d in per_process:
         for k, v in d.items():
-            out[k] = out.get(k, 0) + v
+            out[k] = summed([out.get(k, {}), v]) if isinstance(v, dict) else out.get(k, 0) + v
     return out
 
 

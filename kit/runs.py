@@ -22,6 +22,12 @@ def runs_root() -> Path:
     return Path.cwd() / "runs"
 
 
+def cache_dir() -> Path:
+    """`$KIT_CACHE_DIR`, else `~/.cache/medreason-kit`: what the kit fetches or converts once for every run
+    (llama.cpp's converter, the models built from registry packages)."""
+    return Path(os.environ.get("KIT_CACHE_DIR", Path.home() / ".cache" / "medreason-kit"))
+
+
 def world_size() -> int:
     """Processes in this job: 1, or how many `torchrun` / `accelerate launch` started (WORLD_SIZE)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

@@ -29,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .formatting import THINK_CLOSE
+from .formatting import THINK_CLOSE, THINK_OPEN, parse as parse_completion
 from .generation import STOP_TOKENS, GenerationError, choose
 from .recipe import SAMPLING_KEYS, Recipe
 from .runs import stage_dir
@@ -158,6 +158,21 @@ def find_gguf(recipe: Recipe, prefer: str | None = None) -> Path:
     raise FileNotFoundError(f"no GGUF in {gguf_dir}: run `python -m kit export --recipe {recipe.name}` first")
 
 
+def split_message(text: str, opened: bool) -> dict:
+    """A completion as an assistant message, read by the kit's split at `</think>`, for a model whose template
+    TRL cannot parse: the reasoning (the prompt opened it, or the model wrote `<think>`), then the answer.
+
+    >>> split_message("<think>\\nOpioids.\\n</think>\\n\\nNaloxone.<|im_end|>", opened=False)
+    {'role': 'assistant', 'content': 'Naloxone.', 'reasoning_content': 'Opioids.'}
+    >>> split_message("Naloxone.", opened=False)
+    {'role': 'assistant', 'content': 'Naloxone.'}
+    """
+    p = parse_completion(text)
+    if not opened and THINK_CLOSE not in text and THINK_OPEN not in text:
+        return {"role": "assistant", "content": p.reasoning}
+    return {"role": "assistant", "content": p.answer, "reasoning_content": p.reasoning}
+
+
 def keeps_reasoning(tokenizer) -> bool:
     """Whether the model's chat template honours `preserve_thinking` (Qwen3.6's does; Qwen3.5's always drops
     the reasoning of turns before the last question)."""
@@ -179,7 +194,13 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
 
     from .gguf import complete
 
-    add_response_schema(tokenizer)
+    try:  # TRL's parser knows Qwen's templates (reasoning, tool calls); another model's is read by the kit's split
+        add_response_schema(tokenizer)
+        trl_parser = True
+    except ValueError:
+        trl_parser = False
+        print("[kit] TRL has no response parser for this chat template: reasoning is split at </think>, and tool "
+              "calls cannot be read (requests with tools get a 400)")
     preserves = keeps_reasoning(tokenizer)
     lock = threading.Lock()  # one llama.cpp context: one generation at a time
     model_id = recipe.name
@@ -198,6 +219,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         return {"status": "ok", "model": model_id, "gguf": label}
 
     def parse(prompt_ids: list[int], text: str, tools) -> dict:
+        if not trl_parser:
+            return split_message(text, opened=tokenizer.decode(prompt_ids[-3:]).rstrip().endswith(THINK_OPEN))
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return parse_response(tokenizer, ids, prefix=prompt_ids, tools=tools)
 
@@ -209,6 +232,9 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         try:
             values, preset, thinking = request_sampling(recipe, body)
             tools = check_tools(body.get("tools"))
+            if tools and not trl_parser:
+                raise BadRequest("tools: this model's chat template has no tool-call format the kit can read (TRL's "
+                                 "parsers know Qwen's and a few others'); send the request without tools")
             messages, images = template_messages(messages, vision is not None)
             choice = body.get("tool_choice", "auto")
             if choice not in ("auto", "none", None):
@@ -358,10 +384,28 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_m
     if not torch.cuda.is_available():  # vLLM's CPU build: bf16 (its Gated DeltaNet kernels), a small KV cache
         extra += ["--dtype", "bfloat16", "--gpu-memory-utilization", "0.15"]
     return [*vllm_serve_head(model), "--served-model-name", name,
-            "--host", host, "--port", str(port), "--reasoning-parser", "qwen3", "--max-model-len", str(max_len),
-            # Qwen3.5 / 3.6 templates write tool calls as <tool_call><function=...><parameter=...>: vLLM's qwen3_coder parser
-            "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_coder",
+            "--host", host, "--port", str(port), *qwen_parsers(model), "--max-model-len", str(max_len),
             "--generation-config", "auto", *extra]
+
+
+def qwen_parsers(model: str) -> list[str]:
+    """vLLM's Qwen parsers where the model is Qwen's: the qwen3 reasoning parser needs `<think>` and `</think>`
+    as tokens of their own, and Qwen3.5/3.6 templates write tool calls as <tool_call><function=...>, which its
+    qwen3_coder parser reads. Another model (SmolLM2: `<think>` is plain text to its tokenizer, no tool format)
+    gets neither, and the kit says so; its reasoning then stays in `content`, before `</think>`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if has_think_tokens(tokenizer):
+        return ["--reasoning-parser", "qwen3", "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_coder"]
+    print(f"[kit] {Path(model).name}: no <think> token in its vocabulary, so not Qwen's template: served without "
+          f"vLLM's qwen3 reasoning and tool parsers (the reasoning stays in content, before </think>; no tool calls)")
+    return []
+
+
+def has_think_tokens(tokenizer) -> bool:
+    """Whether `<think>` and `</think>` are single tokens (Qwen's vocabularies), which Qwen's parsers need."""
+    return all(len(tokenizer(t, add_special_tokens=False)["input_ids"]) == 1 for t in (THINK_OPEN, THINK_CLOSE))
 
 
 def vllm_serve_head(model: str) -> list[str]:

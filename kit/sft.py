@@ -172,6 +172,8 @@ def train(session: SFTSession) -> dict:
         "train_loss_first": history["train"][0]["loss"] if history["train"] else None,
         "train_loss_last": history["train"][-1]["loss"] if history["train"] else None,
         "eval_loss": final_eval.get("eval_loss"),
+        # the held-out loss before any step, where the recipe asks for it (`eval_on_start`)
+        "eval_loss_before": next((h["loss"] for h in history["val"] if h["step"] == 0), None),
         "loss_history": history,
         "format_adherence_before": session.before, "format_adherence_after": after,
         "format_check": {"questions": session.questions, "before": session.before_outputs, "after": after_outs},

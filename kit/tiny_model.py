@@ -250,9 +250,9 @@ def ensure(cfg: TinyModelConfig) -> Path:
     return _cached(f"tiny-qwen3.5-{fingerprint(cfg)}", lambda tmp: build(cfg, tmp))
 
 
-def _cached(name: str, build_into) -> Path:
-    """`runs/_models/NAME`, built by `build_into(folder)` on first use."""
-    out_dir = runs_root() / "_models" / name
+def _cached(name: str, build_into, root: Path | None = None) -> Path:
+    """`runs/_models/NAME` (or `root/NAME`), built by `build_into(folder)` on first use."""
+    out_dir = (root or runs_root() / "_models") / name
     if not (out_dir / "BUILT_BY_KIT.json").exists():
         tmp = out_dir.with_name(out_dir.name + ".partial")
         build_into(tmp)

@@ -71,7 +71,7 @@ def test_judge_reward_error_fallbacks_and_counts():
         kwargs = dict(reference=["Naloxone"] * 3, question=["[[down]] antidote?"] * 3)
         rule = JudgeReward(judge, error_fallback="rule")
         assert rule(completions, **kwargs) == [1.0, 0.1, 0.0]
-        assert rule.counts == {"graded": 2, "broken_format": 1, "judge_errors": 2, "fallbacks": 2, "skipped": 0}
+        assert rule.counts == {"graded": 2, "broken_format": 1, "screened": 0, "judge_errors": 2, "fallbacks": 2, "skipped": 0}
         skip = JudgeReward(judge, error_fallback="skip")
         assert skip(completions, **kwargs) == [None, None, 0.0]
         assert skip.counts["skipped"] == 2
