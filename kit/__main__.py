@@ -30,7 +30,7 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
     accelerate `config`), the judge's key."""
     from .judge import Judge, concurrency_share
     from .memory import GPUS, Sharding, free_disk_gib, report
-    from .modeling import UNSLOTH, CapacityError, check_capacity, has_cuda, pick_end
+    from .modeling import UNSLOTH, CapacityError, check_capacity, gpu_memory_needed, has_cuda, pick_end
     from .runs import runs_root
 
     if gpu == "all":
@@ -54,6 +54,8 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
     print(table, flush=True)
     for warning in budget_warnings(recipe):
         print(f"[kit] ⚠ {warning}", flush=True)
+    if gpu:  # planning for the named GPU(s): this machine's own GPU, or its lack of one, is not the question
+        return plan(recipe, gpus, round(peak, 1) if launched else gpu_memory_needed(recipe), disk)
     check_capacity(recipe, need=round(peak, 1) if launched else None)
     free = free_disk_gib(runs_root())
     if disk > free:
@@ -71,6 +73,23 @@ def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | 
             split_gpus(visible_gpus(), processes, server_gpus)  # LaunchError: the GPUs do not add up
     judge = Judge(recipe.rl.judge)
     print(f"[kit] {recipe.name}: OK on the {pick_end()} end; disk {disk:.0f} of {free:.0f} GiB free; judge {judge!r}")
+    return 0
+
+
+def plan(recipe, gpus: dict[str, float], need: float, disk: float) -> int:
+    """`kit check --gpu NAME|all`: the recipe against the named GPU(s), wherever the check runs (a laptop
+    plans for a rented GPU). 0 when it fits at least one of them; the reason otherwise."""
+    from .modeling import CapacityError
+
+    fits = [name for name, cap in gpus.items() if need <= cap]
+    if not fits:
+        raise CapacityError(f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory at its largest stage; "
+                            f"{', '.join(f'{n} has {c:g}' for n, c in gpus.items())}. Try the 'workshop' recipe, "
+                            "or a smaller batch or sequence length.")
+    memory = f"about {need:g} GiB of GPU memory" if need > 0 else "no GPU (it runs on a CPU)"
+    print(f"[kit] plan: {recipe.name} needs {memory} and {disk:.0f} GiB of disk; it fits "
+          f"{', '.join(fits)}{'' if len(fits) == len(gpus) else ' (not ' + ', '.join(n for n in gpus if n not in fits) + ')'}. "
+          f"On that machine, `python -m kit check --recipe {recipe.name}` checks its GPU, disk and judge key.")
     return 0
 
 
@@ -104,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "loads nothing")
     p.add_argument("--recipe", required=True)
     p.add_argument("--gpu", default=None, choices=["all", "T4", "L4", "A100-40GB", "H100"],
-                   help="estimate for these GPUs instead of this machine's (default: this GPU, or all without one)")
+                   help="plan for these GPUs instead of this machine: the table, and exit 0 when the recipe fits one of "
+                        "them (default: this GPU, or the table for all without one)")
     p.add_argument("--processes", type=int, default=1,
                    help="training processes (GPUs) of a multi-process launch: what it will use")
     p.add_argument("--config", default=None, help="the launch's accelerate config (kit/accelerate/*.yaml): "

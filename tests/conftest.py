@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from child import failure
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,7 +41,7 @@ def sft_metrics(shared_runs):
     """The tiny recipe's data and SFT stages, run once through the CLI like a user would."""
     for stage in ("data", "sft"):
         proc = subprocess.run([sys.executable, "-m", "kit", stage, "--recipe", "tiny"], capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.returncode == 0, failure(proc)
     return json.loads((shared_runs / "tiny" / "sft" / "metrics.json").read_text())
 
 
@@ -48,7 +49,7 @@ def sft_metrics(shared_runs):
 def export_metrics(sft_metrics, shared_runs):
     proc = subprocess.run([sys.executable, "-m", "kit", "export", "--recipe", "tiny"], capture_output=True,
                           text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     return json.loads((shared_runs / "tiny" / "export" / "metrics.json").read_text())
 
 

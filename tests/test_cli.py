@@ -59,3 +59,7 @@ def test_check_prints_memory_and_disk_for_every_recipe_on_four_gpus():
         for stage in ("eval (HF generate)", "export (16-bit merge)"):
             assert f"| {stage} |" in out.stdout, (name, out.stdout)
         assert "Disk:" in out.stdout
+        # planning on a machine without a GPU: checked against the named GPUs, not against this machine
+        assert out.returncode == 0 and "[kit] plan:" in out.stdout and "H100" in out.stdout.splitlines()[-1], out.stderr
+    too_small = kit("check", "--recipe", "qwen3.6-27b-grpo", "--gpu", "T4")
+    assert too_small.returncode == 2 and "T4 has 14.74" in too_small.stderr

@@ -6,6 +6,7 @@ import pytest
 
 from kit.evaluate import extract_choice, proportion, score_mcq, wilson
 from kit.runs import stage_dir
+from child import failure
 
 
 def c(answer, reasoning="Option A looks wrong; B and D are distractors."):
@@ -181,7 +182,7 @@ def test_the_summary_claims_a_difference_only_when_the_test_holds():
 def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_runs):
     proc = subprocess.run([sys.executable, "-m", "kit", "eval", "--recipe", "tiny", "--set", "eval.max_items=8"],
                           capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     out = shared_runs / "tiny" / "eval"
     results = json.loads((out / "results.json").read_text())
     systems = results["results"]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+from child import failure
 
 SCRIPT = ROOT / "bench" / "gpu_check.py"
 
@@ -18,7 +19,7 @@ def load_script():
 
 def test_without_a_gpu_it_says_so_and_exits_2():
     proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.returncode == 2, failure(proc)
     assert "needs a CUDA GPU" in proc.stdout
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from kit import harness
 from kit.recipe import load_recipe
+from child import failure
 
 
 def _row(response, harness_pick, target, options=6):
@@ -50,7 +51,7 @@ def test_a_hub_source_runs_the_stock_task(tmp_path):
 def test_the_harness_runs_against_kit_serve_on_the_tiny_model(export_metrics, shared_runs):
     proc = subprocess.run([sys.executable, "-m", "kit", "harness", "--recipe", "tiny", "--limit", "3"],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     out = shared_runs / "tiny" / "eval" / "harness"
     results = json.loads((out / "results.json").read_text())
     for task in ("mmlu_pro_biology_local", "mmlu_pro_health_local"):

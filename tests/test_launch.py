@@ -20,6 +20,7 @@ import pytest
 
 from kit.launch import LaunchError, rollout_server_command, split_gpus
 from kit.recipe import load_recipe
+from child import failure
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "kit" / "accelerate"
@@ -108,7 +109,7 @@ def test_a_stage_inside_a_sharded_launch_checks_its_share_of_the_memory(monkeypa
 def test_kit_check_prints_the_launch():
     out = subprocess.run([sys.executable, "-m", "kit", "check", "--recipe", "tiny", "--processes", "2", "--config",
                           str(CONFIGS / "fsdp.yaml")], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, failure(out)
     assert "2 training processes, one per GPU, on the transformers+peft end" in out.stdout
     assert "sft (train step), per GPU (fsdp)" in out.stdout and "weights sharded" in out.stdout
     assert "max_concurrency is shared: 8 per process" in out.stdout  # the tiny recipe's 16, over 2
@@ -133,7 +134,7 @@ def test_launch_runs_sft_and_gspo_as_one_two_process_job_then_the_rest_once(tmp_
     proc = subprocess.run([sys.executable, "-m", "kit", "launch", "--recipe", "tiny", "--processes", "2",
                            *[a for s in sets for a in ("--set", s)]], env={**os.environ, "KIT_RUNS_DIR": str(runs)},
                           capture_output=True, text=True, timeout=1500, cwd=ROOT)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0, (proc.stdout[-3000:], failure(proc))
     out = proc.stdout
     assert "rollout server not started: RL generates with hf" in out  # no CUDA here: said, not hidden
     assert "sft: up to date" in out and "rl: up to date" in out, out[-3000:]  # the pipeline did not redo them
@@ -185,7 +186,7 @@ def test_kit_starts_trls_rollout_server_and_trls_client_generates_from_it(tmp_pa
                                   prompt_ids=out["prompt_ids"][0] == tok(prompt)["input_ids"])))
         """)
         got = subprocess.run([str(VLLM_PYTHON), "-c", client], capture_output=True, text=True, timeout=300, env=env)
-        assert got.returncode == 0, got.stderr[-3000:]
+        assert got.returncode == 0, failure(got)
         result = json.loads(got.stdout.strip().splitlines()[-1])
         # TRL's trainer finds what it needs: one worker to join, the NCCL weight-transfer engine, 4 sampled
         # completions of the prompt it sent, with a log-probability per token for the importance ratios

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from child import failure
 
 SETS = ["sft.trainer.max_steps=20", "sft.trainer.logging_steps=1", "sft.trainer.eval_steps=20",
         "sft.trainer.save_steps=10", "sft.format_check_questions=2", "lora.dropout=0.0"]
@@ -38,7 +39,7 @@ def env_for(runs) -> dict:
 def data(runs) -> None:
     proc = subprocess.run([sys.executable, "-m", "kit", "data", "--recipe", "tiny"], env=env_for(runs),
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, failure(proc)
 
 
 @pytest.mark.slow
@@ -48,7 +49,7 @@ def test_two_cpu_processes_train_sft_as_one_job_and_only_the_main_one_writes(tmp
         runs = tmp_path / name
         data(runs)
         proc = subprocess.run(command(nproc, per_device), env=env_for(runs), capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.returncode == 0, failure(proc)
         results[name] = (proc.stdout, json.loads((runs / "tiny" / "sft" / "metrics.json").read_text()))
     out, two = results["two"]
     _, one = results["one"]
@@ -89,7 +90,7 @@ def test_an_interrupted_two_process_run_resumes_from_its_checkpoint(tmp_path):
     assert not (runs / "tiny" / "sft" / "metrics.json").exists()
     done = subprocess.run(command(2, 4, sets, accelerate=True), env=env_for(runs), capture_output=True, text=True,
                           timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure(done)
     m = json.loads((runs / "tiny" / "sft" / "metrics.json").read_text())
     assert done.stdout.count("resuming from") == 1 and m["steps"] == 200, done.stdout[-2000:]
     assert 10 <= int(m["resumed_from"].split("-")[1]) < 200  # where the kill caught it, then on to the end

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from kit.recipe import load_recipe
+from child import failure
 
 FAST = ["sft.trainer.max_steps=20", "sft.trainer.eval_steps=10", "sft.trainer.save_steps=10",
         "sft.format_check_questions=2", "sft.format_check_max_new_tokens=16",
@@ -15,7 +16,7 @@ FAST = ["sft.trainer.max_steps=20", "sft.trainer.eval_steps=10", "sft.trainer.sa
 def pipeline(*sets, force=False):
     cmd = [sys.executable, "-m", "kit", "pipeline", "--recipe", "tiny", *sum((["--set", s] for s in sets), [])]
     proc = subprocess.run(cmd + (["--force"] if force else []), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     return proc.stdout
 
 

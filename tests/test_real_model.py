@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from real_model import QUICK  # noqa: E402
+from child import failure  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def real_runs(tmp_path_factory):
     cmd = [sys.executable, "-X", "faulthandler", "-m", "kit", "pipeline", "--recipe", "smollm2",
            *sum((["--set", s] for s in QUICK), [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[:3000] + "\n…\n" + proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     yield runs
     if old is None:
         os.environ.pop("KIT_RUNS_DIR", None)
@@ -77,7 +78,7 @@ def test_the_gguf_is_a_llama_llamacpp_recognises_and_tokenises_alike(real_runs):
 
 def test_eval_reads_every_system_and_the_summary_shows_what_training_changed(real_runs):
     ev = metrics(real_runs, "eval")
-    assert list(ev["results"]) == ["base", "sft", "rl", "gguf"]
+    assert list(ev["results"]) == ["base", "sft", "rl", "gguf-q8_0"]
     assert "as the model writes it" in ev["decoding"]
     for r in ev["results"].values():
         assert set(r["tasks"]) == {"medqa", "mmlu_pro_biology", "mmlu_pro_health", "open"}

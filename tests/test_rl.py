@@ -9,6 +9,7 @@ from conftest import kill_after_checkpoint
 from fake_openai import FakeOpenAI
 from kit import modeling, rl
 from kit.recipe import RecipeError, load_recipe
+from child import failure
 
 FAST = ["rl.trainer.max_steps=4", "rl.trainer.save_steps=2"]
 
@@ -93,7 +94,7 @@ def test_unknown_reward_name():
 def run_rl(shared_runs, *sets):
     proc = subprocess.run([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sum((["--set", s] for s in sets), [])],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     return json.loads((shared_runs / "tiny" / "rl" / "metrics.json").read_text()), proc
 
 
@@ -138,6 +139,6 @@ def test_interrupted_rl_resumes(sft_metrics, shared_runs):
     kill_after_checkpoint("rl", sets, shared_runs / "tiny" / "rl" / "checkpoints")
     done = subprocess.run([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sets], capture_output=True,
                           text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure(done)
     m = json.loads((shared_runs / "tiny" / "rl" / "metrics.json").read_text())
     assert m["resumed_from"] and m["resumed_from"].startswith("checkpoint-") and m["steps"] == 12

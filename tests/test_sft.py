@@ -7,6 +7,7 @@ import torch
 
 from conftest import kill_after_checkpoint
 from kit.recipe import load_recipe
+from child import failure
 
 
 def kit(*args, timeout=600):
@@ -45,7 +46,7 @@ def test_interrupted_sft_resumes_instead_of_restarting(runs_dir):
     kill_after_checkpoint("sft", sets, runs_dir / "tiny" / "sft" / "checkpoints", "checkpoint-20")
     assert not (runs_dir / "tiny" / "sft" / "metrics.json").exists()
     done = kit("sft", "--recipe", "tiny", *sets)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure(done)
     assert "resuming from" in done.stdout
     m = json.loads((runs_dir / "tiny" / "sft" / "metrics.json").read_text())
     assert m["resumed_from"] in ("checkpoint-20", "checkpoint-30") and m["steps"] == 40

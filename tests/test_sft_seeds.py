@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from conftest import ROOT
+from child import failure
 
 
 @pytest.mark.slow
@@ -14,7 +15,7 @@ def test_one_short_seed_prints_its_figures():
             "sft.format_check_questions=2", "sft.format_check_max_new_tokens=4"]
     proc = subprocess.run([sys.executable, "bench/sft_seeds.py", "--seeds", "7", *[a for s in sets for a in ("--set", s)]],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     row = re.search(r"^\s+7\s+[\d.]+\s+([\d.]+) → ([\d.]+)\s+\S+\s+0\.00 → ([\d.]+)\s+2$", proc.stdout, re.M)
     assert row, proc.stdout
     assert float(row.group(1)) > 0 and float(row.group(2)) > 0

@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from child import failure
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -59,7 +60,7 @@ print(json.dumps({"vision": backend.vision, "name": backend.name, "turn": frames
 
 def run(*args, env):
     proc = subprocess.run([str(VLLM_PYTHON), *args], capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-4000:])
+    assert proc.returncode == 0, (args, proc.stdout[-2000:], failure(proc))
     return proc.stdout
 
 

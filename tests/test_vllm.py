@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child import failure
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -27,7 +28,7 @@ def sets(*items):
 
 def kit(python, *args, env=None, timeout=900):
     proc = subprocess.run([str(python), "-m", "kit", *args], capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-4000:])
+    assert proc.returncode == 0, (args, proc.stdout[-2000:], failure(proc))
     return proc
 
 
