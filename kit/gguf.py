@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,11 +139,12 @@ def inspect(path: Path) -> dict:
 
 
 def probe(path: Path, timeout: float = 900) -> None:
-    """Load the file once in a child process before this one does. A llama.cpp build that crashes on
-    load kills the loading process with no Python error; here it is a GGUFError naming the file, the
+    """Load the file and generate two tokens in a child process before this one does. A llama.cpp build that
+    crashes on load or on its first step kills the loading process with no Python error; here it is a GGUFError naming the file, the
     signal and, where it can tell, why, and the stage that asked keeps its process and what it made."""
-    code = "import sys, llama_cpp; llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False)"
-    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, str(path)],
+    code = ("import sys; sys.path.insert(0, sys.argv[2]); from pathlib import Path; from kit.gguf import load; "
+            "load(Path(sys.argv[1]), n_ctx=64).create_completion('Hello', max_tokens=2)")
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, str(path), str(Path(__file__).parent.parent)],
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode < 0:
         why = linkage_problem()
@@ -170,11 +172,49 @@ def linkage_problem(lib: Path | None = None) -> str | None:
             f"llama-cpp-python=={llama_cpp.__version__}")
 
 
+def amx() -> bool:
+    """Whether llama.cpp's CPU backend runs on Intel AMX here (its system info says AMX_INT8 = 1)."""
+    import llama_cpp
+
+    info = getattr(llama_cpp, "llama_print_system_info", None)
+    return bool(info) and b"AMX_INT8 = 1" in info()
+
+
+@contextmanager
+def without_amx_repacking():
+    """On a CPU with AMX (Intel Sapphire Rapids and later) llama.cpp repacks q8_0 / q4_K weights into its AMX
+    buffer and segfaults in the first matrix product (`ggml_backend_amx_mul_mat`; ggml-org/llama.cpp#20824,
+    closed without a fix; the same crash took down dspy's CI on such runners). Loading without the "extra"
+    buffer types (llama.h: `use_extra_bufts = false`) keeps the weights in plain CPU memory, which computes
+    correctly. llama-cpp-python's `Llama` takes no such argument and reads llama.cpp's default model params
+    while it loads, so for the load only those defaults come with the flag off; elsewhere nothing changes
+    (repacking speeds up CPUs without AMX)."""
+    import llama_cpp
+
+    low = getattr(llama_cpp, "llama_cpp", None)
+    if low is None or not hasattr(low, "llama_model_default_params") or not amx():
+        yield
+        return
+    defaults = low.llama_model_default_params
+
+    def params():
+        p = defaults()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = defaults
+
+
 def load(path: Path, n_ctx: int = 1024):
     import llama_cpp
 
     try:
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), verbose=False, seed=0)
+        with without_amx_repacking():
+            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), verbose=False, seed=0)
     except Exception as e:
         raise GGUFError(f"llama.cpp could not load {path}: {type(e).__name__}: {e}") from None
 

@@ -94,6 +94,21 @@ def test_a_llama_cpp_that_crashes_on_load_is_a_clear_error_not_a_dead_stage(expo
         gguf.probe(f16)
 
 
+def test_on_a_cpu_with_amx_llama_cpp_loads_without_repacking_and_only_while_it_loads(monkeypatch):
+    """llama.cpp's AMX kernels segfault in the first matrix product of a q8_0 / q4_K model
+    (ggml-org/llama.cpp#20824): on such a CPU the kit loads with `use_extra_bufts` off."""
+    import llama_cpp.llama_cpp as low
+
+    assert low.llama_model_default_params().use_extra_bufts  # llama.cpp's default
+    monkeypatch.setattr(gguf, "amx", lambda: True)
+    with gguf.without_amx_repacking():
+        assert not low.llama_model_default_params().use_extra_bufts
+    assert low.llama_model_default_params().use_extra_bufts
+    monkeypatch.setattr(gguf, "amx", lambda: False)
+    with gguf.without_amx_repacking():
+        assert low.llama_model_default_params().use_extra_bufts  # CPUs without AMX keep repacking
+
+
 def test_the_linkage_check_tells_a_statically_linked_build_from_a_normal_one():
     import _ctypes  # a C extension: links no libstdc++, as the crashing llama.cpp build did not
 
