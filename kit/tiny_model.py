@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 from .data import SAMPLES_DIR
@@ -254,10 +256,19 @@ def _cached(name: str, build_into, root: Path | None = None) -> Path:
     """`runs/_models/NAME` (or `root/NAME`), built by `build_into(folder)` on first use."""
     out_dir = (root or runs_root() / "_models") / name
     if not (out_dir / "BUILT_BY_KIT.json").exists():
-        tmp = out_dir.with_name(out_dir.name + ".partial")
+        # each process builds into a folder of its own and renames it into place: a half-built folder is never
+        # mistaken for a cached model, and processes that start together (a launch's ranks, parallel tests)
+        # never write into one folder; the first rename wins and the others' copies are dropped
+        tmp = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         build_into(tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)  # a half-built folder is never mistaken for a cached model
+        if out_dir.exists() and not (out_dir / "BUILT_BY_KIT.json").exists():
+            shutil.rmtree(out_dir, ignore_errors=True)  # left half-built by an older kit
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (out_dir / "BUILT_BY_KIT.json").exists():
+                raise
     return out_dir
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +17,21 @@ from child import failure
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+_OWN_RUNS: list[str] = []
+
+
+def pytest_configure(config):
+    """The tests never write into the checkout's runs/, where a user's own runs live: each process of the
+    session gets a runs folder of its own, unless KIT_RUNS_DIR is set. The notebooks'
+    kernels inherit it, so they find the stages the shared fixtures already ran."""
+    if not os.environ.get("KIT_RUNS_DIR"):
+        _OWN_RUNS.append(tempfile.mkdtemp(prefix="kit-test-runs-"))
+        os.environ["KIT_RUNS_DIR"] = _OWN_RUNS[-1]
+
+
+def pytest_unconfigure(config):
+    for path in _OWN_RUNS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -34,3 +34,30 @@ def test_loads_like_a_hub_checkpoint_with_qwen35_template(runs_dir):
     with torch.no_grad():
         logits = model(**tok("hello", return_tensors="pt")).logits
     assert logits.shape[-1] == len(tok) and torch.isfinite(logits).all()
+
+
+def test_builders_that_start_together_never_share_a_folder_and_a_half_built_one_is_replaced(tmp_path):
+    """A launch's ranks (and parallel tests) ask for the same built-in model at once: each builds into a folder of
+    its own, the first rename wins, every caller gets a complete folder and no partial copy is left behind."""
+    import threading
+    import time
+
+    from kit.tiny_model import _cached
+
+    def build(folder):
+        folder.mkdir(parents=True)
+        (folder / "weights.bin").write_bytes(b"x" * 1000)
+        time.sleep(0.3)  # both builders are inside at once
+        (folder / "BUILT_BY_KIT.json").write_text("{}")
+
+    (tmp_path / "m").mkdir()  # left half-built: no stamp
+    (tmp_path / "m" / "weights.bin").write_bytes(b"")
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(_cached("m", build, tmp_path))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [tmp_path / "m"] * 3
+    assert (tmp_path / "m" / "BUILT_BY_KIT.json").exists() and (tmp_path / "m" / "weights.bin").stat().st_size == 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
