@@ -139,12 +139,14 @@ def inspect(path: Path) -> dict:
 
 
 def probe(path: Path, timeout: float = 900) -> None:
-    """Load the file and generate two tokens in a child process before this one does. A llama.cpp build that
-    crashes on load or on its first step kills the loading process with no Python error; here it is a GGUFError naming the file, the
-    signal and, where it can tell, why, and the stage that asked keeps its process and what it made."""
+    """Load the file through `load` and generate two tokens in a child process before this one does. A llama.cpp
+    build that crashes on load or on its first step kills the loading process with no Python error; here it is a
+    GGUFError naming the file, the signal and, where it can tell, why, and the stage that asked keeps its process
+    and what it made."""
     code = ("import sys; sys.path.insert(0, sys.argv[2]); from pathlib import Path; from kit.gguf import load; "
             "load(Path(sys.argv[1]), n_ctx=64).create_completion('Hello', max_tokens=2)")
-    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, str(path), str(Path(__file__).parent.parent)],
+    kit_parent = str(Path(__file__).resolve().parent.parent)  # the kit this process runs, installed or not
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, str(path), kit_parent],
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode < 0:
         why = linkage_problem()
@@ -173,7 +175,8 @@ def linkage_problem(lib: Path | None = None) -> str | None:
 
 
 def amx() -> bool:
-    """Whether llama.cpp's CPU backend runs on Intel AMX here (its system info says AMX_INT8 = 1)."""
+    """Whether llama.cpp's CPU backend runs on Intel AMX here (its system info says AMX_INT8 = 1). False for a
+    llama_cpp without the function (a stand-in, as tests use)."""
     import llama_cpp
 
     info = getattr(llama_cpp, "llama_print_system_info", None)
@@ -189,12 +192,11 @@ def without_amx_repacking():
     correctly. llama-cpp-python's `Llama` takes no such argument and reads llama.cpp's default model params
     while it loads, so for the load only those defaults come with the flag off; elsewhere nothing changes
     (repacking speeds up CPUs without AMX)."""
-    import llama_cpp
-
-    low = getattr(llama_cpp, "llama_cpp", None)
-    if low is None or not hasattr(low, "llama_model_default_params") or not amx():
+    if not amx():
         yield
         return
+    import llama_cpp.llama_cpp as low
+
     defaults = low.llama_model_default_params
 
     def params():

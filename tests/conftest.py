@@ -22,8 +22,8 @@ _OWN_RUNS: list[str] = []
 
 def pytest_configure(config):
     """The tests never write into the checkout's runs/, where a user's own runs live: each process of the
-    session gets a runs folder of its own, unless KIT_RUNS_DIR is set. The notebooks'
-    kernels inherit it, so they find the stages the shared fixtures already ran."""
+    session gets a runs folder of its own, unless KIT_RUNS_DIR is set. The notebooks' kernels inherit it (or
+    `shared_runs`' while that is set), so they find the stages the shared fixtures already ran."""
     if not os.environ.get("KIT_RUNS_DIR"):
         _OWN_RUNS.append(tempfile.mkdtemp(prefix="kit-test-runs-"))
         os.environ["KIT_RUNS_DIR"] = _OWN_RUNS[-1]
@@ -44,13 +44,9 @@ def runs_dir(tmp_path, monkeypatch):
 def shared_runs(tmp_path_factory):
     """One runs folder for the session's slow end-to-end tests (data → sft → rl)."""
     path = tmp_path_factory.mktemp("shared") / "runs"
-    old = os.environ.get("KIT_RUNS_DIR")
-    os.environ["KIT_RUNS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("KIT_RUNS_DIR", None)
-    else:
-        os.environ["KIT_RUNS_DIR"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KIT_RUNS_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -111,17 +111,11 @@ def test_bundled_samples_have_the_real_schemas_and_sizes():
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    import os
-
-    old = os.environ.get("KIT_RUNS_DIR")
-    os.environ["KIT_RUNS_DIR"] = str(tmp_path_factory.mktemp("tok") / "runs")
     from kit.modeling import load_tokenizer
 
-    yield load_tokenizer(load_recipe("tiny"))
-    if old is None:
-        os.environ.pop("KIT_RUNS_DIR")
-    else:
-        os.environ["KIT_RUNS_DIR"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KIT_RUNS_DIR", str(tmp_path_factory.mktemp("tok") / "runs"))
+        yield load_tokenizer(load_recipe("tiny"))
 
 
 def test_sft_row_renders_exactly_english(tokenizer):

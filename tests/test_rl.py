@@ -129,7 +129,7 @@ def test_rl_with_a_remote_judge_over_http(sft_metrics, shared_runs):
     assert m["judge"]["ledger"]["calls"] == server.requests
     # every graded conclusion is asked once, except those the cache answered and those the screen stopped unasked
     ledger = m["judge"]["ledger"]
-    assert server.requests == counts["graded"] - ledger["cache_hits"] - sum(ledger.get("screened", {}).values())
+    assert server.requests == counts["graded"] - ledger["cache_hits"] - sum(ledger["screened"].values())
     assert all(THINK_CLOSE not in json.dumps(b) for b in server.bodies)
 
 
