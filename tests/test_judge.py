@@ -2,6 +2,7 @@ import json
 import time
 
 import pytest
+from child import failure
 
 from fake_openai import FakeOpenAI
 from kit.judge import Judge, JudgeConfigError, parse_verdict, rule_grade
@@ -195,7 +196,11 @@ def test_two_training_processes_grading_the_same_answers_pay_for_each_once(tmp_p
                                    start_at],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, "WORLD_SIZE": "2"}) for _ in range(2)]
-        results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+        outs = [subprocess.CompletedProcess(p.args, None, *p.communicate(timeout=120)) for p in procs]
+        for p, out in zip(procs, outs):
+            out.returncode = p.returncode
+            assert p.returncode == 0 and out.stdout.strip(), failure(out)  # the child's own error, when it has one
+        results = [json.loads(out.stdout.strip().splitlines()[-1]) for out in outs]
     assert server.requests == 8, (server.requests, results)  # one request per answer, not two
     assert [r["errors"] for r in results] == [0, 0]
     assert sum(r["calls"] for r in results) == 8 and sum(r["cached"] for r in results) == 8
