@@ -171,11 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", action="store_true",
                    help="vLLM: serve the base with the run's adapters as named models instead of the merged model")
 
-    p = sub.add_parser("harness", help="lm-evaluation-harness's MMLU-Pro tasks against `kit serve`, beside the kit's "
-                                       "eval, with the two extractions compared")
+    p = sub.add_parser("harness", help="lm-evaluation-harness's generative tasks (MMLU-Pro, MMLU-ProX) against `kit "
+                                       "serve`, beside the kit's eval, with the two extractions compared")
     p.add_argument("--recipe", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
+    p.add_argument("--tasks", default=None, help="comma-separated: only these of the recipe's tasks (default: all)")
 
     p = sub.add_parser("demo", help="Gradio chat with the reasoning shown apart from the answer")
     p.add_argument("--recipe", required=True)
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "harness":
             from .harness import run as run_harness
 
-            run_harness(recipe, args.limit, args.set)
+            run_harness(recipe, args.limit, args.set, args.tasks.split(",") if args.tasks else None)
             return 0
         if args.command == "serve":
             from .serve import serve

@@ -61,6 +61,17 @@ BUNDLED_FOR = {
     ("GBaker/MedQA-USMLE-4-options", None): "medqa_4options",
     ("TIGER-Lab/MMLU-Pro", "test"): "mmlu_pro",
     ("TIGER-Lab/MMLU-Pro", "validation"): "mmlu_pro_validation",
+    # the datasets behind lm-evaluation-harness's medical tasks (`harness:TASK` sources; kit/benchmarks.py)
+    ("li-lab/MMLU-ProX", "en"): "mmlu_prox_en",
+    ("li-lab/MMLU-ProX", "zh"): "mmlu_prox_zh",
+    ("haonan-li/cmmlu", "clinical_knowledge"): "cmmlu_clinical_knowledge",
+    ("haonan-li/cmmlu", "traditional_chinese_medicine"): "cmmlu_traditional_chinese_medicine",
+    ("haonan-li/cmmlu", "professional_medicine"): "cmmlu_professional_medicine",
+    ("ceval/ceval-exam", "physician"): "ceval_physician",
+    ("ceval/ceval-exam", "basic_medicine"): "ceval_basic_medicine",
+    ("ceval/ceval-exam", "clinical_medicine"): "ceval_clinical_medicine",
+    ("openlifescienceai/medmcqa", None): "medmcqa",
+    ("bigbio/pubmed_qa", "pubmed_qa_labeled_fold0_source"): "pubmedqa",
 }
 
 
@@ -349,6 +360,16 @@ def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, n
     examples, counts = [], {"sources": []}
     dropped = Counter()
     for spec in specs:
+        if spec.path.startswith("harness:"):  # an lm-evaluation-harness task: its own prompt, choices and answer
+            if kind != "mcq":
+                raise DataError(f"{spec.path}: a harness task is an evaluation source (data.eval), not {kind} data")
+            from .benchmarks import items
+
+            formatted, label = items(spec, offline)
+            examples.extend(formatted)
+            counts["sources"].append({"source": label, "loaded": len(formatted), "valid": len(formatted),
+                                      "dropped": {}, "first_bad": {}, "language": formatted[0]["language"]})
+            continue
         raw, label = load_rows(spec, offline)
         schema = spec.schema or kind
         if (kind, schema) not in FORMATTERS:

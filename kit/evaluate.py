@@ -16,6 +16,7 @@ reproduces), `accuracy.png`, `outputs.jsonl`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -23,7 +24,7 @@ import random
 from pathlib import Path
 
 from .data import read_jsonl
-from .formatting import extract_choice, final_answer, opens_thinking, parse
+from .formatting import END_TOKENS, THINK_CLOSE, extract_choice, final_answer, opens_thinking, parse
 from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory,
                          prompt_texts, say_once, vllm_adapter_problem)
 from .judge import Judge
@@ -130,7 +131,8 @@ def eval_sampling(recipe: Recipe) -> Sampling:
 class Generators:
     """Completions for each system of a run. With vLLM, one engine loads the base once and serves the
     base, SFT and RL systems through LoRA requests; a system vLLM cannot serve, and every system on the
-    hf engine, loads its own model (freed before the next); GGUF files go through llama.cpp."""
+    hf engine, loads its own model, kept for that system's next requests (the thinking budgets) and freed
+    before another system's; GGUF files go through llama.cpp."""
 
     def __init__(self, recipe: Recipe):
         from .modeling import model_path
@@ -139,6 +141,7 @@ class Generators:
         self.context = recipe.model.max_seq_length + recipe.eval.max_new_tokens  # a prompt and its completion
         self.engine, self.why = choose(recipe.eval.generation, "evaluation")
         self.vllm = None
+        self.loaded: tuple[str, object] | None = None  # (system, its model on the hf engine)
         if self.engine == "vllm":
             self.vllm = VLLMEngine(model_path(recipe), max_model_len=self.context, max_lora_rank=recipe.lora.r,
                                    seed=recipe.eval.seed, gpu_memory_utilization=recipe.eval.gpu_memory_utilization)
@@ -147,6 +150,7 @@ class Generators:
         """(completions per prompt, the engine that made them and why)."""
         recipe = self.recipe
         if name.startswith("gguf"):
+            self.release()  # never two models at once
             engine = LlamaCppEngine(path, n_ctx=self.context)
             try:
                 return engine.generate(prompts, s), "llama.cpp (the exported file)"
@@ -162,14 +166,20 @@ class Generators:
             why = problem
         from .modeling import load_model
 
-        loaded = load_model(recipe, adapter=path, trainable=False)
-        try:
-            return HFEngine(loaded.model, loaded.tokenizer, recipe.eval.batch_size).generate(prompts, s), f"hf ({why})"
-        finally:
-            del loaded
+        if self.loaded is None or self.loaded[0] != name:
+            self.release()
+            self.loaded = (name, load_model(recipe, adapter=path, trainable=False))
+        loaded = self.loaded[1]
+        return HFEngine(loaded.model, loaded.tokenizer, recipe.eval.batch_size).generate(prompts, s), f"hf ({why})"
+
+    def release(self):
+        """Free the model the hf engine holds, if any."""
+        if self.loaded is not None:
+            self.loaded = None
             free_memory()
 
     def close(self):
+        self.release()
         if self.vllm is not None:
             self.vllm.close()
 
@@ -191,14 +201,16 @@ def load_items(recipe: Recipe) -> dict[str, list[dict]]:
 
 # ---------------------------------------------------------------- generation
 
-def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, tokenizer) -> tuple[dict[str, dict], str, str]:
+def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, tokenizer) -> tuple[dict[str, dict], str, str, dict | None]:
     """Every system's completions for every item, ({system: {engine, seconds, tokens/s, completions: {task:
-    [[Completion] per item]}}}, the engine asked for, why); all prompts of a system go to its engine at once."""
+    [[Completion] per item]}}}, the engine asked for, why, the budget curve when `eval.budgets` asks for
+    one); all prompts of a system go to its engine at once, and the budgets to the same engine."""
     order = [(task, it) for task, its in items.items() for it in its]
     prompts = prompt_texts(tokenizer, [it["prompt"] for _, it in order])
     generators, out = Generators(recipe), {}
     try:
-        for name, path in systems(recipe):
+        run_systems = systems(recipe)
+        for name, path in run_systems:
             print(f"[kit] eval: {name} on {', '.join(f'{len(v)} {k}' for k, v in items.items())} items, {sampling.describe()}")
             with Timer() as t:
                 completions, engine = generators(name, path, prompts, sampling)
@@ -209,9 +221,57 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
             out[name] = {"engine": engine, "seconds": round(t.seconds, 1),
                          "generated_tokens_per_second": round(tokens / t.seconds, 1) if t.seconds else None,
                          "completions": by_task}
+        budgets = budget_curve(recipe, generators, run_systems, items, tokenizer, sampling) if recipe.eval.budgets else None
     finally:
         generators.close()
-    return out, generators.engine, generators.why
+    return out, generators.engine, generators.why, budgets
+
+
+# ---------------------------------------------------------------- accuracy against the thinking budget
+
+def close_thinking(text: str) -> tuple[str, bool]:
+    """The reasoning of a completion cut at the end of its thinking, and whether the thinking had to be
+    closed for it (no `</think>` within the budget: budget forcing appends one).
+
+    >>> close_thinking("weighing A and B</think>\\n\\nThe answer is B.")
+    ('weighing A and B', False)
+    >>> close_thinking("still weighing A and<|im_end|>")
+    ('still weighing A and', True)
+    """
+    if THINK_CLOSE in text:
+        return text.split(THINK_CLOSE, 1)[0], False
+    for tok in END_TOKENS:
+        text = text.replace(tok, "")
+    return text, True
+
+
+def budget_curve(recipe: Recipe, generators: "Generators", run_systems: list, items: dict[str, list[dict]],
+                 tokenizer, sampling: Sampling) -> dict:
+    """Accuracy at each thinking budget of `eval.budgets`, on the last trained system (base when none):
+    the model thinks up to the budget, the kit closes the thinking (`</think>`, budget forcing) where the
+    model did not, and the answer follows in up to `eval.budget_answer_tokens`. Each budget is its own set
+    of requests to the one engine. Per budget: accuracy with its interval, the share of forced closes."""
+    cfg = recipe.eval
+    name, path = next((s for s in reversed(run_systems) if s[0] in ("rl", "sft")), run_systems[0])
+    chosen = [it for task, its in items.items() if task != "open" for it in its[: cfg.budget_items]]
+    prompts = prompt_texts(tokenizer, [it["prompt"] for it in chosen])
+    curve = []
+    for budget in sorted(set(cfg.budgets)):
+        think = dataclasses.replace(sampling, max_new_tokens=budget, n=1)
+        thoughts = [close_thinking(cs[0].text) for cs in generators(name, path, prompts, think)[0]]
+        follow = [p + t + THINK_CLOSE + "\n\n" for p, (t, _) in zip(prompts, thoughts)]
+        answer = dataclasses.replace(sampling, max_new_tokens=cfg.budget_answer_tokens, n=1)
+        answers = [cs[0].text for cs in generators(name, path, follow, answer)[0]]
+        picks = [extract_choice(THINK_CLOSE + a, "".join(sorted(it["options"]))) for a, it in zip(answers, chosen)]
+        correct = sum(p == it["gold"] for p, it in zip(picks, chosen))
+        forced = sum(f for _, f in thoughts)
+        tokens = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t, _ in thoughts]
+        curve.append({"budget": budget, "accuracy": proportion(correct, len(chosen)),
+                      "forced_close": proportion(forced, len(chosen)),
+                      "mean_thinking_tokens": round(sum(tokens) / len(tokens), 1) if tokens else None})
+        print(f"[kit] eval: thinking budget {budget}: accuracy {correct}/{len(chosen)}, forced closes {forced}")
+    return {"system": name, "items": len(chosen), "answer_tokens": cfg.budget_answer_tokens,
+            "decoding": sampling.describe().split(", max")[0], "curve": curve}
 
 
 # ---------------------------------------------------------------- scoring
@@ -321,6 +381,54 @@ def comparison_line(c: dict, alpha: float = 0.05) -> str:
     return head + f"no significant difference ({points}, p = {c['p_value']:.3g}, {c['test']})"
 
 
+# ---------------------------------------------------------------- the harness's protocol beside the kit's
+
+def harness_beside(recipe: Recipe, items: dict[str, list[dict]], generated: dict[str, dict], results: dict) -> None:
+    """For each task from lm-evaluation-harness (kit/benchmarks.py), the harness's own protocol on the same
+    items, with its agreement with the kit's reading (first sample): a generative task's own filter on the
+    same conclusions; a multiple-choice task's log-likelihood ranking of the choices, per system the kit can
+    load (not a GGUF file). Adds `harness` to each such task's figures."""
+    from .benchmarks import filter_name, harness_filter, loglikelihood
+
+    def record(figures: dict, protocol: str, picks: list[str | None], its: list[dict]) -> None:
+        ours = [p[0] for p in figures["picks"]]
+        figures["harness"] = {"protocol": protocol,
+                              "accuracy": proportion(sum(p == it["gold"] for p, it in zip(picks, its)), len(its)),
+                              "agreement": proportion(sum(p == o for p, o in zip(picks, ours)), len(its))}
+
+    harnessed = {task: its for task, its in items.items() if its and "harness_task" in its[0]}
+    for task, its in harnessed.items():
+        if its[0]["protocol"] != "generate_until":
+            continue
+        name = its[0]["harness_task"]
+        for system, g in generated.items():
+            # what the harness sees through `kit serve`: the conclusion; nothing when cut off while thinking
+            texts = [final_answer(cs[0].text) if THINK_CLOSE in cs[0].text else "" for cs in g["completions"][task]]
+            record(results[system]["tasks"][task], f"{filter_name(name)} (lm-eval's filter, same outputs)",
+                   harness_filter(name, texts), its)
+    choice = {task: its for task, its in harnessed.items() if its[0]["protocol"] == "multiple_choice"}
+    if not choice or not recipe.eval.loglikelihood:
+        return
+    from .modeling import load_model
+
+    for system, path in systems(recipe):
+        if system.startswith("gguf"):
+            continue  # llama.cpp's file is not scored by lm-eval in-process
+        print(f"[kit] eval: {system}: lm-evaluation-harness's log-likelihood protocol on {', '.join(choice)}")
+        loaded = load_model(recipe, adapter=path, trainable=False)
+        try:
+            picks = loglikelihood(loaded.model, loaded.tokenizer,
+                                  {its[0]["harness_task"]: [it["doc_id"] for it in its] for its in choice.values()},
+                                  recipe.data.offline, recipe.eval.batch_size, recipe.model.max_seq_length)
+        finally:
+            del loaded
+            free_memory()
+        for task, its in choice.items():
+            got = picks[its[0]["harness_task"]]
+            record(results[system]["tasks"][task], "log-likelihood (lm-eval acc, 0-shot, no chat template)",
+                   [got.get(it["doc_id"]) for it in its], its)
+
+
 # ---------------------------------------------------------------- the stage
 
 
@@ -333,7 +441,7 @@ def run(recipe: Recipe) -> dict:
     sampling = eval_sampling(recipe)
     items = load_items(recipe)
     tokenizer = load_tokenizer(recipe)
-    generated, engine, why = generate(recipe, items, sampling, tokenizer)
+    generated, engine, why, budgets = generate(recipe, items, sampling, tokenizer)
 
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
@@ -343,13 +451,15 @@ def run(recipe: Recipe) -> dict:
     # `<think>` itself once trained to, and its base model answers without one
     thinking = opens_thinking(tokenizer)
     results = score(items, generated, judge, count_tokens, thinking)
+    harness_beside(recipe, items, generated, results)
     compared = comparisons(results, recipe.eval.seed)
     metrics = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("eval"),
                "items": {task: len(its) for task, its in items.items()}, "seed": recipe.eval.seed,
+               "languages": {task: its[0].get("language", "en") if its else "en" for task, its in items.items()},
                "decoding": f"{sampling.describe()}, thinking {'on' if thinking else 'as the model writes it (no switch)'}",
                "engine": engine,
                "engine_reason": why, "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()},
-               "results": results, "comparisons": compared, "end": end, **peak_memory_mb()}
+               "results": results, "comparisons": compared, "budgets": budgets, "end": end, **peak_memory_mb()}
     write(out, metrics, items, generated)
     print(results_table(metrics))
     return metrics
@@ -376,6 +486,8 @@ def write(out: Path, metrics: dict, items: dict[str, list[dict]], generated: dic
     (out / "results.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     (out / "results.md").write_text(results_table(metrics), encoding="utf-8")
     bar_plot(metrics["results"], out / "accuracy.png")
+    if metrics.get("budgets"):
+        budget_plot(metrics["budgets"], out / "budget.png")
     write_metrics(out, metrics)
 
 
@@ -394,22 +506,29 @@ def side_by_side(recipe: Recipe, names: tuple[str, ...] = ("base", "rl"), n: int
 
 # ---------------------------------------------------------------- reports
 
-# Figures others published for the models the kit reproduces: theirs, under their protocols, shown for
-# orientation beside a run, never mixed into its table.
+# Figures others published for the models the kit reproduces and their peers: theirs, under their protocols,
+# shown for orientation beside a run, never mixed into its table.
+CARD_27B = "Reasoning-Medical-27B (Qwen3.6-27B, GRPO)"
 PUBLISHED = [
-    {"model": "Reasoning-Medical-27B (Qwen3.6-27B, GRPO)", "task": "medqa", "value": 0.93,
-     "source": "its model card, lm-evaluation-harness table"},
-    {"model": "Reasoning-Medical-27B (Qwen3.6-27B, GRPO)", "task": "mmlu_pro_biology", "value": 0.85,
-     "source": "its model card, lm-evaluation-harness table"},
+    {"model": CARD_27B, "task": "medqa", "value": 0.93, "source": "its model card, lm-evaluation-harness table"},
+    {"model": CARD_27B, "task": "mmlu_pro_biology", "value": 0.85, "source": "its model card, lm-evaluation-harness table"},
+    {"model": "Reasoning-Medical0.1-27B (an earlier release)", "task": "mmlu_prox_en_biology", "value": 0.968,
+     "source": "its model listing (custom-extract); the same listing gives MedQA 0.969, not the card's 0.93"},
     {"model": "HuatuoGPT-o1-8B (SFT + RL)", "task": "medqa", "value": 0.726, "source": "HuatuoGPT-o1 paper"},
     {"model": "HuatuoGPT-o1-8B (SFT only, no RL)", "task": "medqa", "value": 0.690, "source": "HuatuoGPT-o1 paper"},
+    {"model": "HuatuoGPT-o1-8B (SFT + RL)", "task": "medmcqa", "value": 0.604, "source": "HuatuoGPT-o1 paper"},
+    {"model": "HuatuoGPT-o1-8B (SFT + RL)", "task": "pubmedqa", "value": 0.792, "source": "HuatuoGPT-o1 paper"},
 ]
-PROTOCOL = ("0-shot; the prompt is the question, the lettered options and \"Answer with the letter of the correct option, "
-            "in the form \"The answer is X\".\", in the model's chat template with thinking on. Extraction: only the "
-            "text after `</think>` is read; it must commit explicitly (\"the answer is X\", \"Answer: X\", `\\boxed{X}`, "
-            "\"答案是X\", or a lone letter on the last line); a completion cut off before `</think>`, or one that names "
-            "two letters, commits to nothing. Unparseable counts as wrong. Open-ended: the judge grades the conclusion "
-            "against the reference.")
+LANGUAGES = {"en": "English", "zh": "Chinese"}
+PROTOCOL = ("0-shot; the prompt is the question and its lettered options (a task from lm-evaluation-harness: its own "
+            "`description` and `doc_to_text`, word choices lettered) and \"Answer with the letter of the correct option, in "
+            "the form \"The answer is X\".\" (in Chinese for a Chinese task), in the model's chat template with thinking on. "
+            "Extraction: only the text after `</think>` is read; it must commit explicitly (\"the answer is X\", \"Answer: "
+            "X\", `\\boxed{X}`, \"答案是X\", \"故选X\", `{\"answer\": \"X\"}`, or a lone letter on the last line); a "
+            "completion cut off before `</think>`, or one that names two letters, commits to nothing. Unparseable counts "
+            "as wrong. Open-ended: the judge grades the conclusion against the reference. Rows filtered `custom-extract` "
+            "apply lm-eval's own filter to the same conclusions; rows filtered `loglikelihood` are lm-eval's own "
+            "protocol (the likeliest choice after the prompt, no chat template, no generation).")
 
 
 def _fmt(p: dict | None) -> str:
@@ -430,7 +549,8 @@ def stderr(per_item: dict) -> float:
 
 
 def harness_table(name: str, res: dict, decoding: str) -> str:
-    """One system's figures in lm-evaluation-harness's table layout."""
+    """One system's figures in lm-evaluation-harness's table layout: the kit's reading of each task, and the
+    harness's own protocol below it where the task is the harness's."""
     lines = [f"#### {name} ({res['engine'].split(' ')[0]}; {decoding})", "",
              "|Tasks|Version|Filter|n-shot|Metric| |Value| |Stderr|", "|---|---:|---|---:|---|---|---:|---|---:|"]
     for task, figures in res["tasks"].items():
@@ -438,22 +558,57 @@ def harness_table(name: str, res: dict, decoding: str) -> str:
         acc = figures["accuracy"]
         if acc["value"] is not None:
             lines.append(f"|{task}|kit-1|{filt}|0|{metric}|↑|{acc['value']:.4f}|±|{stderr(acc):.4f}|")
+        theirs = figures.get("harness")
+        if theirs and theirs["accuracy"]["value"] is not None:
+            loglik = theirs["protocol"].startswith("log-likelihood")
+            filt, metric = ("loglikelihood", "acc") if loglik else (theirs["protocol"].split(" ")[0], "exact_match")
+            a = theirs["accuracy"]
+            lines.append(f"| - {task}|lm-eval|{filt}|0|{metric}|↑|{a['value']:.4f}|±|{stderr(a):.4f}|")
     return "\n".join(lines)
 
 
+def published_rows(tasks: list[str]) -> list[str]:
+    rows = [p for p in PUBLISHED if p["task"] in tasks]
+    if not rows:
+        return ["No published figure of the seeds or of HuatuoGPT-o1 on these tasks."]
+    return (["Published (theirs, not this run; other protocols and items):", "", "| model | task | value | source |",
+             "|---|---|---:|---|"] + [f"| {p['model']} | {p['task']} | {p['value']:.3f} | {p['source']} |" for p in rows])
+
+
+def budget_table(budgets: dict) -> list[str]:
+    lines = [f"System `{budgets['system']}`, {budgets['items']} items ({budgets['decoding']}); at each budget the "
+             f"model thinks up to that many tokens, `</think>` is appended where it did not close its thinking "
+             f"(budget forcing), and the answer follows in up to {budgets['answer_tokens']} tokens.", "",
+             "| thinking budget (tokens) | accuracy [95% CI] | forced closes | mean thinking tokens |", "|---:|---|---|---:|"]
+    lines += [f"| {b['budget']} | {_fmt(b['accuracy'])} | {_rate(b['forced_close'])} | {b['mean_thinking_tokens']} |"
+              for b in budgets["curve"]]
+    return lines
+
+
 def results_table(metrics: dict) -> str:
+    languages = metrics.get("languages") or {}
     lines = [f"# Evaluation · `{metrics['recipe']}`", "",
              f"Decoding: {metrics['decoding']}. Items per task: "
              + ", ".join(f"{t} {n}" for t, n in metrics["items"].items())
              + f" (seed {metrics['seed']}, the same for every system). Intervals: 95% Wilson (over items when several "
              f"samples per item). Judge: {metrics['judge']['preset']}.",
-             "Not medical advice; not validated for clinical use.", "",
-             "| system | task | accuracy [95% CI] | unparseable | truncated |", "|---|---|---|---|---|"]
-    for name, r in metrics["results"].items():
-        for task, f in r["tasks"].items():
-            unparseable = _rate(f.get("unparseable")) if task != "open" else f"{f['judge_errors']} judge errors"
-            lines.append(f"| {name} | {task} | {_fmt(f['accuracy'])} | {unparseable} | {_rate(f['truncated'])} |")
-    lines += ["", "| system | engine | format adherence | truncated (all) | mean reasoning / answer tokens | tokens/s |",
+             "Not medical advice; not validated for clinical use."]
+    for lang in dict.fromkeys(languages.get(t, "en") for t in metrics["items"]):
+        tasks = [t for t in metrics["items"] if languages.get(t, "en") == lang]
+        lines += ["", f"## {LANGUAGES.get(lang, lang)} tasks", "",
+                  "| system | task | accuracy [95% CI] | unparseable | truncated | lm-eval's protocol | its accuracy | agreement |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in metrics["results"].items():
+            for task in tasks:
+                f = r["tasks"][task]
+                unparseable = _rate(f.get("unparseable")) if task != "open" else f"{f['judge_errors']} judge errors"
+                h = f.get("harness")
+                theirs = (f"{h['protocol']} | {_fmt(h['accuracy'])} | {_rate(h['agreement'])}" if h else "- | - | -")
+                lines.append(f"| {name} | {task} | {_fmt(f['accuracy'])} | {unparseable} | {_rate(f['truncated'])} | {theirs} |")
+        lines += [""] + published_rows(tasks)
+    lines += ["", "Agreement: the share of items on which lm-eval's protocol picks the letter the kit's reader read (the "
+              "first sample). The kit's figure is generative, thinking on, read after `</think>`.", "",
+              "| system | engine | format adherence | truncated (all) | mean reasoning / answer tokens | tokens/s |",
               "|---|---|---|---|---|---|"]
     for name, r in metrics["results"].items():
         lines.append(f"| {name} | {r['engine'].split(' ')[0]} | {_fmt(r['format_adherence'])} | {_fmt(r['truncated'])} | "
@@ -461,13 +616,12 @@ def results_table(metrics: dict) -> str:
     if metrics.get("comparisons"):
         lines += ["", "## Comparisons (same items, paired tests)", ""]
         lines += [f"- {comparison_line(c)}" for c in metrics["comparisons"]]
+    if metrics.get("budgets"):
+        lines += ["", "## Accuracy against the thinking budget", ""] + budget_table(metrics["budgets"])
     lines += ["", "## In lm-evaluation-harness's table format", "", f"Protocol: {PROTOCOL}", ""]
     for name, r in metrics["results"].items():
         lines += [harness_table(name, r, metrics["decoding"]), ""]
-    lines += ["## Published figures (theirs, not this run; other protocols and items)", "",
-              "| model | task | value | source |", "|---|---|---:|---|"]
-    lines += [f"| {p['model']} | {p['task']} | {p['value']:.3f} | {p['source']} |" for p in PUBLISHED]
-    lines += ["", "Engines: " + "; ".join(f"{name}: {r['engine']}" for name, r in metrics["results"].items())]
+    lines += ["Engines: " + "; ".join(f"{name}: {r['engine']}" for name, r in metrics["results"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -487,6 +641,29 @@ def bar_plot(results: dict, path: Path):
     ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(tasks))], tasks)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def budget_plot(budgets: dict, path: Path):
+    """Accuracy against the thinking budget (95% intervals), and the share of forced closes."""
+    from .plots import _figure
+
+    curve = budgets["curve"]
+    x = [b["budget"] for b in curve]
+    acc = [b["accuracy"]["value"] or 0 for b in curve]
+    fig, ax = _figure(6, 3.4)
+    ax.errorbar(x, acc, yerr=[[a - b["accuracy"]["ci95"][0] for a, b in zip(acc, curve)],
+                              [b["accuracy"]["ci95"][1] - a for a, b in zip(acc, curve)]],
+                marker="o", capsize=3, label=f"accuracy ({budgets['system']})")
+    ax.plot(x, [b["forced_close"]["value"] for b in curve], "s--", color="grey", label="forced closes")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [str(v) for v in x])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("thinking budget (tokens)")
+    ax.set_ylabel("share of items")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

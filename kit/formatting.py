@@ -80,11 +80,14 @@ def final_answer(text: str) -> str:
 
 
 # Explicit answer statements, in English and Chinese. Only the text after </think> is searched.
+# A letter ends where no other Latin letter follows: `\b` would miss "答案是C项" (项 is a word character).
+_END = r"(?![A-Za-z])"
 _EXPLICIT = [
     r"answer\s*(?:is|:)\s*(?:option\s*)?\(?\**([A-J])\b\)?",
     r"\\boxed\{\s*\(?([A-J])\)?\s*\}",
-    r"(?:答案|正确答案|选项)\s*(?:是|为|：|:)\s*\(?([A-J])\b",
-    r"(?:答案|选)\s*([A-J])\b",
+    r"[\"']answer[\"']\s*:\s*[\"']\(?([A-J])\)?[\"']",  # the JSON form: {"answer": "C"}
+    r"(?:答案|正确答案|正确选项|选项)\s*(?:应该|应)?\s*(?:(?:是|为)\s*[：:]?|[：:])\s*[\(（]?\s*([A-J])" + _END,
+    r"(?:答案|故选|应选|选择|选)\s*[\(（]?([A-J])" + _END,
 ]
 _AMBIGUOUS = re.compile(r"answer\s*(?:is|:)\s*\(?[A-J]\)?\s*(?:or|and|/|,)\s*\(?[A-J]\b", re.I)
 _LONE = re.compile(r"^\s*\(?\**([A-J])\**\)?[.:)]?\s*$")
@@ -102,6 +105,8 @@ def extract_choice(completion: str, letters: str = "ABCD", thinking: bool = True
     True
     >>> extract_choice("<think>\\nB fits, so the answer is B", thinking=False) is None  # opened, never closed
     True
+    >>> [extract_choice("…</think>\\n\\n" + t) for t in ("答案是 (C)", "故选D。", "正确答案为：（B）", "答案：A项", '{"answer": "C"}')]
+    ['C', 'D', 'B', 'A', 'C']
     """
     if (thinking or THINK_OPEN in completion) and THINK_CLOSE not in completion:
         return None

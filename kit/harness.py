@@ -1,15 +1,17 @@
-"""lm-evaluation-harness beside the kit's own evaluation: the harness's MMLU-Pro tasks — its prompt, its
-few-shot examples, its `custom-extract` filter — run against the kit's OpenAI-compatible server
-(`local-chat-completions`, the reasoning cut at `</think>`), and its extraction compared with the kit's
-on the same outputs.
+"""lm-evaluation-harness beside the kit's own evaluation: the harness's generative tasks (MMLU-Pro,
+MMLU-ProX) — their prompt, their few-shot examples, their `custom-extract` filter — run against the kit's
+OpenAI-compatible server (`local-chat-completions`, the reasoning cut at `</think>`), and its extraction
+compared with the kit's on the same outputs.
 
     python -m kit harness --recipe tiny [--limit 4]
 
-With a model hub the stock tasks run (`mmlu_pro_biology`, `mmlu_pro_health`: TIGER-Lab/MMLU-Pro, 5-shot
-from its validation split). Offline, the recipe's own MMLU-Pro data (a bundled sample, or a file in
-MMLU-Pro's schema) goes under the stock task through a task file that changes only where the data comes
-from. The served model is the run's exported one. Writes `runs/<recipe>/eval/harness/`: `results.json`
-(the harness's own), `results.md` (its table, then the agreement), `samples.jsonl`, `agreement.json`.
+With a model hub the stock tasks run (e.g. `mmlu_pro_biology`: TIGER-Lab/MMLU-Pro, 5-shot from its
+validation split). Offline (`data.offline`, or MMLU-Pro data given as a local file) the stock task runs
+through a task file that includes it and changes only where the data comes from. The multiple-choice
+tasks (MedMCQA, PubMedQA, CMMLU, C-Eval) are scored by log-likelihood, which a chat API with thinking on
+cannot give: `kit eval` runs that protocol in-process (kit/benchmarks.py). The served model is the run's
+exported one. Writes `runs/<recipe>/eval/harness/`: `results.json` (the harness's own), `results.md` (its
+table, then the agreement), `samples.jsonl`, `agreement.json`.
 """
 
 from __future__ import annotations
@@ -17,21 +19,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .benchmarks import PREFIX, config, is_harness, manager, offline_data
 from .data import LETTERS, LOCAL_SUFFIXES, bundled_file, task_name
 from .formatting import extract_choice
-from .recipe import DatasetSpec, Recipe
+from .recipe import DatasetSpec, Recipe, RecipeError
 from .runs import require, stage_dir
 
 HARNESS_INVALID = "[invalid]"  # what lm-eval's filters leave when their regex finds nothing
 
 
-def mmlu_pro_sources(recipe: Recipe) -> list[DatasetSpec]:
-    """The recipe's eval sources that are MMLU-Pro categories (selected with `where: {category: ...}`)."""
-    return [s for s in recipe.data.eval if s.where and "category" in s.where]
+def generative_tasks(recipe: Recipe) -> list[str]:
+    """The recipe's eval sources the harness scores by generating: its `harness:` tasks whose output is
+    generated text (MMLU-Pro, MMLU-ProX: `custom-extract`), and MMLU-Pro categories given as data
+    (`where: {category: ...}`). A multiple-choice task is scored by log-likelihood, which `kit eval` runs
+    in-process (a chat API with thinking on cannot give it)."""
+    tasks = []
+    for spec in recipe.data.eval:
+        if is_harness(spec):
+            name = spec.path[len(PREFIX):]
+            if config(name)["output_type"] == "generate_until":
+                tasks.append(name)
+        elif spec.where and "category" in spec.where:
+            tasks.append(task_name({"category": spec.where["category"]}))
+    return tasks
 
 
 def local_files(spec: DatasetSpec) -> dict[str, str] | None:
-    """{test, validation} files for an offline source, or None for a hub dataset (the stock task reads it).
+    """{test, validation} files for an offline MMLU-Pro source given as data, or None for a hub dataset.
     A bundled sample's few-shot examples are its `_validation` file; a local file serves as its own."""
     if spec.path.startswith("bundled:"):
         test = bundled_file(spec.path)
@@ -43,24 +57,30 @@ def local_files(spec: DatasetSpec) -> dict[str, str] | None:
     return None
 
 
-def task_files(recipe: Recipe, folder: Path) -> list[str]:
-    """The harness task for each MMLU-Pro source: the stock one, or a local task file written into
-    `folder` that includes the stock task and changes only `dataset_path` / `dataset_kwargs`."""
-    import lm_eval
-
-    stock_dir = Path(lm_eval.__file__).parent / "tasks" / "mmlu_pro"
+def task_files(recipe: Recipe, folder: Path, only: list[str] | None = None) -> list[str]:
+    """The harness task for each generative source: the stock one, or — offline, or for local data — a task
+    file written into `folder` that includes the stock task and changes only where its data comes from."""
     tasks = []
-    for spec in mmlu_pro_sources(recipe):
-        stock = task_name({"category": spec.where["category"]})
-        files = local_files(spec)
-        if files is None:
+    by_category = {s.where["category"]: s for s in recipe.data.eval if not is_harness(s) and s.where and "category" in s.where}
+    known = generative_tasks(recipe)
+    unknown = sorted(set(only or []) - set(known))
+    if unknown:
+        raise RecipeError(f"--tasks: {', '.join(unknown)} not among the recipe's generative tasks ({', '.join(known)})")
+    for stock in [t for t in known if not only or t in only]:
+        category = stock.removeprefix("mmlu_pro_").replace("_", " ")
+        if stock.startswith("mmlu_pro_") and category in by_category:
+            files = local_files(by_category[category])
+            data = None if files is None else {"dataset_path": "json", "dataset_name": None,
+                                               "dataset_kwargs": {"data_files": files}}
+        else:
+            data = offline_data(config(stock))[0] if recipe.data.offline else None
+        if data is None:
             tasks.append(stock)
             continue
         folder.mkdir(parents=True, exist_ok=True)
         local = f"{stock}_local"
-        text = {"include": str(stock_dir / f"{stock}.yaml"), "task": local, "dataset_path": "json",
-                "dataset_name": None, "dataset_kwargs": {"data_files": files}}
-        (folder / f"{local}.yaml").write_text(json.dumps(text, indent=1))  # JSON is YAML
+        text = {"include": str(manager().task_index[stock].yaml_path), "task": local, **data}
+        (folder / f"{local}.yaml").write_text(json.dumps(text, indent=1, ensure_ascii=False))  # JSON is YAML
         tasks.append(local)
     return tasks
 
@@ -72,7 +92,8 @@ def agreement(samples: dict[str, list[dict]]) -> dict:
     for task, rows in samples.items():
         same = ours_right = theirs_right = 0
         for row in rows:
-            letters = LETTERS[: len(row["doc"]["options"])]
+            doc = row["doc"]  # MMLU-Pro lists its options; MMLU-ProX has option_0 … option_9
+            letters = LETTERS[: len(doc["options"])] if "options" in doc else LETTERS
             text = row["resps"][0][0] or ""
             ours = extract_choice(text, letters, thinking=False)  # the server already cut the reasoning off
             theirs = row["filtered_resps"][0]
@@ -86,8 +107,10 @@ def agreement(samples: dict[str, list[dict]]) -> dict:
     return out
 
 
-def run(recipe: Recipe, limit: int | None = None, overrides: list[str] | None = None) -> dict:
-    """Serve the exported model, run the harness on the recipe's MMLU-Pro tasks through it, and compare."""
+def run(recipe: Recipe, limit: int | None = None, overrides: list[str] | None = None,
+        only: list[str] | None = None) -> dict:
+    """Serve the exported model, run the harness on the recipe's generative tasks (`only`: those of them)
+    through it, and compare."""
     import lm_eval
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
@@ -96,10 +119,10 @@ def run(recipe: Recipe, limit: int | None = None, overrides: list[str] | None = 
 
     require(recipe, "export", "metrics.json")
     out = stage_dir(recipe, "eval") / "harness"
-    tasks = task_files(recipe, out / "tasks")
+    tasks = task_files(recipe, out / "tasks", only)
     if not tasks:
-        raise FileNotFoundError(f"recipe '{recipe.name}' has no MMLU-Pro source in data.eval "
-                                f"(a source with where: {{category: ...}}) for the harness to run")
+        raise FileNotFoundError(f"recipe '{recipe.name}' has no generative harness task in data.eval (e.g. "
+                                f"{{path: 'harness:mmlu_pro_biology'}}) for the harness to run")
     cfg = recipe.eval
     print(f"[kit] harness: {', '.join(tasks)} through lm-evaluation-harness {lm_eval.__version__}, "
           f"local-chat-completions against `kit serve`")

@@ -69,7 +69,7 @@ class LoraConfig:
 
 @dataclass
 class DatasetSpec:
-    path: str  # hub id, a local .jsonl/.json/.csv/.parquet file, or bundled:NAME
+    path: str  # hub id, a local .jsonl/.json/.csv/.parquet file, bundled:NAME, or harness:TASK (an lm-eval task; eval only)
     config: str | None = None  # hub configuration (e.g. en, zh)
     split: str = "train"
     max_rows: int | None = None  # take the first N rows after loading (None = all)
@@ -206,6 +206,12 @@ class EvalStage:
     samples: int = 1  # completions per item when sampled; accuracy is their mean, per item then overall
     gpu_memory_utilization: float = 0.85  # share of the GPU vLLM may take (weights + KV cache)
     harness_num_fewshot: int | None = None  # `kit harness`: None = the task's own (MMLU-Pro: 5-shot)
+    loglikelihood: bool = True  # harness multiple-choice tasks: lm-eval's log-likelihood protocol beside the kit's
+    # accuracy against the thinking budget: think up to each budget, then `</think>` is appended and the answer
+    # follows (budget forcing); [] = off. On the last trained system, `budget_items` items per task.
+    budgets: list[int] = field(default_factory=list)
+    budget_items: int = 8
+    budget_answer_tokens: int = 64  # tokens for the answer after the thinking is closed
 
 
 @dataclass

@@ -83,7 +83,7 @@ def test_local_file_with_bad_rows_keeps_good_ones_and_counts(tmp_path, runs_dir)
 def test_missing_local_file_and_unknown_bundled_sample():
     with pytest.raises(data.DataError, match="does not exist"):
         data.load_rows(DatasetSpec(path="/nonexistent/x.jsonl"))
-    with pytest.raises(data.DataError, match="bundled: medical_o1_sft_en"):
+    with pytest.raises(data.DataError, match=r"bundled: .*medical_o1_sft_en, medical_o1_sft_zh"):
         data.load_rows(DatasetSpec(path="bundled:nope"))
 
 

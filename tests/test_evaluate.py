@@ -21,6 +21,10 @@ def c(answer, reasoning="Option A looks wrong; B and D are distractors."):
     (c("答案是B。"), "B"),
     (c("正确答案：C"), "C"),
     (c("故选D"), "D"),
+    (c("所以答案是 (C)。"), "C"),                                # MMLU-ProX zh's own form
+    (c("正确答案为：（B）"), "B"),                               # full-width parenthesis
+    (c("答案：A项"), "A"),                                      # a Chinese character right after the letter
+    (c('{"answer": "C"}'), "C"),                               # the card's JSON form
     (c("After weighing everything:\nC"), "C"),                 # a lone letter on the last line
     (c("(A)"), "A"),
     (c("The answer is A. On reflection, the answer is B."), "B"),  # the last statement wins
@@ -104,9 +108,16 @@ def data_only(runs_dir):
     from kit import data
     from kit.recipe import load_recipe
 
-    recipe = load_recipe("tiny", ["eval.max_items=6"])
+    recipe = load_recipe("tiny", ["eval.max_items=6", "eval.budgets=[]"])
     data.run(recipe)
     return recipe
+
+
+# the tiny recipe's tasks and their bundled items
+TINY_TASKS = {"medqa": 40, "mmlu_pro_biology": 6, "mmlu_pro_health": 6, "mmlu_prox_en_biology": 4,
+              "mmlu_prox_en_health": 4, "medmcqa": 5, "pubmedqa": 4, "mmlu_prox_zh_biology": 4, "mmlu_prox_zh_health": 4,
+              "cmmlu_clinical_knowledge": 4, "cmmlu_traditional_chinese_medicine": 4, "cmmlu_professional_medicine": 4,
+              "ceval-valid_physician": 4, "ceval-valid_basic_medicine": 4, "ceval-valid_clinical_medicine": 4}
 
 
 def _eval_with(monkeypatch, recipe, answer):
@@ -119,17 +130,26 @@ def _eval_with(monkeypatch, recipe, answer):
 def test_a_backend_that_answers_the_gold_letter_scores_one(data_only, monkeypatch):
     m = _eval_with(monkeypatch, data_only, lambda gold, options, ref: f"The answer is {gold}." if gold else ref)
     tasks = m["results"]["base"]["tasks"]
-    assert set(tasks) == {"medqa", "mmlu_pro_biology", "mmlu_pro_health", "open"}
+    assert set(tasks) == set(TINY_TASKS) | {"open"}
     for task, f in tasks.items():
-        assert f["accuracy"]["value"] == 1.0 and f["accuracy"]["n"] == 6, task
+        assert f["accuracy"]["value"] == 1.0 and f["accuracy"]["n"] == min(6, TINY_TASKS.get(task, 40)), task
         if task != "open":
             assert f["unparseable"]["value"] == 0.0
+    # lm-eval's filter reads the same conclusions ("The answer is X" is what custom-extract looks for in English)
+    assert tasks["mmlu_prox_en_health"]["harness"]["agreement"]["value"] == 1.0
+    # its log-likelihood protocol scores the random-weight model itself: a letter for every item
+    loglik = tasks["cmmlu_clinical_knowledge"]["harness"]
+    assert loglik["protocol"].startswith("log-likelihood") and loglik["accuracy"]["n"] == 4
     table = (stage_dir(data_only, "eval") / "results.md").read_text()
     assert "|medqa|kit-1|after-think-extract|0|exact_match|↑|1.0000|±|0.0000|" in table
+    assert "| - medmcqa|lm-eval|loglikelihood|0|acc|" in table
+    assert table.index("## English tasks") < table.index("HuatuoGPT-o1-8B (SFT + RL) | pubmedqa") < table.index("## Chinese tasks")
     assert "Reasoning-Medical-27B" in table
 
 
 def test_a_backend_that_always_answers_a_wrong_letter_scores_zero(data_only, monkeypatch):
+    data_only.eval.loglikelihood = False
+
     def wrong(gold, options, ref):
         return f"The answer is {next(k for k in options if k != gold)}." if gold else "Something unrelated."
     m = _eval_with(monkeypatch, data_only, wrong)
@@ -138,10 +158,44 @@ def test_a_backend_that_always_answers_a_wrong_letter_scores_zero(data_only, mon
 
 
 def test_a_backend_that_never_commits_is_all_unparseable(data_only, monkeypatch):
+    data_only.eval.loglikelihood = False
     m = _eval_with(monkeypatch, data_only, lambda gold, options, ref: "It could be several things.")
-    for task in ("medqa", "mmlu_pro_biology", "mmlu_pro_health"):
+    for task in TINY_TASKS:
         f = m["results"]["base"]["tasks"][task]
         assert f["accuracy"]["value"] == 0.0 and f["unparseable"]["value"] == 1.0
+
+
+def test_budget_forcing_closes_the_thinking_where_the_model_did_not_and_reads_the_answer_after_it(data_only, monkeypatch):
+    """A stub model that needs 40 tokens of thinking to be right. Cut off before, the kit closes its thinking
+    and it answers wrong; with room, it closes the thinking itself and answers right."""
+    from kit import evaluate
+    from kit.generation import Completion
+
+    need = 40
+    stub = _stub_generators(lambda gold, options, ref: f"The answer is {gold}." if gold else ref)
+
+    class Thinker(stub):
+        def __call__(self, name, path, prompts, s):
+            if all(p in self.gold for p in prompts) and s.max_new_tokens != data_only.eval.budget_answer_tokens:
+                n = min(need, s.max_new_tokens)
+                closed = "</think>\n\nThe answer is A." if s.max_new_tokens >= need else ""
+                return [[Completion("step " * n + closed, n, not closed)] for _ in prompts], "stub"
+            outs = []
+            for p in prompts:  # the answer, after the thinking the kit closed or the model did
+                it = self.gold[next(q for q in self.gold if p.startswith(q))]
+                letter = it["gold"] if p.count("step") >= need else next(k for k in it["options"] if k != it["gold"])
+                outs.append([Completion(f"The answer is {letter}.<|im_end|>", 6, False)])
+            return outs, "stub"
+
+    data_only.eval.loglikelihood = False
+    data_only.eval.budgets, data_only.eval.budget_items = [48, 16], 2
+    monkeypatch.setattr(evaluate, "Generators", Thinker)
+    m = evaluate.run(data_only)
+    short, long = m["budgets"]["curve"]
+    assert (short["budget"], long["budget"]) == (16, 48) and m["budgets"]["items"] == 2 * len(TINY_TASKS)
+    assert short["forced_close"]["value"] == 1.0 and short["accuracy"]["value"] == 0.0
+    assert long["forced_close"]["value"] == 0.0 and long["accuracy"]["value"] == 1.0
+    assert (stage_dir(data_only, "eval") / "budget.png").exists()
 
 
 # ---------------------------------------------------------------- paired comparisons
@@ -187,7 +241,8 @@ def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_
     results = json.loads((out / "results.json").read_text())
     systems = results["results"]
     assert {"base", "sft", "gguf-q4_k_m"} <= set(systems)  # rl too when the RL test ran first
-    assert results["items"] == {"medqa": 8, "mmlu_pro_biology": 6, "mmlu_pro_health": 6, "open": 8}
+    assert results["items"] == {t: min(8, n) for t, n in TINY_TASKS.items()} | {"open": 8}
+    assert results["languages"]["ceval-valid_physician"] == "zh" and results["languages"]["pubmedqa"] == "en"
     # the toy, taught to end multiple-choice answers with "The answer is X", commits to letters
     assert systems["sft"]["tasks"]["medqa"]["unparseable"]["value"] <= 0.5, systems["sft"]["tasks"]["medqa"]
     assert systems["base"]["tasks"]["medqa"]["unparseable"]["value"] == 1.0  # random weights commit to nothing
@@ -200,3 +255,8 @@ def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_
     table = (out / "results.md").read_text()
     assert "|Tasks|Version|Filter|n-shot|Metric|" in table and "Published figures (theirs" in table
     assert (out / "accuracy.png").stat().st_size > 5000
+    # the thinking budget: forced closes fall as the budget grows, and the plot is written
+    curve = results["budgets"]["curve"]
+    assert [b["budget"] for b in curve] == [16, 48, 128] and curve[0]["forced_close"]["value"] == 1.0
+    assert curve[-1]["forced_close"]["value"] < curve[0]["forced_close"]["value"]
+    assert "## Accuracy against the thinking budget" in table and (out / "budget.png").stat().st_size > 5000

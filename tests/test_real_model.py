@@ -81,7 +81,13 @@ def test_eval_reads_every_system_and_the_summary_shows_what_training_changed(rea
     assert list(ev["results"]) == ["base", "sft", "rl", "gguf-q8_0"]
     assert "as the model writes it" in ev["decoding"]
     for r in ev["results"].values():
-        assert set(r["tasks"]) == {"medqa", "mmlu_pro_biology", "mmlu_pro_health", "open"}
+        assert set(r["tasks"]) == {"medqa", "mmlu_pro_biology", "mmlu_prox_zh_biology", "cmmlu_clinical_knowledge", "open"}
+    # lm-eval's own protocol beside the kit's: its filter on every system's outputs, its log-likelihood on the
+    # systems it can load (not the GGUF file)
+    assert all("harness" in r["tasks"]["mmlu_prox_zh_biology"] for r in ev["results"].values())
+    assert "harness" in ev["results"]["rl"]["tasks"]["cmmlu_clinical_knowledge"]
+    assert "harness" not in ev["results"]["gguf-q8_0"]["tasks"]["cmmlu_clinical_knowledge"]
+    assert [b["budget"] for b in ev["budgets"]["curve"]] == [24, 96] and ev["budgets"]["system"] == "rl"
     # the base model answers without a reasoning block: read as an answer, not as unparseable thinking
     base = [json.loads(line) for line in (real_runs / "smollm2" / "eval" / "outputs.jsonl").read_text().splitlines()
             if line.startswith('{"system": "base"')]

@@ -35,7 +35,11 @@ def test_reproduction_recipes_match_their_models():
     assert gspo.rl.algorithm == "gspo" and gspo.rl.judge.preset == "deepseek"
     big = load_recipe("qwen3.6-27b-grpo")
     assert big.model.name_or_path == "Qwen/Qwen3.6-27B" and big.rl.algorithm == "grpo"
-    assert {d.where["category"] for d in big.data.eval if d.where} == {"biology", "health"}
+    # the card's three rows (MedQA, MMLU-Pro and MMLU-ProX biology) and at least one Chinese medical task
+    for recipe in (big, gspo):
+        tasks = {d.path.removeprefix("harness:") for d in recipe.data.eval}
+        assert {"GBaker/MedQA-USMLE-4-options", "mmlu_pro_biology", "mmlu_prox_en_biology"} <= tasks, recipe.name
+        assert any(t.startswith(("cmmlu_", "ceval-", "mmlu_prox_zh_")) for t in tasks), recipe.name
 
 
 def test_unknown_key_fails_with_its_dotted_name(tmp_path):
