@@ -48,18 +48,21 @@ def language(task: str, given: str | None = None) -> str:
 
 @functools.cache
 def manager():
-    from lm_eval.tasks import TaskManager
-
+    try:
+        from lm_eval.tasks import TaskManager
+    except ModuleNotFoundError:
+        raise DataError("a harness:TASK source needs lm-evaluation-harness, which this environment lacks "
+                        "(`pip install lm_eval`, as requirements.txt pins it)") from None
     return TaskManager()
 
 
 def config(task: str) -> dict:
     """The task's configuration as the installed lm-eval resolves it (includes merged, `!function`s
     imported), or a DataError naming the closest tasks it has."""
+    entry = manager().task_index.get(task)  # first: says so when lm-eval is not installed
     import lm_eval
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    entry = manager().task_index.get(task)
     if entry is None or entry.yaml_path is None:
         close = difflib.get_close_matches(task, manager().all_subtasks, n=3, cutoff=0.6)
         raise DataError(f"lm-evaluation-harness {lm_eval.__version__} has no task '{task}'"
@@ -81,9 +84,9 @@ def load_task(task: str, offline: bool = False):
     """(the harness's task object, a label naming its data). Offline, every split the task reads comes
     from the bundled sample of its dataset (few-shot examples, where asked for, from the same items: the
     harness's sampler leaves the item itself out)."""
+    cfg = config(task)
     from lm_eval.api.task import ConfigurableTask
 
-    cfg = config(task)
     source = cfg["dataset_path"] + (f"[{cfg['dataset_name']}]" if cfg.get("dataset_name") else "")
     label = f"{PREFIX}{task} ({source})"
     if offline:

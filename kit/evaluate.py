@@ -388,6 +388,11 @@ def harness_beside(recipe: Recipe, items: dict[str, list[dict]], generated: dict
     items, with its agreement with the kit's reading (first sample): a generative task's own filter on the
     same conclusions; a multiple-choice task's log-likelihood ranking of the choices, per system the kit can
     load (not a GGUF file). Adds `harness` to each such task's figures."""
+    harnessed = {task: its for task, its in items.items() if its and "harness_task" in its[0]}
+    if harnessed and importlib.util.find_spec("lm_eval") is None:
+        say_once("[kit] eval: lm-evaluation-harness is not installed in this environment: its protocol is not run "
+                 "beside the kit's (`pip install lm_eval`)")
+        return
     from .benchmarks import filter_name, harness_filter, loglikelihood
 
     def record(figures: dict, protocol: str, picks: list[str | None], its: list[dict]) -> None:
@@ -396,7 +401,6 @@ def harness_beside(recipe: Recipe, items: dict[str, list[dict]], generated: dict
                               "accuracy": proportion(sum(p == it["gold"] for p, it in zip(picks, its)), len(its)),
                               "agreement": proportion(sum(p == o for p, o in zip(picks, ours)), len(its))}
 
-    harnessed = {task: its for task, its in items.items() if its and "harness_task" in its[0]}
     for task, its in harnessed.items():
         if its[0]["protocol"] != "generate_until":
             continue

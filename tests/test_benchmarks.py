@@ -71,3 +71,15 @@ def test_log_likelihood_scores_exactly_the_items_asked_for(runs_dir):
                                      offline=True, max_length=recipe.model.max_seq_length)
     assert set(picks["medmcqa"]) == {0, 3} and set(picks["pubmedqa"]) == {2}
     assert set(picks["medmcqa"].values()) <= set("ABCD") and picks["pubmedqa"][2] in "ABC"
+
+
+def test_without_lm_eval_a_harness_source_says_what_to_install(monkeypatch):
+    import sys
+
+    benchmarks.manager.cache_clear()
+    monkeypatch.setitem(sys.modules, "lm_eval.tasks", None)  # import lm_eval.tasks now fails as if not installed
+    try:
+        with pytest.raises(data.DataError, match=r"needs lm-evaluation-harness.*pip install lm_eval"):
+            benchmarks.items(DatasetSpec("harness:medmcqa"), offline=True)
+    finally:
+        benchmarks.manager.cache_clear()

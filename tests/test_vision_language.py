@@ -23,7 +23,9 @@ from child import failure
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SETS = ["model.name_or_path=builtin:tiny-vl", "lora.modules_to_save=[]", "sft.trainer.max_steps=4",
-        "sft.trainer.eval_steps=2", "sft.trainer.save_steps=2", "sft.format_check_questions=2"]
+        "sft.trainer.eval_steps=2", "sft.trainer.save_steps=2", "sft.format_check_questions=2",
+        # the vLLM environment has no lm-evaluation-harness, which the recipe's harness tasks need
+        "data.eval=[{path: 'bundled:medqa_4options'}]"]
 MERGE = """
 from pathlib import Path
 from kit.export import merge

@@ -65,7 +65,7 @@ def test_eval_serves_every_system_from_one_vllm_engine_with_lora_requests(lora_r
     for name in ("base", "sft", "rl"):
         r = systems[name]
         assert r["tasks"]["medqa"]["accuracy"]["n"] == 6 and r["tasks"]["medqa"]["accuracy"]["samples"] == 2
-        items = sum(results["items"].values())  # medqa, the two MMLU-Pro tasks and open, up to 6 each
+        items = sum(results["items"].values())  # medqa, the harness tasks and open, up to 6 each
         assert r["truncated"]["n"] == 2 * items and 0 <= r["truncated"]["value"] <= 1
         assert r["generated_tokens_per_second"] > 0
     assert "sampled (temperature 1.0, top_p 0.95, top_k 20), 2 samples per item" in results["decoding"]
@@ -73,6 +73,9 @@ def test_eval_serves_every_system_from_one_vllm_engine_with_lora_requests(lora_r
     by_system = {name: [o["completion"] for o in outputs if o["system"] == name] for name in ("base", "sft")}
     assert len(by_system["base"]) == 2 * sum(results["items"].values()) and by_system["base"] != by_system["sft"]
     assert "| engine |" in (runs / "tiny" / "eval" / "results.md").read_text()
+    # the thinking budgets went to the same engine, as requests of their own
+    assert [b["budget"] for b in results["budgets"]["curve"]] == [16, 48, 128] and results["budgets"]["system"] == "rl"
+    assert "lm-evaluation-harness is not installed in this environment" in proc.stdout  # not in this venv
     assert proc.stdout.count("loading builtin:tiny") == 0  # no system fell back to loading its own model
 
 
@@ -132,6 +135,26 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
             assert json.loads(precise.headers["x-kit-sampling"])["temperature"] == 0.6
             with pytest.raises(BadRequestError, match="unknown sampling preset"):
                 client.chat.completions.create(model=model, messages=question, extra_body={"preset": "creative"})
+            # template kwargs: the same statuses and headers as the llama.cpp end (tests/template_kwargs.py)
+            import httpx
+            from template_kwargs import check_table
+
+            with httpx.Client(timeout=120) as http:
+                check_table(http, f"{url}/chat/completions", model)
+            # the card's client, Qwen-Agent, configured as the card shows (it reads `reasoning_content`, which
+            # the proxy adds beside vLLM's `reasoning`): a question, a second turn, a registered tool
+            from qwen_agent.agents import Assistant
+            from test_qwen_agent import card_llm, last_reply
+
+            cfg = card_llm(url, model)
+            cfg["generate_cfg"]["max_tokens"] = 24
+            turns = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
+            reply = last_reply(Assistant(llm=cfg), turns)
+            assert reply and reply[-1]["role"] == "assistant" and any(m.get("reasoning_content") for m in reply)
+            turns += reply + [{"role": "user", "content": "And its dose?"}]
+            assert last_reply(Assistant(llm=cfg), turns)[-1]["role"] == "assistant"
+            with_tool = last_reply(Assistant(llm=cfg, function_list=["lookup_drug"]), turns[:1])
+            assert with_tool and with_tool[-1]["role"] == "assistant"  # the toy answers without calling it
             # tools through the model's template and vLLM's tool parsing; "required" makes vLLM constrain the
             # output to a call (after the reasoning, so thinking is off here), so even the toy calls the tool
             called = client.chat.completions.create(model=model, messages=question, max_tokens=200, tools=TOOLS,
