@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="context in tokens (default: the recipe's sequence length plus its eval budget; tools need more)")
     p.add_argument("--lora", action="store_true",
                    help="vLLM: serve the base with the run's adapters as named models instead of the merged model")
+    p.add_argument("--speculative", choices=["mtp"], default=None,
+                   help="vLLM: speculative decoding with the model's own multi-token-prediction layers")
 
     p = sub.add_parser("harness", help="lm-evaluation-harness's generative tasks (MMLU-Pro, MMLU-ProX) against `kit "
                                        "serve`, beside the kit's eval, with the two extractions compared")
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .serve import serve
 
-            serve(recipe, args.host, args.port, args.quant, args.engine, args.lora, args.max_model_len)
+            serve(recipe, args.host, args.port, args.quant, args.engine, args.lora, args.max_model_len, args.speculative)
             return 0
         module = importlib.import_module(STAGES[args.command][0])
         module.run(recipe)

@@ -19,7 +19,7 @@ from . import gguf
 from .cards import NOT_MEDICAL_ADVICE, model_card
 from .formatting import opens_thinking
 from .generation import STOP_TOKENS, free_memory
-from .modeling import UNSLOTH, import_end, load_model, peak_memory_mb
+from .modeling import UNSLOTH, import_end, load_model, model_path, peak_memory_mb
 from .recipe import Recipe
 from .runs import Timer, stage_dir, start_stage, write_metrics
 
@@ -96,6 +96,67 @@ def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
                           f"({dtype}, largest |logit| {scale:.3g})")
     return {"end": end, "dtype": dtype, "max_abs_logit_diff": diff, "logit_tolerance": tol,
             "max_abs_logit": scale, "model_type": merged.config.model_type}
+
+
+def is_mtp(name: str) -> bool:
+    """A multi-token-prediction tensor of a Qwen3.5/3.6 checkpoint (`mtp.fc.weight`, `mtp.layers.0.…`)."""
+    return name.startswith("mtp.") or ".mtp." in name
+
+
+def checkpoint_files(base: str) -> list[Path]:
+    """The base checkpoint's safetensors files that hold MTP tensors: a local folder's, or a hub repository's
+    (only the shards its index lists for `mtp.*`, from the cache where loading the model put them)."""
+    folder = Path(base)
+    if folder.is_dir():
+        return sorted(folder.glob("*.safetensors"))
+    from huggingface_hub import hf_hub_download
+
+    try:
+        index = json.loads(Path(hf_hub_download(base, "model.safetensors.index.json")).read_text())
+    except Exception:  # a single-file checkpoint, or no hub: read the one file if it can be had
+        try:
+            return [Path(hf_hub_download(base, "model.safetensors"))]
+        except Exception:
+            return []
+    shards = sorted({f for name, f in index["weight_map"].items() if is_mtp(name)})
+    return [Path(hf_hub_download(base, shard)) for shard in shards]
+
+
+def carry_mtp(base: str, merged_dir: Path) -> dict | None:
+    """Copy the base checkpoint's multi-token-prediction tensors (`mtp.*`, which vLLM uses for speculative
+    decoding) into `merged/` unchanged: LoRA never touches them, and `save_pretrained` writes only what the
+    model class loaded, so the merge drops them. They go into `model-mtp.safetensors`, listed in the index.
+    None when the base has none; a tensor `merged/` already holds (Unsloth's merge may keep them) must be
+    identical, else an ExportError."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for path in checkpoint_files(base):
+        with safe_open(str(path), "pt") as f:
+            tensors.update({name: f.get_tensor(name) for name in f.keys() if is_mtp(name)})
+    if not tensors:
+        return None
+    index_path = merged_dir / "model.safetensors.index.json"
+    if index_path.exists():
+        index = json.loads(index_path.read_text())
+    else:
+        with safe_open(str(merged_dir / "model.safetensors"), "pt") as f:
+            index = {"metadata": {}, "weight_map": {name: "model.safetensors" for name in f.keys()}}
+    present = {n: f for n, f in index["weight_map"].items() if n in tensors}
+    for name, file in present.items():
+        with safe_open(str(merged_dir / file), "pt") as f:
+            if not torch.equal(f.get_tensor(name), tensors[name]):
+                raise ExportError(f"merged/{file} holds {name}, and it differs from the base checkpoint's")
+    missing = {n: t.contiguous() for n, t in tensors.items() if n not in present}
+    if missing:
+        save_file(missing, str(merged_dir / "model-mtp.safetensors"), metadata={"format": "pt"})
+        index["weight_map"].update({n: "model-mtp.safetensors" for n in missing})
+        index["metadata"]["total_size"] = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
+        index_path.write_text(json.dumps(index, indent=2))
+    return {"tensors": len(tensors), "copied": len(missing), "already_in_merged": len(present),
+            "bytes": sum(t.numel() * t.element_size() for t in tensors.values())}
 
 
 def apply_yarn(recipe: Recipe, merged_dir: Path) -> dict | None:
@@ -184,6 +245,10 @@ def run(recipe: Recipe) -> dict:
         merged_dir = out / "merged"
         metrics["merge"] = merge(recipe, adapter, merged_dir)
     metrics["merge"]["seconds"] = round(t.seconds, 2)
+    metrics["mtp"] = carry_mtp(model_path(recipe), merged_dir)
+    if metrics["mtp"]:
+        print(f"[kit] multi-token-prediction layers carried into merged/: {metrics['mtp']['tensors']} tensors "
+              f"({metrics['mtp']['copied']} copied from the base, unchanged)")
     (merged_dir / "README.md").write_text(model_card(recipe, "export", metrics, extra=NOT_MEDICAL_ADVICE), encoding="utf-8")
     print(f"[kit] merged into a {metrics['merge']['dtype']} base: max |Δlogit| vs adapter-on-base "
           f"{metrics['merge']['max_abs_logit_diff']:.2e}")

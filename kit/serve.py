@@ -10,7 +10,9 @@
 - Otherwise: the q4_k_m (else q8_0, f16) GGUF through llama.cpp, behind a small FastAPI app.
 
 Both accept `chat_template_kwargs` per request (`enable_thinking`, on by default; `preserve_thinking`),
-a sampling preset by name (`"preset"`: thinking, thinking-precise, instruct; else the mode's), and
+and agree on them: a kwarg the model's template does not read is served as the template renders the
+request, and named in the response header `x-kit-ignored-template-kwargs`; a switch of the wrong type is
+a 400 on both. They take a sampling preset by name (`"preset"`: thinking, thinking-precise, instruct; else the mode's), and
 `tools`, answered as OpenAI `tool_calls`. Replies carry the reasoning in `message.reasoning_content`
 and the final answer in `message.content`, as vLLM's reasoning parser does.
 
@@ -57,9 +59,7 @@ def request_sampling(recipe: Recipe, body: dict) -> tuple[dict, str, bool]:
     """
     from .recipe import RecipeError
 
-    kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise BadRequest("'chat_template_kwargs' must be an object")
+    kwargs = template_kwargs(body)
     name = body.get("preset") or ("thinking" if kwargs.get("enable_thinking", True) else "instruct")
     try:
         preset = recipe.sampling.named(name)
@@ -67,6 +67,61 @@ def request_sampling(recipe: Recipe, body: dict) -> tuple[dict, str, bool]:
         raise BadRequest(str(e)) from None
     thinking = bool(kwargs.get("enable_thinking", name != "instruct"))
     return {k: body[k] if body.get(k) is not None else getattr(preset, k) for k in SAMPLING_KEYS}, name, thinking
+
+
+# The chat-template switches the kit knows; each must be true or false. Any other kwarg goes to the template as sent.
+TEMPLATE_SWITCHES = ("enable_thinking", "preserve_thinking")
+IGNORED_HEADER = "x-kit-ignored-template-kwargs"
+
+
+def template_kwargs(body: dict) -> dict:
+    """A request's `chat_template_kwargs`, or a BadRequest when it is malformed (not an object, or a switch
+    the kit knows that is not a boolean). The same check on both ends, so both answer alike.
+
+    >>> template_kwargs({"chat_template_kwargs": {"preserve_thinking": True, "anything": [1]}})
+    {'preserve_thinking': True, 'anything': [1]}
+    >>> template_kwargs({"chat_template_kwargs": {"enable_thinking": "no"}})
+    Traceback (most recent call last):
+    ...
+    kit.serve.BadRequest: chat_template_kwargs.enable_thinking must be true or false, got "no"
+    """
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise BadRequest("'chat_template_kwargs' must be an object")
+    for key in TEMPLATE_SWITCHES:
+        if key in kwargs and not isinstance(kwargs[key], bool):
+            raise BadRequest(f"chat_template_kwargs.{key} must be true or false, got {json.dumps(kwargs[key])}")
+    return kwargs
+
+
+def template_variables(tokenizer) -> set[str]:
+    """The names the model's chat template reads from outside (jinja2's `find_undeclared_variables`, on the
+    template compiled as transformers compiles it, with its extensions)."""
+    from jinja2 import meta
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    source = tokenizer.chat_template
+    if isinstance(source, dict):  # several named templates: the default one renders chats
+        source = source.get("default") or next(iter(source.values()))
+    return set(meta.find_undeclared_variables(_compile_jinja_template(source).environment.parse(source)))
+
+
+def ignored_kwargs(kwargs: dict, variables: set[str]) -> list[str]:
+    """The request's template kwargs the template does not read (served as it renders without them).
+
+    >>> ignored_kwargs({"enable_thinking": True, "preserve_thinking": True, "x": 1}, {"enable_thinking", "messages"})
+    ['preserve_thinking', 'x']
+    """
+    return sorted(k for k in kwargs if k not in variables)
+
+
+def announce_template(variables: set[str]) -> None:
+    """One line per server start: which of the kit's switches this model's template honours."""
+    honoured = [k for k in TEMPLATE_SWITCHES if k in variables]
+    missing = [k for k in TEMPLATE_SWITCHES if k not in variables]
+    print(f"[kit] chat template reads {', '.join(honoured) or 'none of the kit switches'}"
+          + (f"; it does not read {', '.join(missing)}: requests that set it are served as the template renders "
+             f"them, and the response names it in the header {IGNORED_HEADER}" if missing else ""), flush=True)
 
 
 def check_tools(tools) -> list[dict] | None:
@@ -173,16 +228,6 @@ def split_message(text: str, opened: bool) -> dict:
     return {"role": "assistant", "content": p.answer, "reasoning_content": p.reasoning}
 
 
-def keeps_reasoning(tokenizer) -> bool:
-    """Whether the model's chat template honours `preserve_thinking` (Qwen3.6's does; Qwen3.5's always drops
-    the reasoning of turns before the last question)."""
-    turns = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1", "reasoning_content": "r1"},
-             {"role": "user", "content": "q2"}]
-    render = lambda keep: tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True,
-                                                        preserve_thinking=keep)
-    return render(True) != render(False)
-
-
 def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "", vision=None):
     """FastAPI app: /v1/models and /v1/chat/completions (plain and streamed) over a llama.cpp model, with the
     model's own chat template rendering the conversation, the tools and `chat_template_kwargs`, and TRL's
@@ -201,7 +246,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         trl_parser = False
         print("[kit] TRL has no response parser for this chat template: reasoning is split at </think>, and tool "
               "calls cannot be read (requests with tools get a 400)")
-    preserves = keeps_reasoning(tokenizer)
+    variables = template_variables(tokenizer)
+    announce_template(variables)
     lock = threading.Lock()  # one llama.cpp context: one generation at a time
     model_id = recipe.name
     app = FastAPI(title=f"medreason-kit · {recipe.name} (not medical advice)")
@@ -240,10 +286,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
             if choice not in ("auto", "none", None):
                 raise BadRequest(f"tool_choice {choice!r} is not supported on the llama.cpp end (it cannot force a "
                                  f"call); use 'auto' or 'none', or serve with vLLM")
+            ignored = ignored_kwargs(body.get("chat_template_kwargs") or {}, variables)
             kwargs = {**(body.get("chat_template_kwargs") or {}), "enable_thinking": thinking}
-            if kwargs.get("preserve_thinking") and not preserves:
-                raise BadRequest("preserve_thinking: this model's chat template always drops earlier turns' reasoning "
-                                 "(Qwen3.5's does; Qwen3.6's keeps it when asked)")
         except BadRequest as e:
             raise HTTPException(400, str(e)) from None
         if choice == "none":
@@ -262,6 +306,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
                       min_p=values["min_p"], presence_penalty=values["presence_penalty"],
                       repeat_penalty=values["repetition_penalty"])
         headers = {"x-kit-preset": preset, "x-kit-sampling": json.dumps(values)}
+        if ignored:
+            headers[IGNORED_HEADER] = ", ".join(ignored)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
         generate = lambda stream: complete(llm, params, images, vision, stream=stream)  # noqa: E731
         if body.get("stream"):
@@ -349,10 +395,14 @@ def served_adapters(recipe: Recipe) -> dict[str, Path]:
             if (stage_dir(recipe, stage) / "adapter" / "adapter_config.json").exists()}
 
 
-def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_model_len: int | None = None) -> list[str]:
+def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_model_len: int | None = None,
+                 speculative: str | None = None, speculative_tokens: int = 2) -> list[str]:
     """`vllm serve` as its docs show it: the merged model (or the base with the run's adapters as named
     LoRA models), Qwen3's reasoning parser, a context that fits the eval budget, and the sampling
-    defaults of the generation config the export stage wrote (the thinking preset)."""
+    defaults of the generation config the export stage wrote (the thinking preset). `speculative="mtp"`:
+    speculative decoding with the checkpoint's own multi-token-prediction layers (`mtp.*`, which the export
+    carries into merged/), `speculative_tokens` drafted per step; vLLM reports its acceptance rate in its
+    log ("SpecDecoding metrics") and on /metrics (`vllm:spec_decode_*`)."""
     import torch
 
     from .generation import vllm_adapter_problem
@@ -381,11 +431,26 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_m
             raise FileNotFoundError(f"{merged} is missing: run `python -m kit export --recipe {recipe.name}` first, "
                                     f"or serve the adapters with --lora")
         model, name, extra = str(merged), recipe.name, []
+    if speculative:
+        if speculative != "mtp":
+            raise GenerationError(f"--speculative {speculative!r}: the kit serves 'mtp' (the model's own layers)")
+        if not lora and not mtp_in(Path(model)):
+            raise GenerationError(f"--speculative mtp: {model} has no multi-token-prediction tensors (mtp.*): its "
+                                  f"base checkpoint has none, or it was exported before the kit carried them")
+        extra += ["--speculative-config", json.dumps({"method": "mtp", "num_speculative_tokens": speculative_tokens})]
     if not torch.cuda.is_available():  # vLLM's CPU build: bf16 (its Gated DeltaNet kernels), a small KV cache
         extra += ["--dtype", "bfloat16", "--gpu-memory-utilization", "0.15"]
     return [*vllm_serve_head(model), "--served-model-name", name,
             "--host", host, "--port", str(port), *qwen_parsers(model), "--max-model-len", str(max_len),
             "--generation-config", "auto", *extra]
+
+
+def mtp_in(folder: Path) -> bool:
+    """Whether a checkpoint folder lists multi-token-prediction tensors in its index."""
+    from .export import is_mtp
+
+    index = folder / "model.safetensors.index.json"
+    return index.exists() and any(is_mtp(n) for n in json.loads(index.read_text())["weight_map"])
 
 
 def qwen_parsers(model: str) -> list[str]:
@@ -436,10 +501,35 @@ def with_preset(recipe: Recipe, body: dict) -> tuple[dict, str, dict]:
     return filled, name, values
 
 
-def preset_proxy(recipe: Recipe, upstream: str):
+def with_reasoning_content(reply: dict) -> dict:
+    """vLLM names a reply's reasoning `reasoning` (it renamed `reasoning_content`); clients written for the
+    older name (Qwen-Agent reads `delta.reasoning_content`) and the llama.cpp end use `reasoning_content`.
+    Both names go out, so every client finds it.
+
+    >>> with_reasoning_content({"choices": [{"delta": {"reasoning": "r"}}]})
+    {'choices': [{'delta': {'reasoning': 'r', 'reasoning_content': 'r'}}]}
+    """
+    for choice in reply.get("choices") or []:
+        for key in ("delta", "message"):
+            part = choice.get(key)
+            if isinstance(part, dict) and part.get("reasoning") is not None and part.get("reasoning_content") is None:
+                part["reasoning_content"] = part["reasoning"]
+    return reply
+
+
+async def _sse_with_reasoning_content(lines):
+    async for line in lines:
+        if line.startswith("data: {"):
+            line = "data: " + json.dumps(with_reasoning_content(json.loads(line[len("data: "):])), ensure_ascii=False)
+        yield (line + "\n").encode()
+
+
+def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = None):
     """A FastAPI app in front of `vllm serve`: vLLM has one set of sampling defaults, the recipe has one
     per mode (thinking, non-thinking); this fills in the mode's preset and forwards everything else as is
-    (streams too). The header `x-kit-preset` says which preset was applied."""
+    (streams too). The header `x-kit-preset` says which preset was applied. With the template's `variables`,
+    it names the template kwargs the template does not read as the llama.cpp end does (vLLM itself leaves
+    them out of the rendering)."""
     import httpx
     from fastapi import FastAPI
     from fastapi.responses import Response, StreamingResponse
@@ -460,34 +550,48 @@ def preset_proxy(recipe: Recipe, upstream: str):
         content = await request.body()
         if request.method == "POST" and path == "chat/completions":
             try:
-                body, headers["x-kit-preset"], values = with_preset(recipe, json.loads(content or b"{}"))
+                sent = json.loads(content or b"{}")
+                body, headers["x-kit-preset"], values = with_preset(recipe, sent)
                 check_tools(body.get("tools"))
+                ignored = ignored_kwargs(sent.get("chat_template_kwargs") or {}, variables) if variables else []
             except (BadRequest, json.JSONDecodeError) as e:
                 return Response(json.dumps(error_body(str(e))), 400, media_type="application/json")
             headers["x-kit-sampling"] = json.dumps(values)
+            if ignored:
+                headers[IGNORED_HEADER] = ", ".join(ignored)
             content = json.dumps(body).encode()
         upstream_req = client.build_request(request.method, f"/v1/{path}", content=content,
                                             headers={"content-type": "application/json"})
         r = await client.send(upstream_req, stream=True)
+        chat = request.method == "POST" and path == "chat/completions"
         if "text/event-stream" in r.headers.get("content-type", ""):
-            return StreamingResponse(r.aiter_raw(), status_code=r.status_code, media_type="text/event-stream",
+            stream = _sse_with_reasoning_content(r.aiter_lines()) if chat else r.aiter_raw()
+            return StreamingResponse(stream, status_code=r.status_code, media_type="text/event-stream",
                                      headers=headers, background=None)
         data = await r.aread()
         await r.aclose()
+        if chat and r.status_code == 200:
+            data = json.dumps(with_reasoning_content(json.loads(data)), ensure_ascii=False).encode()
         return Response(data, r.status_code, media_type=r.headers.get("content-type"), headers=headers)
 
+    async def metrics(request):  # vLLM's Prometheus metrics, the speculative acceptance counters among them
+        r = await client.get("/metrics")
+        return Response(r.content, r.status_code, media_type=r.headers.get("content-type"))
+
     app.add_route("/health", health, methods=["GET"])
+    app.add_route("/metrics", metrics, methods=["GET"])
     app.add_route("/v1/{path:path}", forward, methods=["GET", "POST"])
     return app
 
 
 def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str | None = None,
-          engine: str = "auto", lora: bool = False, max_model_len: int | None = None) -> None:
+          engine: str = "auto", lora: bool = False, max_model_len: int | None = None,
+          speculative: str | None = None) -> None:
     import uvicorn
 
     if choose(engine, "kit serve", fallback="llama.cpp")[0] == "vllm":
         inner = free_port()
-        cmd = vllm_command(recipe, "127.0.0.1", inner, lora, max_model_len)
+        cmd = vllm_command(recipe, "127.0.0.1", inner, lora, max_model_len, speculative)
         print(f"[kit] vLLM: {' '.join(cmd[1:])}")
         # vLLM in a process group of its own (its engine and workers with it), which dies with this process
         proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent)
@@ -499,23 +603,40 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
 
         threading.Thread(target=exit_with_vllm, daemon=True).start()
         try:
+            variables = template_variables(served_tokenizer(recipe))
+            announce_template(variables)
             print(f"[kit] serving {recipe.name} with vLLM on http://{host}:{port}/v1 (the recipe's presets per mode)")
-            uvicorn.run(preset_proxy(recipe, f"http://127.0.0.1:{inner}"), host=host, port=port, log_level="warning")
+            uvicorn.run(preset_proxy(recipe, f"http://127.0.0.1:{inner}", variables), host=host, port=port,
+                        log_level="warning")
         finally:
             stop_group(proc)
         return
-    from transformers import AutoTokenizer
-
+    if speculative:
+        raise GenerationError("--speculative needs the vLLM end (`--engine vllm`): the llama.cpp end serves the GGUF, "
+                              "which the export writes without the MTP layers")
     from . import gguf
 
     path = find_gguf(recipe, quant)
     n_ctx = max_model_len or 2048
     llm, mmproj = gguf.load(path, n_ctx=n_ctx), gguf.projector(path)
-    app = create_app(recipe, llm, AutoTokenizer.from_pretrained(stage_dir(recipe, "export") / "merged"), n_ctx,
+    app = create_app(recipe, llm, served_tokenizer(recipe), n_ctx,
                      path.name, gguf.vision(llm, mmproj) if mmproj else None)
     print(f"[kit] serving {path.name}{f' with {mmproj.name} (images)' if mmproj else ''} with llama.cpp on "
           f"http://{host}:{port}/v1 (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def served_tokenizer(recipe: Recipe):
+    """The served model's tokenizer and chat template: the merged model's, else (adapters served on the base)
+    the base's."""
+    from transformers import AutoTokenizer
+
+    merged = stage_dir(recipe, "export") / "merged"
+    if (merged / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(merged)
+    from .modeling import load_tokenizer
+
+    return load_tokenizer(recipe)
 
 
 def die_with_parent() -> None:

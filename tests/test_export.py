@@ -155,3 +155,55 @@ def test_yarn_reaches_the_merged_config_the_gguf_metadata_and_vllms_overrides(sf
     assert override["rope_parameters"]["rope_type"] == "yarn" and override["rope_parameters"]["mrope_section"]
     with pytest.raises(Exception, match="factor > 1"):
         load_recipe("tiny", ["export.yarn={factor: 0.5, original_max_position_embeddings: 4096}"]).export.rope_yarn()
+
+
+def test_the_bases_multi_token_prediction_layers_reach_merged_unchanged(tmp_path):
+    """A Qwen3.5/3.6 checkpoint's `mtp.*` tensors, which the model class does not load and the merge so drops,
+    are copied into merged/ bit for bit and listed in its index; a run of the copy again changes nothing."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from kit.export import ExportError, carry_mtp
+
+    base, merged = tmp_path / "base", tmp_path / "merged"
+    base.mkdir(), merged.mkdir()
+    mtp = {"mtp.fc.weight": torch.randn(8, 16, dtype=torch.bfloat16),
+           "mtp.layers.0.self_attn.q_proj.weight": torch.randn(4, 8, dtype=torch.bfloat16)}
+    save_file({"model.embed_tokens.weight": torch.randn(10, 8), **mtp}, str(base / "model.safetensors"))
+    save_file({"model.embed_tokens.weight": torch.randn(10, 8)}, str(merged / "model.safetensors"))
+    got = carry_mtp(str(base), merged)
+    assert got["tensors"] == got["copied"] == 2
+    index = json.loads((merged / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == {"model.embed_tokens.weight": "model.safetensors", "mtp.fc.weight": "model-mtp.safetensors",
+                                   "mtp.layers.0.self_attn.q_proj.weight": "model-mtp.safetensors"}
+    with safe_open(str(merged / "model-mtp.safetensors"), "pt") as f:
+        assert all(torch.equal(f.get_tensor(n), t) and f.get_tensor(n).dtype == torch.bfloat16 for n, t in mtp.items())
+    assert carry_mtp(str(base), merged)["already_in_merged"] == 2  # present and identical: nothing copied
+    save_file({"mtp.fc.weight": torch.zeros(8, 16, dtype=torch.bfloat16)}, str(merged / "model-mtp.safetensors"))
+    with pytest.raises(ExportError, match="holds mtp.fc.weight, and it differs"):
+        carry_mtp(str(base), merged)
+    empty = tmp_path / "plain"
+    empty.mkdir()
+    save_file({"w": torch.zeros(2)}, str(empty / "model.safetensors"))
+    assert carry_mtp(str(empty), merged) is None
+
+
+def test_speculative_decoding_asks_vllm_for_the_models_own_mtp_layers(runs_dir):
+    from kit.generation import GenerationError
+    from kit.modeling import load_tokenizer
+    from kit.recipe import load_recipe
+    from kit.serve import vllm_command
+
+    recipe = load_recipe("tiny")
+    merged = runs_dir / "tiny" / "export" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    load_tokenizer(recipe).save_pretrained(merged)
+    with pytest.raises(GenerationError, match="has no multi-token-prediction tensors"):
+        vllm_command(recipe, "127.0.0.1", 8001, speculative="mtp")
+    (merged / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"mtp.fc.weight": "model-mtp.safetensors"}}))
+    cmd = vllm_command(recipe, "127.0.0.1", 8001, speculative="mtp")
+    assert json.loads(cmd[cmd.index("--speculative-config") + 1]) == {"method": "mtp", "num_speculative_tokens": 2}
+    assert "--speculative-config" not in vllm_command(recipe, "127.0.0.1", 8001)

@@ -110,13 +110,20 @@ def test_each_preset_reaches_the_sampler_and_an_explicit_value_wins(served, pres
     ({"tools": "lookup_drug"}, "'tools' must be a list"),
     ({"preset": "creative"}, "unknown sampling preset 'creative'"),
     ({"tool_choice": "required", "tools": TOOLS}, "tool_choice 'required' is not supported"),
-    ({"chat_template_kwargs": {"preserve_thinking": True}}, "preserve_thinking"),
 ])
 def test_bad_requests_get_a_400_naming_the_problem_and_the_server_keeps_serving(served, body, message):
     client, _, _ = served
     with pytest.raises(BadRequestError, match=message.replace("[", r"\[").replace("]", r"\]")):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "q"}], extra_body=body)
     assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "q"}]).choices[0].message.content
+
+
+def test_template_kwargs_the_template_does_not_read_are_named_and_malformed_ones_are_a_400(served):
+    from template_kwargs import check_table
+
+    client, llm, _ = served
+    check_table(client._client, "http://testserver/v1/chat/completions", "tiny")  # the TestClient under the client
+    assert "preserve_thinking" not in llm.seen[-1]["prompt"]  # served as the template renders it
 
 
 def test_preserved_thinking_keeps_earlier_reasoning_in_the_prompt_with_the_qwen36_template():
@@ -136,9 +143,11 @@ def test_preserved_thinking_keeps_earlier_reasoning_in_the_prompt_with_the_qwen3
              {"role": "assistant", "content": "First answer.", "reasoning_content": "EARLIER-REASONING"},
              {"role": "user", "content": "Second question?"}]
     client.chat.completions.create(model="tiny", messages=turns)
-    client.chat.completions.create(model="tiny", messages=turns, extra_body={"chat_template_kwargs": {"preserve_thinking": True}})
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny", messages=turns, extra_body={"chat_template_kwargs": {"preserve_thinking": True}})
     dropped, kept = llm.seen[-2]["prompt"], llm.seen[-1]["prompt"]
     assert "EARLIER-REASONING" not in dropped and "EARLIER-REASONING" in kept
+    assert "x-kit-ignored-template-kwargs" not in raw.headers  # Qwen3.6's template reads it
 
 
 def test_an_agent_framework_runs_the_tool_loop_against_the_server(served):
