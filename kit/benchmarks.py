@@ -25,8 +25,8 @@ from .recipe import DatasetSpec
 
 PREFIX = "harness:"
 SPLITS = ("test_split", "validation_split", "training_split", "fewshot_split")
-# The kit's instruction after the harness's question, in the task's language: it asks for the form the
-# reader reads first. A Chinese task's items are in Chinese (CMMLU, C-Eval, MMLU-ProX zh).
+# The kit's instruction after a multiple-choice task's question, in the task's language: it asks for the
+# form the reader reads first. A Chinese task's items are in Chinese (CMMLU, C-Eval, MMLU-ProX zh).
 INSTRUCTION = {"en": MCQ_INSTRUCTION, "zh": "请用正确选项的字母作答，格式为“答案是X”。"}
 _OPTION = re.compile(r"^\(?([A-P])[.)]\s+(.+)$", re.M)
 
@@ -139,7 +139,10 @@ def items(spec: DatasetSpec, offline: bool = False) -> tuple[list[dict], str]:
         if gold not in options:
             raise DataError(f"{label} row {i + 1}: the answer '{gold}' is not one of its options "
                             f"({', '.join(options) or 'none found'})")
-        content = "\n\n".join(p for p in (description, text.strip(), INSTRUCTION[lang]) if p)
+        # a generative task's own prompt asks for its answer form ("the answer is (X)", "答案是 (X)"), which the
+        # kit's reader reads too; a multiple-choice prompt ends at an answer cue, so the kit asks for a form
+        instruction = INSTRUCTION[lang] if task.OUTPUT_TYPE == "multiple_choice" else ""
+        content = "\n\n".join(p for p in (description, text.strip(), instruction) if p)
         out.append({"prompt": [{"role": "user", "content": content}], "question": text.strip(),
                     "options": options, "gold": gold, "task": spec.task or name, "harness_task": name,
                     "doc_id": i, "language": lang, "protocol": task.OUTPUT_TYPE})

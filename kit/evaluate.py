@@ -525,8 +525,9 @@ PUBLISHED = [
 ]
 LANGUAGES = {"en": "English", "zh": "Chinese"}
 PROTOCOL = ("0-shot; the prompt is the question and its lettered options (a task from lm-evaluation-harness: its own "
-            "`description` and `doc_to_text`, word choices lettered) and \"Answer with the letter of the correct option, in "
-            "the form \"The answer is X\".\" (in Chinese for a Chinese task), in the model's chat template with thinking on. "
+            "`description` and `doc_to_text`, word choices lettered), then, where that prompt asks for no answer form "
+            "(multiple-choice tasks and MedQA), \"Answer with the letter of the correct option, in the form \"The answer "
+            "is X\".\" (in Chinese for a Chinese task), in the model's chat template with thinking on. "
             "Extraction: only the text after `</think>` is read; it must commit explicitly (\"the answer is X\", \"Answer: "
             "X\", `\\boxed{X}`, \"答案是X\", \"故选X\", `{\"answer\": \"X\"}`, or a lone letter on the last line); a "
             "completion cut off before `</think>`, or one that names two letters, commits to nothing. Unparseable counts "

@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 
 from .formatting import THINK_CLOSE, THINK_OPEN, parse as parse_completion
-from .generation import STOP_TOKENS, GenerationError, choose
+from .generation import STOP_TOKENS, GenerationError, choose, say_once
 from .recipe import SAMPLING_KEYS, Recipe
 from .runs import stage_dir
 
@@ -524,12 +524,20 @@ async def _sse_with_reasoning_content(lines):
         yield (line + "\n").encode()
 
 
-def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = None):
+# vLLM rewinds a seeded request's sampling generator with `set_offset` when it discards a sampled token
+# (vllm-project/vllm#10097); a CPU generator has no offset, so on vLLM's CPU build one seeded request kills the
+# engine ("CPU Generator does not use offset"; the same bug in RBLN-SW/vllm-rbln#1025). Qwen-Agent sends a
+# random `seed` with every request. On that build the proxy drops it, and says so in `x-kit-dropped`.
+SEED_ON_CPU = ("[kit] vLLM's CPU build: a request's `seed` is dropped (vLLM rewinds seeded generators with an "
+               "offset, which CPU generators lack, and its engine dies); replies name it in x-kit-dropped")
+
+
+def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = None, drop_seed: bool = False):
     """A FastAPI app in front of `vllm serve`: vLLM has one set of sampling defaults, the recipe has one
     per mode (thinking, non-thinking); this fills in the mode's preset and forwards everything else as is
     (streams too). The header `x-kit-preset` says which preset was applied. With the template's `variables`,
     it names the template kwargs the template does not read as the llama.cpp end does (vLLM itself leaves
-    them out of the rendering)."""
+    them out of the rendering). `drop_seed`: vLLM's CPU build (SEED_ON_CPU says why)."""
     import httpx
     from fastapi import FastAPI
     from fastapi.responses import Response, StreamingResponse
@@ -554,6 +562,9 @@ def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = Non
                 body, headers["x-kit-preset"], values = with_preset(recipe, sent)
                 check_tools(body.get("tools"))
                 ignored = ignored_kwargs(sent.get("chat_template_kwargs") or {}, variables) if variables else []
+                if drop_seed and body.pop("seed", None) is not None:
+                    say_once(SEED_ON_CPU)
+                    headers["x-kit-dropped"] = "seed"
             except (BadRequest, json.JSONDecodeError) as e:
                 return Response(json.dumps(error_body(str(e))), 400, media_type="application/json")
             headers["x-kit-sampling"] = json.dumps(values)
@@ -606,8 +617,10 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
             variables = template_variables(served_tokenizer(recipe))
             announce_template(variables)
             print(f"[kit] serving {recipe.name} with vLLM on http://{host}:{port}/v1 (the recipe's presets per mode)")
-            uvicorn.run(preset_proxy(recipe, f"http://127.0.0.1:{inner}", variables), host=host, port=port,
-                        log_level="warning")
+            import torch
+
+            proxy = preset_proxy(recipe, f"http://127.0.0.1:{inner}", variables, drop_seed=not torch.cuda.is_available())
+            uvicorn.run(proxy, host=host, port=port, log_level="warning")
         finally:
             stop_group(proc)
         return

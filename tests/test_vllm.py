@@ -146,6 +146,10 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
             from qwen_agent.agents import Assistant
             from test_qwen_agent import card_llm, last_reply
 
+            # Qwen-Agent seeds every request; vLLM's CPU build dies on a seeded one, so the proxy drops the seed
+            seeded = client.chat.completions.with_raw_response.create(model=model, messages=question, max_tokens=8, seed=7)
+            assert seeded.headers.get("x-kit-dropped") == "seed"
+
             cfg = card_llm(url, model)
             cfg["generate_cfg"]["max_tokens"] = 24
             turns = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
