@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vLLM: serve the base with the run's adapters as named models instead of the merged model")
     p.add_argument("--speculative", choices=["mtp"], default=None,
                    help="vLLM: speculative decoding with the model's own multi-token-prediction layers")
+    p.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="a Jinja chat template to serve instead of the model's own (both ends)")
 
     p = sub.add_parser("harness", help="lm-evaluation-harness's generative tasks (MMLU-Pro, MMLU-ProX) against `kit "
                                        "serve`, beside the kit's eval, with the two extractions compared")
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .serve import serve
 
-            serve(recipe, args.host, args.port, args.quant, args.engine, args.lora, args.max_model_len, args.speculative)
+            serve(recipe, args.host, args.port, args.quant, args.engine, args.lora, args.max_model_len, args.speculative,
+                  args.chat_template)
             return 0
         module = importlib.import_module(STAGES[args.command][0])
         module.run(recipe)

@@ -396,7 +396,7 @@ def served_adapters(recipe: Recipe) -> dict[str, Path]:
 
 
 def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_model_len: int | None = None,
-                 speculative: str | None = None, speculative_tokens: int = 2) -> list[str]:
+                 speculative: str | None = None, speculative_tokens: int = 2, chat_template: str | None = None) -> list[str]:
     """`vllm serve` as its docs show it: the merged model (or the base with the run's adapters as named
     LoRA models), Qwen3's reasoning parser, a context that fits the eval budget, and the sampling
     defaults of the generation config the export stage wrote (the thinking preset). `speculative="mtp"`:
@@ -431,6 +431,8 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_m
             raise FileNotFoundError(f"{merged} is missing: run `python -m kit export --recipe {recipe.name}` first, "
                                     f"or serve the adapters with --lora")
         model, name, extra = str(merged), recipe.name, []
+    if chat_template:
+        extra += ["--chat-template", str(Path(chat_template).resolve())]
     if speculative:
         if speculative != "mtp":
             raise GenerationError(f"--speculative {speculative!r}: the kit serves 'mtp' (the model's own layers)")
@@ -597,12 +599,13 @@ def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = Non
 
 def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str | None = None,
           engine: str = "auto", lora: bool = False, max_model_len: int | None = None,
-          speculative: str | None = None) -> None:
+          speculative: str | None = None, chat_template: str | None = None) -> None:
+    """`chat_template`: a Jinja file served instead of the model's own template, on either end."""
     import uvicorn
 
     if choose(engine, "kit serve", fallback="llama.cpp")[0] == "vllm":
         inner = free_port()
-        cmd = vllm_command(recipe, "127.0.0.1", inner, lora, max_model_len, speculative)
+        cmd = vllm_command(recipe, "127.0.0.1", inner, lora, max_model_len, speculative, chat_template=chat_template)
         print(f"[kit] vLLM: {' '.join(cmd[1:])}")
         # vLLM in a process group of its own (its engine and workers with it), which dies with this process
         proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent)
@@ -614,7 +617,7 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
 
         threading.Thread(target=exit_with_vllm, daemon=True).start()
         try:
-            variables = template_variables(served_tokenizer(recipe))
+            variables = template_variables(served_tokenizer(recipe, chat_template))
             announce_template(variables)
             print(f"[kit] serving {recipe.name} with vLLM on http://{host}:{port}/v1 (the recipe's presets per mode)")
             import torch
@@ -632,24 +635,28 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
     path = find_gguf(recipe, quant)
     n_ctx = max_model_len or 2048
     llm, mmproj = gguf.load(path, n_ctx=n_ctx), gguf.projector(path)
-    app = create_app(recipe, llm, served_tokenizer(recipe), n_ctx,
+    app = create_app(recipe, llm, served_tokenizer(recipe, chat_template), n_ctx,
                      path.name, gguf.vision(llm, mmproj) if mmproj else None)
     print(f"[kit] serving {path.name}{f' with {mmproj.name} (images)' if mmproj else ''} with llama.cpp on "
           f"http://{host}:{port}/v1 (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def served_tokenizer(recipe: Recipe):
+def served_tokenizer(recipe: Recipe, chat_template: str | None = None):
     """The served model's tokenizer and chat template: the merged model's, else (adapters served on the base)
-    the base's."""
+    the base's; with `chat_template`, that file's template instead of its own."""
     from transformers import AutoTokenizer
 
     merged = stage_dir(recipe, "export") / "merged"
     if (merged / "tokenizer_config.json").exists():
-        return AutoTokenizer.from_pretrained(merged)
-    from .modeling import load_tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(merged)
+    else:
+        from .modeling import load_tokenizer
 
-    return load_tokenizer(recipe)
+        tokenizer = load_tokenizer(recipe)
+    if chat_template:
+        tokenizer.chat_template = Path(chat_template).read_text(encoding="utf-8")
+    return tokenizer
 
 
 def die_with_parent() -> None:

@@ -12,6 +12,14 @@ TABLE = [  # (chat_template_kwargs, status, x-kit-ignored-template-kwargs on a Q
 ]
 
 
+def qwen36(table=TABLE) -> list:
+    """The same table for Qwen3.6's template, which reads `preserve_thinking`."""
+    def without(header):
+        rest = [k for k in (header or "").split(", ") if k and k != "preserve_thinking"]
+        return ", ".join(rest) or None
+    return [(k, s, without(h) if s == 200 else h) for k, s, h in table]
+
+
 def check_table(http, url: str, model: str, table=TABLE) -> None:
     """POST each row to `url` (…/chat/completions) through `http` (an httpx-compatible client)."""
     for kwargs, status, expected in table:

@@ -109,6 +109,12 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
     old = os.environ.get("KIT_RUNS_DIR")
     os.environ["KIT_RUNS_DIR"] = env["KIT_RUNS_DIR"]
     args = ["--engine", "vllm", "--max-model-len", "2048"] + (["--lora"] if mode == "lora" else [])
+    if mode == "lora":  # served with Qwen3.6's template (which honours preserve_thinking), given as a file
+        from kit.tiny_model import chat_template
+
+        template = Path(env["KIT_RUNS_DIR"]) / "qwen3_6.jinja"
+        template.write_text(chat_template("qwen3_6"))
+        args += ["--chat-template", str(template)]
     try:
         with Server("tiny", overrides=[*LORA_ONLY, *SHORT], args=args, python=str(vllm_python), timeout_s=400) as url:
             client = OpenAI(base_url=url, api_key="unused")
@@ -137,10 +143,16 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
                 client.chat.completions.create(model=model, messages=question, extra_body={"preset": "creative"})
             # template kwargs: the same statuses and headers as the llama.cpp end (tests/template_kwargs.py)
             import httpx
-            from template_kwargs import check_table
+            from template_kwargs import TABLE, check_table, qwen36
 
             with httpx.Client(timeout=120) as http:
-                check_table(http, f"{url}/chat/completions", model)
+                check_table(http, f"{url}/chat/completions", model, qwen36() if mode == "lora" else TABLE)
+            if mode == "lora":  # Qwen3.6's template keeps an earlier turn's reasoning when asked: a longer prompt
+                turns = [*question, {"role": "assistant", "content": "Naloxone.", "reasoning_content": "EARLIER " * 20},
+                         {"role": "user", "content": "And its dose?"}]
+                sizes = [client.chat.completions.create(model=model, messages=turns, max_tokens=2, extra_body={
+                    "chat_template_kwargs": {"preserve_thinking": keep}}).usage.prompt_tokens for keep in (False, True)]
+                assert sizes[1] > sizes[0] + 20, sizes
             # the card's client, Qwen-Agent, configured as the card shows (it reads `reasoning_content`, which
             # the proxy adds beside vLLM's `reasoning`): a question, a second turn, a registered tool
             from qwen_agent.agents import Assistant
