@@ -88,8 +88,14 @@ def test_missing_local_file_and_unknown_bundled_sample():
 
 
 def test_hub_failure_says_how_to_use_a_local_file(monkeypatch):
+    import datasets.config
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # datasets read the variables when first imported: set its flags too, so the load fails at once rather
+    # than after the network's timeouts
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     with pytest.raises(data.DataError, match="point the recipe at the file"):
         data.load_rows(DatasetSpec(path="FreedomIntelligence/medical-o1-reasoning-SFT", config="en"))
 
