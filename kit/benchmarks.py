@@ -15,6 +15,7 @@ choice after the prompt, no chat template, 0-shot), which a thinking model's cha
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import re
@@ -24,6 +25,7 @@ from .data import LETTERS, MCQ_INSTRUCTION, DataError, bundled_file, offline_pat
 from .recipe import DatasetSpec
 
 PREFIX = "harness:"
+HARNESS_INVALID = "[invalid]"  # what lm-eval's filters leave when their regex finds nothing
 SPLITS = ("test_split", "validation_split", "training_split", "fewshot_split")
 # The kit's instruction after a multiple-choice task's question, in the task's language: it asks for the
 # form the reader reads first. A Chinese task's items are in Chinese (CMMLU, C-Eval, MMLU-ProX zh).
@@ -58,8 +60,14 @@ def manager():
 
 def config(task: str) -> dict:
     """The task's configuration as the installed lm-eval resolves it (includes merged, `!function`s
-    imported), or a DataError naming the closest tasks it has."""
-    entry = manager().task_index.get(task)  # first: says so when lm-eval is not installed
+    imported), or a DataError naming the closest tasks it has. A copy: the caller may change it."""
+    manager()  # first: says so when lm-eval is not installed
+    return copy.deepcopy(_config(task))
+
+
+@functools.cache
+def _config(task: str) -> dict:  # each task's yaml read once per process
+    entry = manager().task_index.get(task)
     import lm_eval
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -159,17 +167,22 @@ def harness_filter(task: str, texts: list[str]) -> list[str | None]:
     regex then `take_first`) applied by lm-eval to each text; None where it finds nothing."""
     from lm_eval.filters import build_filter_ensemble
 
-    spec = (config(task).get("filter_list") or [{"name": "none", "filter": [{"function": "take_first"}]}])[0]
+    spec = first_filter(task)
     ensemble = build_filter_ensemble(spec["name"], [[f["function"], {k: v for k, v in f.items() if k != "function"}]
                                                     for f in spec["filter"]])
     instances = [SimpleNamespace(resps=[t], doc={}, filtered_resps={}) for t in texts]
     ensemble.apply(instances)
     picks = [inst.filtered_resps[spec["name"]] for inst in instances]
-    return [None if p in (None, "", "[invalid]") else str(p).strip().upper() for p in picks]
+    return [None if p in (None, "", HARNESS_INVALID) else str(p).strip().upper() for p in picks]
+
+
+def first_filter(task: str) -> dict:
+    """The task's first filter pipeline (`custom-extract` for MMLU-Pro/ProX), or the harness's default."""
+    return (config(task).get("filter_list") or [{"name": "none", "filter": [{"function": "take_first"}]}])[0]
 
 
 def filter_name(task: str) -> str:
-    return (config(task).get("filter_list") or [{"name": "none"}])[0]["name"]
+    return first_filter(task)["name"]
 
 
 def loglikelihood(model, tokenizer, tasks: dict[str, list[int]], offline: bool, batch_size: int = 8,

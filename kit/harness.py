@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .benchmarks import PREFIX, config, is_harness, manager, offline_data
+from .benchmarks import HARNESS_INVALID, PREFIX, config, is_harness, manager, offline_data
 from .data import LETTERS, LOCAL_SUFFIXES, bundled_file, task_name
 from .formatting import extract_choice
 from .recipe import DatasetSpec, Recipe, RecipeError
 from .runs import require, stage_dir
 
-HARNESS_INVALID = "[invalid]"  # what lm-eval's filters leave when their regex finds nothing
 
 
 def generative_tasks(recipe: Recipe) -> list[str]:
