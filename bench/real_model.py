@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 # RL keeps its 128-token completions (above the SFT answers' p95: shorter ones are clipped before the answer, and a
 # group whose rewards are all equal teaches nothing). SFT keeps the recipe's 16 steps and its format check's 192
 # tokens: at 8 steps the model has not yet written one <think> block (adherence 0.00), at 16 it does (0.25-0.62).
-# Eval runs one task of each kind (kit-schema MedQA; harness generative in English and Chinese; harness
+# Eval runs two items of one task of each kind (kit-schema MedQA; harness generative in English and Chinese; harness
 # multiple-choice, log-likelihood beside) and two thinking budgets on two items per task.
 QUICK = ["sft.format_check_questions=8",
          "rl.trainer.max_steps=2", "rl.trainer.save_steps=2",
-         "eval.max_items=4", "eval.max_new_tokens=96", "export.quantizations=[q8_0]",
+         "eval.max_items=2", "eval.max_new_tokens=96", "export.quantizations=[q8_0]",
          "data.eval=[{path: 'bundled:medqa_4options'}, {path: 'harness:mmlu_pro_biology'}, "
          "{path: 'harness:mmlu_prox_zh_biology'}, {path: 'harness:cmmlu_clinical_knowledge'}]",
          "eval.budgets=[24, 96]", "eval.budget_items=2"]

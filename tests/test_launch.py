@@ -130,7 +130,8 @@ def test_launch_runs_sft_and_gspo_as_one_two_process_job_then_the_rest_once(tmp_
     runs = tmp_path / "runs"
     sets = ["sft.trainer.max_steps=10", "sft.format_check_questions=2", "sft.format_check_max_new_tokens=16",
             "rl.trainer.max_steps=4", "rl.trainer.per_device_train_batch_size=4",  # 2 × 4 = the recipe's 8
-            "rl.vllm_mode=server", "export.quantizations=[q8_0]", "eval.max_items=4", "eval.max_new_tokens=16"]
+            "rl.vllm_mode=server", "export.quantizations=[q8_0]", "eval.max_items=4", "eval.max_new_tokens=16",
+            "eval.budgets=[]", "data.eval=[{path: 'bundled:medqa_4options'}]"]
     proc = subprocess.run([sys.executable, "-m", "kit", "launch", "--recipe", "tiny", "--processes", "2",
                            *[a for s in sets for a in ("--set", s)]], env={**os.environ, "KIT_RUNS_DIR": str(runs)},
                           capture_output=True, text=True, timeout=1500, cwd=ROOT)

@@ -70,8 +70,8 @@ def test_two_cpu_processes_train_sft_as_one_job_and_only_the_main_one_writes(tmp
 def test_an_interrupted_two_process_run_resumes_from_its_checkpoint(tmp_path):
     runs = tmp_path / "runs"
     data(runs)
-    ckpts, sets = runs / "tiny" / "sft" / "checkpoints", [*SETS, "sft.trainer.max_steps=200",
-                                                           "sft.trainer.eval_steps=200", "sft.trainer.logging_steps=10"]
+    ckpts, sets = runs / "tiny" / "sft" / "checkpoints", [*SETS, "sft.trainer.max_steps=40",
+                                                           "sft.trainer.eval_steps=40", "sft.trainer.logging_steps=10"]
     proc = subprocess.Popen(command(2, 4, sets, accelerate=True), env=env_for(runs), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
@@ -92,8 +92,8 @@ def test_an_interrupted_two_process_run_resumes_from_its_checkpoint(tmp_path):
                           timeout=900)
     assert done.returncode == 0, failure(done)
     m = json.loads((runs / "tiny" / "sft" / "metrics.json").read_text())
-    assert done.stdout.count("resuming from") == 1 and m["steps"] == 200, done.stdout[-2000:]
-    assert 10 <= int(m["resumed_from"].split("-")[1]) < 200  # where the kill caught it, then on to the end
+    assert done.stdout.count("resuming from") == 1 and m["steps"] == 40, done.stdout[-2000:]
+    assert 10 <= int(m["resumed_from"].split("-")[1]) < 40  # where the kill caught it, then on to the end
     assert m["launch"]["world_size"] == 2 and m["launch"]["backend"] == "gloo"  # accelerate really started two
 
 

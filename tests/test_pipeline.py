@@ -7,10 +7,13 @@ import pytest
 from kit.recipe import load_recipe
 from child import failure
 
+# eval on one task without the thinking-budget curve: the pipeline's bookkeeping is the point here (test_evaluate
+# and the evaluation notebook run the recipe's whole eval)
 FAST = ["sft.trainer.max_steps=20", "sft.trainer.eval_steps=10", "sft.trainer.save_steps=10",
         "sft.format_check_questions=2", "sft.format_check_max_new_tokens=16",
         "rl.trainer.max_steps=2", "rl.trainer.max_completion_length=32", "export.quantizations=[q4_k_m]",
-        "eval.max_items=4", "eval.max_new_tokens=16"]
+        "eval.max_items=4", "eval.max_new_tokens=16",
+        "eval.budgets=[]", "data.eval=[{path: 'bundled:medqa_4options'}]"]
 
 
 def pipeline(*sets, force=False):
