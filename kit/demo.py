@@ -7,7 +7,8 @@ exported GGUF through llama.cpp (`gguf`), or any OpenAI-compatible endpoint (`op
 server, vLLM, DeepSeek). Thinking on/off applies the recipe's two sampling presets, editable under
 "Advanced". Earlier turns are sent without their reasoning unless asked to keep it. Where the backend
 can take images (a vision-language checkpoint on `local`; `openai`, whose server decides), the question
-can carry an uploaded image, sent as an OpenAI `image_url` part.
+can carry an uploaded image, sent as an OpenAI `image_url` part; where it takes video (`openai`: vLLM serves
+a Qwen3.5/3.6 checkpoint's video processor), a short clip, sent as a `video_url` part.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def user_content(content):
         elif item.get("type") == "text":
             parts.append({"type": "text", "text": item["text"]})
         else:  # a file: {"path": ...}, or {"type": "file", "file": {"path": ...}}
-            parts.append(images.file_part((item.get("file") or item)["path"]))
+            parts.append(images.media_part((item.get("file") or item)["path"]))
     return parts
 
 
@@ -85,12 +86,17 @@ def history_messages(history: list[dict], keep_reasoning: bool) -> list[dict]:
 class TemplateBackend:
     """An engine that takes rendered prompts (hf, llama.cpp), behind the chat template of the run."""
 
+    video = False  # hf and llama.cpp: the kit feeds them images; a clip needs the openai backend on vLLM
+
     def __init__(self, engine, tokenizer, name: str):
         self.engine, self.tokenizer, self.name = engine, tokenizer, name
         self.vision = getattr(engine, "vision", False)
         self.lock = threading.Lock()  # one model: one generation at a time
 
     def stream(self, messages: list[dict], thinking: bool, s: Sampling) -> Iterator[str]:
+        if any(p.get("type") == "video_url" for m in messages if isinstance(m.get("content"), list) for p in m["content"]):
+            raise ValueError(f"{self.name} reads text and images; a video clip needs a server that takes video "
+                             f"(the openai backend on `python -m kit serve --engine vllm`)")
         # the template turns each image part into the model's image placeholder; the engine fills them
         (prompt,) = prompt_texts(self.tokenizer, [messages], **template_kwargs(messages, thinking))
         images = images_in(messages)
@@ -122,20 +128,22 @@ def gguf_backend(recipe: Recipe, path: Path | None = None) -> TemplateBackend:
 def openai_backend(base_url: str, model: str, api_key: str | None = None) -> OpenAIEngine:
     engine = OpenAIEngine(base_url, model, api_key)
     engine.name = f"OpenAI-compatible ({base_url}, {model})"
-    engine.vision = True  # the server decides: vLLM serves a vision-language model's images, others say why not
+    engine.vision = engine.video = True  # the server decides: vLLM serves a vision-language model's images and
+    # clips, others say why not
     return engine
 
 
 def respond(backend, message: str, history: list[dict], thinking: bool, keep_reasoning: bool, s: Sampling,
-            image: str | None = None):
-    """Chatbot history after each streamed piece: user turn (with its image, if one was uploaded),
+            image: str | None = None, video: str | None = None):
+    """Chatbot history after each streamed piece: user turn (with its image and clip, if uploaded),
     Thinking block, answer; errors shown in the chat."""
     history = list(history or [])
     message = (message or "").strip()
     if not message:
         yield history
         return
-    history.append({"role": "user", "content": [{"path": image}, message] if image else message})
+    files = [{"path": f} for f in (image, video) if f]
+    history.append({"role": "user", "content": [*files, message] if files else message})
     if len(message) > MAX_INPUT_CHARS:
         history.append({"role": "assistant", "content": f"Your message is {len(message):,} characters long; "
                         f"the limit is {MAX_INPUT_CHARS:,}. Please shorten it."})
@@ -179,6 +187,8 @@ def build_app(recipe: Recipe, backend):
             box = gr.Textbox(placeholder="Ask a medical question…", scale=5, show_label=False, elem_id="question")
             image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image (optional)", height=120,
                              scale=1, visible=bool(getattr(backend, "vision", False)), elem_id="image")
+            clip = gr.Video(sources=["upload"], label="Video clip (optional)", height=120, scale=1,
+                            visible=bool(getattr(backend, "video", False)), elem_id="video")
             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
         with gr.Row():
             presets = gr.Radio(list(PRESETS), value="thinking", label="Sampling preset (Qwen3.6's card)",
@@ -204,14 +214,14 @@ def build_app(recipe: Recipe, backend):
         thinking.input(lambda on: pick_preset("thinking" if on else "instruct")[1:], thinking,  # the user's click only
                        [temperature, top_p, top_k, presence])
 
-        def chat_fn(message, history, on, keep_r, t, p, k, pres, mx, picture=None):
+        def chat_fn(message, history, on, keep_r, t, p, k, pres, mx, picture=None, video=None):
             s = Sampling(int(mx), t, p, int(k), presence_penalty=pres)
-            yield from respond(backend, message, history, on, keep_r, s, picture)
+            yield from respond(backend, message, history, on, keep_r, s, picture, video)
 
-        inputs = [box, chat, thinking, keep, temperature, top_p, top_k, presence, max_new, image]
+        inputs = [box, chat, thinking, keep, temperature, top_p, top_k, presence, max_new, image, clip]
         for trigger in (send.click, box.submit):
             trigger(chat_fn, inputs, chat, api_name="chat" if trigger == send.click else False).then(
-                lambda: ("", None), None, [box, image])
+                lambda: ("", None, None), None, [box, image, clip])
         clear.click(lambda: [], None, chat)
     app.queue(default_concurrency_limit=2, max_size=32)  # generations at once; requests waiting
     return app

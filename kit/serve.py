@@ -145,6 +145,9 @@ TEXT_ONLY = ("this server runs a text-only GGUF through llama.cpp (no vision pro
              "writes one, mmproj-*.gguf, for vision-language checkpoints): send text, or serve a vision-language "
              "checkpoint")
 
+VIDEO_NEEDS_VLLM = ("video needs the vLLM end (`python -m kit serve --engine vllm`, which passes `video_url` parts to "
+                    "the model's own video processor); llama.cpp's server reads text and images only")
+
 
 def template_messages(messages: list, vision: bool = False) -> tuple[list, list[str]]:
     """The conversation as the chat template reads it, and its images: OpenAI content parts joined when
@@ -160,8 +163,9 @@ def template_messages(messages: list, vision: bool = False) -> tuple[list, list[
             allowed = ("text", "image_url") if vision else ("text",)
             if any(k not in allowed for k in kinds):
                 other = next(k for k in kinds if k not in allowed)
-                raise BadRequest(f"messages[{i}] has a '{other}' content part: "
-                                 + (TEXT_ONLY if other == "image_url" else f"only {' and '.join(allowed)} parts are read"))
+                why = {"image_url": TEXT_ONLY, "video_url": VIDEO_NEEDS_VLLM}.get(
+                    other, f"only {' and '.join(allowed)} parts are read")
+                raise BadRequest(f"messages[{i}] has a '{other}' content part: {why}")
             if "image_url" in kinds:
                 for j, part in enumerate(m["content"]):
                     if part.get("type") == "image_url":

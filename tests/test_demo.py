@@ -1,3 +1,5 @@
+import base64
+
 import pytest
 
 from kit.demo import history_messages, respond, shown_turn
@@ -152,14 +154,45 @@ def test_an_image_to_a_text_only_model_or_a_file_that_is_no_image_is_said_in_the
     assert "notes.png is not an image" in frames[-1][-1]["content"]
 
 
-def test_the_image_upload_shows_only_for_backends_that_take_images():
-    from kit.demo import build_app
+def test_the_image_and_clip_uploads_show_only_for_backends_that_take_them():
+    from kit.demo import build_app, openai_backend
     from kit.recipe import load_recipe
 
     recipe = load_recipe("tiny")
-    for vision in (False, True):
+    for vision, video in ((False, False), (True, False), (True, True)):
         backend = Scripted("x")
-        backend.vision = vision
+        backend.vision, backend.video = vision, video
         app = build_app(recipe, backend)
         (image,) = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "image"]
-        assert image.visible is vision
+        (clip,) = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "video"]
+        assert image.visible is vision and clip.visible is video
+    assert openai_backend("http://127.0.0.1:1/v1", "tiny").video  # the server decides (vLLM takes clips)
+
+
+def test_an_uploaded_clip_travels_as_a_video_url_part_and_a_backend_without_video_says_so(tmp_path):
+    from transformers import AutoTokenizer
+
+    from kit.demo import Sampling, TemplateBackend, user_content
+    from kit.generation import HFEngine
+    from kit.images import MAX_CLIP_MB
+    from kit.recipe import load_recipe
+    from kit.tiny_model import ensure
+
+    clip = tmp_path / "gait.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    s, png = Sampling(8, 1.0, 0.95, 20), png_file(tmp_path)
+    backend = Scripted("A person walking.")
+    frames = list(respond(backend, "Describe the gait.", [], False, False, s, png, str(clip)))
+    assert frames[-1][0] == {"role": "user", "content": [{"path": png}, {"path": str(clip)}, "Describe the gait."]}
+    (messages, _), = backend.seen
+    assert [p["type"] for p in messages[0]["content"]] == ["image_url", "video_url", "text"]
+    assert messages[0]["content"][1]["video_url"]["url"] == "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    tokenizer = AutoTokenizer.from_pretrained(ensure(load_recipe("tiny").model.tiny))
+    frames = list(respond(TemplateBackend(HFEngine(None, tokenizer), tokenizer, "tiny"), "Describe the gait.", [], False,
+                          False, s, None, str(clip)))
+    assert "a video clip needs a server that takes video" in frames[-1][-1]["content"]
+    big = tmp_path / "long.webm"
+    with open(big, "wb") as f:
+        f.truncate(MAX_CLIP_MB * 2**20 + 1)
+    with pytest.raises(ValueError, match="long.webm is 16.0 MB; send a clip of at most 16 MB"):
+        user_content([{"path": str(big)}, "x"])

@@ -175,7 +175,7 @@ def test_an_agent_framework_runs_the_tool_loop_against_the_server(served):
     assert "<tool_response>\n4 g per day\n</tool_response>" in llm.seen[-1]["prompt"]
 
 
-def test_text_parts_are_joined_and_an_image_gets_a_400_that_says_why(served):
+def test_text_parts_are_joined_and_an_image_or_a_clip_gets_a_400_that_says_why(served):
     client, llm, _ = served
     parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "the antidote?"}]
     client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": parts}])
@@ -183,6 +183,9 @@ def test_text_parts_are_joined_and_an_image_gets_a_400_that_says_why(served):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     with pytest.raises(BadRequestError, match="'image_url' content part: this server runs a text-only GGUF"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [image, *parts]}])
+    clip = {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAAGGZ0eXBtcDQy"}}
+    with pytest.raises(BadRequestError, match=r"'video_url' content part: video needs the vLLM end \(`python -m kit serve --engine vllm`"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [clip, *parts]}])
 
 
 def test_images_are_read_checked_and_kept_in_prompt_order_where_the_server_has_a_projector(tmp_path):

@@ -4,9 +4,9 @@ torchvision, which only the vLLM lane's environment has, so the stages run there
 
 What a real Qwen3.5/3.6 checkpoint needs and this checks: the adapter and the merged model carry the
 processor, LoRA touches the language model only, the merge leaves the vision tower as it was, and
-`vllm serve` on the merged folder answers a question about an image sent as an OpenAI `image_url`, and
-the demo sends an uploaded image both to the run's own model (its processor fills the image tokens)
-and to that server. On the CPU end, the export writes llama.cpp's vision projector (mmproj) beside the
+`vllm serve` on the merged folder answers a question about an image sent as an OpenAI `image_url` and
+about a short clip sent as a `video_url`, and the demo sends an uploaded image both to the run's own model
+(its processor fills the image tokens) and to that server, and a clip to that server. On the CPU end, the export writes llama.cpp's vision projector (mmproj) beside the
 GGUFs and `kit serve` reads images through llama.cpp's multimodal library.
 """
 
@@ -57,6 +57,19 @@ messages = [{"role": "user", "content": user_content([{"path": sys.argv[1]}, "Wh
 ids = backend.engine.processor(text=[prompt], images=images_in(messages), return_tensors="pt")["input_ids"][0].tolist()
 print(json.dumps({"vision": backend.vision, "name": backend.name, "turn": frames[-1][-1],
                   "image_tokens": ids.count(backend.tokenizer.convert_tokens_to_ids("<|image_pad|>"))}))
+"""
+
+# a one-second clip, 8 frames of 64 × 64 (a bar that grows), written by OpenCV: what vLLM's video loader reads
+CLIP = """
+import sys
+import cv2
+import numpy as np
+out = cv2.VideoWriter(sys.argv[1], cv2.VideoWriter_fourcc(*"mp4v"), 8, (64, 64))
+for i in range(8):
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:, : 8 * (i + 1)] = (30, 30, 200)
+    out.write(frame)
+out.release()
 """
 
 
@@ -131,6 +144,17 @@ def test_a_vision_language_checkpoint_keeps_its_processor_and_vision_tower_and_s
             frames = list(respond(openai_backend(url, "tiny"), "What is shown?", [], False, False, Sampling(8),
                                   str(upload)))
             assert frames[-1][0]["content"] == [{"path": str(upload)}, "What is shown?"]
+            assert frames[-1][-1]["role"] == "assistant" and not frames[-1][-1]["content"].startswith("⚠️"), frames[-1]
+            # a clip as a video_url part: vLLM samples its frames through the model's video processor
+            clip = tmp_path / "clip.mp4"
+            run("-c", CLIP, str(clip), env=env)
+            video = {"type": "video_url", "video_url": {"url": "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()}}
+            seen = client.chat.completions.create(model="tiny", max_tokens=8, messages=[{"role": "user", "content": [video, text]}])
+            print("a 1 s clip of 64 × 64 frames:", seen.usage.prompt_tokens - plain.usage.prompt_tokens, "prompt tokens")
+            assert seen.usage.prompt_tokens - plain.usage.prompt_tokens > 4 + 2 and seen.usage.completion_tokens > 0
+            # the demo sends an uploaded clip the same way
+            frames = list(respond(openai_backend(url, "tiny"), "What happens?", [], False, False, Sampling(8), None, str(clip)))
+            assert frames[-1][0]["content"] == [{"path": str(clip)}, "What happens?"]
             assert frames[-1][-1]["role"] == "assistant" and not frames[-1][-1]["content"].startswith("⚠️"), frames[-1]
 
         # the CPU end: the export writes the vision projector beside the GGUFs, and llama.cpp reads the image
