@@ -50,9 +50,10 @@ class ServerEngine:
     def __init__(self, model: str | None):
         from trl.generation.vllm_client import VLLMClient
 
-        from kit.launch import RolloutServer, visible_gpus
+        from kit.launch import RolloutServer
+        from kit.runtime import visible_gpus
         from kit.recipe import load_recipe
-        from kit.serve import free_port
+        from kit.children import free_port
 
         recipe = load_recipe("tiny", [f"model.name_or_path={model}"] if model else [])
         self.server = RolloutServer(recipe, free_port(), visible_gpus()[:1])
@@ -87,7 +88,7 @@ def main():
 
     from kit.generation import HFEngine, LlamaCppEngine, Sampling, VLLMEngine, prompt_texts
     from kit.recipe import TinyModelConfig
-    from kit.tiny_model import ensure
+    from kit.base_model import ensure_tiny as ensure
 
     model = args.model or str(ensure(TinyModelConfig()))
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -48,7 +48,7 @@ def main():
 
     torch.set_num_threads(os.cpu_count())
     from kit import data, sft
-    from kit.modeling import model_path
+    from kit.base_model import model_path
     from kit.recipe import load_recipe
     from kit.runs import stage_dir
 

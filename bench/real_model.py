@@ -131,7 +131,7 @@ def main() -> None:
     agreement = lm_eval_agreement(runs)
     engines(runs, args.quick)
 
-    from kit.evaluate import comparison_line
+    from kit.reports import comparison_line
     from kit.rl import trend_line
 
     print("\n[bench] ---- the real-model lane (SmolLM2-135M-Instruct, 2 CPU cores) ----")

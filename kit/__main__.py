@@ -14,95 +14,7 @@ import faulthandler
 import importlib
 import sys
 
-# stage name → (module, help). Each module has run(recipe) -> metrics.
-STAGES = {
-    "data": ("kit.data", "load, validate, format and measure the datasets"),
-    "sft": ("kit.sft", "supervised fine-tuning (LoRA) on reasoning + answer"),
-    "rl": ("kit.rl", "GSPO / GRPO with the judge reward, from the SFT adapter"),
-    "export": ("kit.export", "merge into a 16-bit base, GGUF (f16, q8_0, q4_k_m), verify each file"),
-    "eval": ("kit.evaluate", "base vs SFT vs RL vs GGUF on the same items, with 95% intervals"),
-}
-
-
-def preflight(recipe, gpu: str | None = None, processes: int = 1, config: str | None = None) -> int:
-    """Fail before any download or training when the machine or the environment cannot run the recipe:
-    GPU memory and disk estimated per stage (kit.memory; per GPU of a launch of `processes` with the
-    accelerate `config`), the judge's key."""
-    from .judge import Judge, concurrency_share
-    from .memory import GPUS, Sharding, free_disk_gib, report
-    from .modeling import UNSLOTH, CapacityError, check_capacity, gpu_memory_needed, has_cuda, pick_end
-    from .runs import runs_root
-
-    if gpu == "all":
-        gpus = GPUS
-    elif gpu:
-        gpus = {gpu: GPUS[gpu]}
-    elif has_cuda():
-        import torch
-
-        gpus = {torch.cuda.get_device_name(0): torch.cuda.get_device_properties(0).total_memory / 2**30}
-    else:
-        gpus = GPUS
-    gpu_recipe = recipe.model.min_gpu_memory_gb != 0
-    launched = processes > 1  # one process: the single-GPU pipeline, whatever the config
-    from .launch import split_gpus, visible_gpus, wants_server
-
-    server_gpus = recipe.rl.vllm_server_gpus if launched and wants_server(recipe) else 0
-    sharding = Sharding.from_config(config) if launched else None
-    unsloth = False if launched else (pick_end() == UNSLOTH if has_cuda() else gpu_recipe)
-    table, peak, disk = report(recipe, gpus, unsloth, processes, sharding, server_gpus)
-    print(table, flush=True)
-    for warning in budget_warnings(recipe):
-        print(f"[kit] ⚠ {warning}", flush=True)
-    if gpu:  # planning for the named GPU(s): this machine's own GPU, or its lack of one, is not the question
-        return plan(recipe, gpus, round(peak, 1) if launched else gpu_memory_needed(recipe), disk)
-    check_capacity(recipe, need=round(peak, 1) if launched else None)
-    free = free_disk_gib(runs_root())
-    if disk > free:
-        raise CapacityError(f"recipe '{recipe.name}' needs about {disk:.0f} GiB of disk for its artefacts; "
-                            f"{runs_root()} has {free:.0f} GiB free (set KIT_RUNS_DIR to a larger disk)")
-    if launched:  # what the launch will use
-        print(f"[kit] launch: {processes} training processes, one per GPU, on the transformers+peft end (Unsloth "
-              f"trains on one GPU), {sharding.name}: the rows above are per GPU"
-              f"{'; weights sharded' if sharding.weights else ''}"
-              f"{'; gradients and optimiser state sharded' if sharding.states else ''}"
-              f"{f'; rollout server on {server_gpus} more GPU(s)' if server_gpus else ''}. Global batch = "
-              f"{processes} × the recipe's per-device batch × accumulation; the judge's max_concurrency is shared: "
-              f"{concurrency_share(recipe.rl.judge.max_concurrency, processes)} per process.")
-        if has_cuda():
-            split_gpus(visible_gpus(), processes, server_gpus)  # LaunchError: the GPUs do not add up
-    judge = Judge(recipe.rl.judge)
-    print(f"[kit] {recipe.name}: OK on the {pick_end()} end; disk {disk:.0f} of {free:.0f} GiB free; judge {judge!r}")
-    return 0
-
-
-def plan(recipe, gpus: dict[str, float], need: float, disk: float) -> int:
-    """`kit check --gpu NAME|all`: the recipe against the named GPU(s), wherever the check runs (a laptop
-    plans for a rented GPU). 0 when it fits at least one of them; the reason otherwise."""
-    from .modeling import CapacityError
-
-    fits = [name for name, cap in gpus.items() if need <= cap]
-    if not fits:
-        raise CapacityError(f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory at its largest stage; "
-                            f"{', '.join(f'{n} has {c:g}' for n, c in gpus.items())}. Try the 'workshop' recipe, "
-                            "or a smaller batch or sequence length.")
-    memory = f"about {need:g} GiB of GPU memory" if need > 0 else "no GPU (it runs on a CPU)"
-    print(f"[kit] plan: {recipe.name} needs {memory} and {disk:.0f} GiB of disk; it fits "
-          f"{', '.join(fits)}{'' if len(fits) == len(gpus) else ' (not ' + ', '.join(n for n in gpus if n not in fits) + ')'}. "
-          f"On that machine, `python -m kit check --recipe {recipe.name}` checks its GPU, disk and judge key.")
-    return 0
-
-
-def budget_warnings(recipe) -> list[str]:
-    """The recipe's token budgets against the lengths the data stage measured (with the real tokenizer, also
-    offline on the bundled samples), when it has run."""
-    import json
-
-    from .data import length_warnings
-    from .runs import stage_dir
-
-    path = stage_dir(recipe, "data") / "lengths.json"
-    return [w for _, w in length_warnings(recipe, json.loads(path.read_text()))] if path.exists() else []
+from .pipeline import STAGES
 
 
 def _help(text: str) -> str:
@@ -196,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a crash in native code (llama.cpp, CUDA kernels) still says where in Python
     args = build_parser().parse_args(argv)
-    from .generation import GenerationError
-    from .recipe import RecipeError, available, load_recipe
+    from .errors import KitError
+    from .recipe import available, load_recipe
 
     try:
         if args.command == "recipes":
@@ -205,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "tiny-model":
             from .recipe import TinyModelConfig
-            from .tiny_model import ensure
+            from .base_model import ensure_tiny as ensure
 
             print(ensure(TinyModelConfig()))
             return 0
@@ -214,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         recipe = load_recipe(args.recipe, args.set)
         if args.command == "check":
+            from .capacity import preflight
+
             return preflight(recipe, args.gpu, args.processes, args.config)
         if args.command == "pipeline":
             from .pipeline import run as run_pipeline
@@ -248,15 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(STAGES[args.command][0])
         module.run(recipe)
         return 0
-    except (RecipeError, FileNotFoundError, GenerationError) as e:
+    except (KitError, FileNotFoundError) as e:  # errors that carry their own clear message
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # stage errors that carry their own clear message
-        if type(e).__name__ in {"DataError", "CapacityError", "JudgeConfigError", "ExportError", "GGUFError",
-                                  "LaunchError"}:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

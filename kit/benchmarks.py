@@ -21,8 +21,9 @@ import functools
 import re
 from types import SimpleNamespace
 
-from .data import LETTERS, MCQ_INSTRUCTION, DataError, bundled_file, offline_path
+from .formatting import LETTERS, MCQ_INSTRUCTION
 from .recipe import DatasetSpec
+from .sources import DataError, bundled_file, offline_path
 
 PREFIX = "harness:"
 HARNESS_INVALID = "[invalid]"  # what lm-eval's filters leave when their regex finds nothing

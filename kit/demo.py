@@ -17,10 +17,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import images
+from .capacity import check_capacity
 from .formatting import split_reasoning
 from .generation import HFEngine, LlamaCppEngine, OpenAIEngine, Sampling, prompt_texts, template_kwargs
+from .modeling import load_model
 from .recipe import PRESETS, Recipe
-from .runs import stage_dir
+from .runs import final_adapter, stage_dir
+from .serve import find_gguf
 
 NOTICE = ("⚠️ **Not medical advice.** Answers come from a research model, are not validated for clinical "
           "use, can be wrong, and must be reviewed by a qualified health professional.")
@@ -41,16 +45,12 @@ def preset(recipe: Recipe, thinking: bool, max_new_tokens: int = 512) -> Samplin
 
 def images_in(messages: list[dict]) -> list:
     """The images of a conversation's `image_url` parts, in order, as Pillow images."""
-    from . import images
-
     return [images.read(part["image_url"]["url"]) for m in messages
             for part in (m["content"] if isinstance(m.get("content"), list) else []) if part.get("type") == "image_url"]
 
 
 def user_content(content):
     """A user turn of the Chatbot (text, or text with an image file, in Gradio's shapes) → OpenAI content."""
-    from . import images
-
     if isinstance(content, str):
         return content
     items = content if isinstance(content, list) else [content]
@@ -106,10 +106,8 @@ class TemplateBackend:
 
 def local_backend(recipe: Recipe) -> TemplateBackend:
     """The run's adapter (RL, else SFT) on its base, through transformers."""
-    from .modeling import load_model
-
-    adapter = next((stage_dir(recipe, s) / "adapter" for s in ("rl", "sft")
-                    if (stage_dir(recipe, s) / "adapter" / "adapter_config.json").exists()), None)
+    check_capacity(recipe, ["eval"])
+    adapter = final_adapter(recipe)
     loaded = load_model(recipe, adapter=adapter, trainable=False)
     name = f"local ({adapter.parent.name} adapter)" if adapter else "local (base model)"
     return TemplateBackend(HFEngine(loaded.model, loaded.tokenizer, processor=loaded.processor), loaded.tokenizer, name)
@@ -117,8 +115,6 @@ def local_backend(recipe: Recipe) -> TemplateBackend:
 
 def gguf_backend(recipe: Recipe, path: Path | None = None) -> TemplateBackend:
     from transformers import AutoTokenizer
-
-    from .serve import find_gguf
 
     path = path or find_gguf(recipe)
     tokenizer = AutoTokenizer.from_pretrained(stage_dir(recipe, "export") / "merged")

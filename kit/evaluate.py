@@ -19,52 +19,25 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import math
 import random
 from pathlib import Path
 
+from .base_model import model_path
+from .benchmarks import filter_name, harness_filter, loglikelihood
+from .capacity import check_capacity
 from .data import read_jsonl
 from .formatting import END_TOKENS, THINK_CLOSE, extract_choice, final_answer, opens_thinking, parse
-from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory,
-                         prompt_texts, say_once, vllm_adapter_problem)
+from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory, prompt_texts,
+                         say_once, vllm_adapter_problem)
 from .judge import Judge
+from .modeling import load_model, load_tokenizer
+from .plots import bar_plot, budget_plot
 from .recipe import Recipe, RecipeError
-from .runs import Timer, require, stage_dir, start_stage, write_metrics
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion (successes may be a mean times n).
-
-    >>> [round(x, 3) for x in wilson(8, 10)]
-    [0.49, 0.943]
-    """
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def proportion(successes: int, n: int) -> dict:
-    low, high = wilson(successes, n)
-    return {"value": successes / n if n else None, "n": n, "ci95": [round(low, 4), round(high, 4)]}
-
-
-def mean_over_samples(per_item: list[list[bool]]) -> dict:
-    """Accuracy when each item has k sampled completions: the mean of the per-item means. Its 95%
-    interval is Wilson's over the items (the independent draws; an item's k samples are not), which is
-    conservative: a per-item mean in [0, 1] varies at most as a single yes/no would, and the interval
-    never collapses to a point when every item scores the same.
-
-    >>> mean_over_samples([[True, True], [True, False], [False, False], [True, True]])
-    {'value': 0.625, 'n': 4, 'samples': 2, 'ci95': [0.2194, 0.9081]}
-    """
-    k = max((len(x) for x in per_item), default=1)
-    means = [sum(x) / len(x) for x in per_item if x]
-    value = sum(means) / len(means) if means else None
-    low, high = wilson(sum(means), len(means))
-    return {"value": value, "n": len(means), "samples": k, "ci95": [round(low, 4), round(high, 4)]}
+from .reports import results_table
+from .runs import (TRAINED, Timer, gguf_file, metrics_header, require, stage_adapter, stage_dir, start_stage,
+                   write_metrics)
+from .runtime import import_end, peak_memory_mb
+from .stats import mean_over_samples, paired_test, proportion
 
 
 def sample_items(rows: list[dict], k: int, seed: int) -> list[dict]:
@@ -101,19 +74,12 @@ def format_stats(completions: list[Completion], count_tokens) -> dict:
 def systems(recipe: Recipe) -> list[tuple[str, Path | None]]:
     """(name, adapter folder or GGUF file) of every stage this run has; `base` always."""
     out: list[tuple[str, Path | None]] = [("base", None)]
-    for stage in ("sft", "rl"):
-        adapter = stage_dir(recipe, stage) / "adapter"
-        if (adapter / "adapter_config.json").exists():
-            out.append((stage, adapter))
-    gguf_dir = stage_dir(recipe, "export") / "gguf"
-    for kind in ("q4_k_m", "q8_0"):
-        path = gguf_dir / f"{recipe.name}-{kind}.gguf"
-        if path.exists():
-            if importlib.util.find_spec("llama_cpp") is None:
-                say_once(f"[kit] eval: {path.name} is not evaluated: llama-cpp-python is not installed here")
-                break
-            out.append((f"gguf-{kind}", path))
-            break
+    out += [(stage, path) for stage in TRAINED if (path := stage_adapter(recipe, stage))]
+    path = gguf_file(recipe, kinds=("q4_k_m", "q8_0"))  # a quantized file: what users run
+    if path and importlib.util.find_spec("llama_cpp") is None:
+        say_once(f"[kit] eval: {path.name} is not evaluated: llama-cpp-python is not installed here")
+    elif path:
+        out.append((f"gguf-{path.stem.removeprefix(recipe.name + '-')}", path))
     return out
 
 
@@ -135,8 +101,6 @@ class Generators:
     before another system's; GGUF files go through llama.cpp."""
 
     def __init__(self, recipe: Recipe):
-        from .modeling import model_path
-
         self.recipe = recipe
         self.context = recipe.model.max_seq_length + recipe.eval.max_new_tokens  # a prompt and its completion
         self.engine, self.why = choose(recipe.eval.generation, "evaluation")
@@ -164,7 +128,6 @@ class Generators:
         if problem:
             say_once(f"[kit] ⚠ evaluation of {name}: generating with HF model.generate, NOT vLLM, because {problem}")
             why = problem
-        from .modeling import load_model
 
         if self.loaded is None or self.loaded[0] != name:
             self.release()
@@ -312,43 +275,6 @@ def score(items: dict[str, list[dict]], generated: dict[str, dict], judge: Judge
 
 # ---------------------------------------------------------------- comparisons
 
-def paired_test(a: list[list[bool]], b: list[list[bool]], seed: int = 0) -> dict:
-    """Is system b better or worse than system a on the same items? One completion per item: McNemar's
-    exact test on the discordant items. Several: a paired permutation test (signs of the per-item
-    differences flipped) and a paired-bootstrap 95% interval of the difference of the per-item means.
-
-    >>> r = paired_test([[False]] * 20, [[True]] * 12 + [[False]] * 8)
-    >>> (r["test"], r["difference"], r["p_value"] < 0.001)
-    ('McNemar exact', 0.6, True)
-    """
-    import numpy as np
-
-    x = np.array([sum(v) / len(v) for v in a], dtype=float)
-    y = np.array([sum(v) / len(v) for v in b], dtype=float)
-    diff = float(y.mean() - x.mean()) if len(x) else 0.0
-    if all(len(v) == 1 for v in a + b):
-        from statsmodels.stats.contingency_tables import mcnemar
-
-        table = [[int(((x == 1) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())],
-                 [int(((x == 0) & (y == 1)).sum()), int(((x == 0) & (y == 0)).sum())]]
-        p = 1.0 if table[0][1] + table[1][0] == 0 else float(mcnemar(table, exact=True).pvalue)
-        return {"test": "McNemar exact", "difference": round(diff, 4), "p_value": round(p, 4), "n": len(x),
-                "discordant": [table[0][1], table[1][0]]}
-    from scipy import stats
-
-    def mean_diff(u, v, axis=-1):
-        return np.mean(v - u, axis=axis)
-
-    if np.all(x == y):
-        p, ci = 1.0, (0.0, 0.0)
-    else:
-        p = float(stats.permutation_test((x, y), mean_diff, permutation_type="samples", n_resamples=9999,
-                                         random_state=seed).pvalue)
-        boot = stats.bootstrap((x, y), mean_diff, paired=True, n_resamples=9999, random_state=seed, method="percentile")
-        ci = (float(boot.confidence_interval.low), float(boot.confidence_interval.high))
-    return {"test": "paired permutation (bootstrap CI)", "difference": round(diff, 4), "p_value": round(p, 4),
-            "n": len(x), "ci95": [round(ci[0], 4), round(ci[1], 4)]}
-
 
 def comparisons(results: dict, seed: int = 0) -> list[dict]:
     """Each stage against the one before it (base → sft → rl → gguf), and base against the last trained
@@ -366,21 +292,6 @@ def comparisons(results: dict, seed: int = 0) -> list[dict]:
     return out
 
 
-def comparison_line(c: dict, alpha: float = 0.05) -> str:
-    """ "SFT → RL on medqa: +4.0 points (p = 0.012)" only when the test holds; otherwise it says so.
-
-    >>> comparison_line({"from": "sft", "to": "rl", "task": "medqa", "difference": 0.04, "p_value": 0.012, "test": "t"})
-    'SFT → RL on medqa: +4.0 points (p = 0.012, t)'
-    >>> comparison_line({"from": "sft", "to": "rl", "task": "medqa", "difference": 0.04, "p_value": 0.4, "test": "t"})
-    'SFT → RL on medqa: no significant difference (+4.0 points, p = 0.4, t)'
-    """
-    head = f"{c['from'].upper()} → {c['to'].upper()} on {c['task']}: "
-    points = f"{100 * c['difference']:+.1f} points"
-    if c["p_value"] < alpha and c["difference"] != 0:
-        return head + f"{points} (p = {c['p_value']:.3g}, {c['test']})"
-    return head + f"no significant difference ({points}, p = {c['p_value']:.3g}, {c['test']})"
-
-
 # ---------------------------------------------------------------- the harness's protocol beside the kit's
 
 def harness_beside(recipe: Recipe, items: dict[str, list[dict]], generated: dict[str, dict], results: dict) -> None:
@@ -393,7 +304,6 @@ def harness_beside(recipe: Recipe, items: dict[str, list[dict]], generated: dict
         say_once("[kit] eval: lm-evaluation-harness is not installed in this environment: its protocol is not run "
                  "beside the kit's (`pip install lm_eval`)")
         return
-    from .benchmarks import filter_name, harness_filter, loglikelihood
 
     def record(figures: dict, protocol: str, picks: list[str | None], its: list[dict]) -> None:
         ours = [p[0] for p in figures["picks"]]
@@ -413,7 +323,6 @@ def harness_beside(recipe: Recipe, items: dict[str, list[dict]], generated: dict
     choice = {task: its for task, its in harnessed.items() if its[0]["protocol"] == "multiple_choice"}
     if not choice or not recipe.eval.loglikelihood:
         return
-    from .modeling import load_model
 
     for system, path in systems(recipe):
         if system.startswith("gguf"):
@@ -437,8 +346,6 @@ def harness_beside(recipe: Recipe, items: dict[str, list[dict]], generated: dict
 
 
 def run(recipe: Recipe) -> dict:
-    from .modeling import check_capacity, import_end, load_tokenizer, peak_memory_mb
-
     end = import_end()
     check_capacity(recipe, ["eval"])
     out = start_stage(recipe, "eval")
@@ -457,7 +364,7 @@ def run(recipe: Recipe) -> dict:
     results = score(items, generated, judge, count_tokens, thinking)
     harness_beside(recipe, items, generated, results)
     compared = comparisons(results, recipe.eval.seed)
-    metrics = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("eval"),
+    metrics = {**metrics_header(recipe, "eval"),
                "items": {task: len(its) for task, its in items.items()}, "seed": recipe.eval.seed,
                "languages": {task: its[0].get("language", "en") if its else "en" for task, its in items.items()},
                "decoding": f"{sampling.describe()}, thinking {'on' if thinking else 'as the model writes it (no switch)'}",
@@ -510,166 +417,4 @@ def side_by_side(recipe: Recipe, names: tuple[str, ...] = ("base", "rl"), n: int
 
 # ---------------------------------------------------------------- reports
 
-# Figures others published for the models the kit reproduces and their peers: theirs, under their protocols,
-# shown for orientation beside a run, never mixed into its table.
-CARD_27B = "Reasoning-Medical-27B (Qwen3.6-27B, GRPO)"
-PUBLISHED = [
-    {"model": CARD_27B, "task": "medqa", "value": 0.93, "source": "its model card, lm-evaluation-harness table"},
-    {"model": CARD_27B, "task": "mmlu_pro_biology", "value": 0.85, "source": "its model card, lm-evaluation-harness table"},
-    {"model": "Reasoning-Medical0.1-27B (an earlier release)", "task": "mmlu_prox_en_biology", "value": 0.968,
-     "source": "its model listing (custom-extract); the same listing gives MedQA 0.969, not the card's 0.93"},
-    {"model": "HuatuoGPT-o1-8B (SFT + RL)", "task": "medqa", "value": 0.726, "source": "HuatuoGPT-o1 paper"},
-    {"model": "HuatuoGPT-o1-8B (SFT only, no RL)", "task": "medqa", "value": 0.690, "source": "HuatuoGPT-o1 paper"},
-    {"model": "HuatuoGPT-o1-8B (SFT + RL)", "task": "medmcqa", "value": 0.604, "source": "HuatuoGPT-o1 paper"},
-    {"model": "HuatuoGPT-o1-8B (SFT + RL)", "task": "pubmedqa", "value": 0.792, "source": "HuatuoGPT-o1 paper"},
-]
-LANGUAGES = {"en": "English", "zh": "Chinese"}
-PROTOCOL = ("0-shot; the prompt is the question and its lettered options (a task from lm-evaluation-harness: its own "
-            "`description` and `doc_to_text`, word choices lettered), then, where that prompt asks for no answer form "
-            "(multiple-choice tasks and MedQA), \"Answer with the letter of the correct option, in the form \"The answer "
-            "is X\".\" (in Chinese for a Chinese task), in the model's chat template with thinking on. "
-            "Extraction: only the text after `</think>` is read; it must commit explicitly (\"the answer is X\", \"Answer: "
-            "X\", `\\boxed{X}`, \"答案是X\", \"故选X\", `{\"answer\": \"X\"}`, or a lone letter on the last line); a "
-            "completion cut off before `</think>`, or one that names two letters, commits to nothing. Unparseable counts "
-            "as wrong. Open-ended: the judge grades the conclusion against the reference. Rows filtered `custom-extract` "
-            "apply lm-eval's own filter to the same conclusions; rows filtered `loglikelihood` are lm-eval's own "
-            "protocol (the likeliest choice after the prompt, no chat template, no generation).")
 
-
-def _fmt(p: dict | None) -> str:
-    if not p or p.get("value") is None:
-        return "-"
-    return f"{p['value']:.2f} [{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}] (n={p['n']})"
-
-
-def _rate(p: dict | None) -> str:
-    return "-" if not p or p.get("value") is None else f"{p['value']:.2f}"
-
-
-def stderr(per_item: dict) -> float:
-    """lm-evaluation-harness's standard error of a mean (sample standard deviation over sqrt(n)),
-    from a proportion's value and n."""
-    n, v = per_item["n"], per_item["value"] or 0.0
-    return math.sqrt(v * (1 - v) * n / (n - 1) / n) if n > 1 else 0.0
-
-
-def harness_table(name: str, res: dict, decoding: str) -> str:
-    """One system's figures in lm-evaluation-harness's table layout: the kit's reading of each task, and the
-    harness's own protocol below it where the task is the harness's."""
-    lines = [f"#### {name} ({res['engine'].split(' ')[0]}; {decoding})", "",
-             "|Tasks|Version|Filter|n-shot|Metric| |Value| |Stderr|", "|---|---:|---|---:|---|---|---:|---|---:|"]
-    for task, figures in res["tasks"].items():
-        metric, filt = ("judged_correct", "judge") if task == "open" else ("exact_match", "after-think-extract")
-        acc = figures["accuracy"]
-        if acc["value"] is not None:
-            lines.append(f"|{task}|kit-1|{filt}|0|{metric}|↑|{acc['value']:.4f}|±|{stderr(acc):.4f}|")
-        theirs = figures.get("harness")
-        if theirs and theirs["accuracy"]["value"] is not None:
-            loglik = theirs["protocol"].startswith("log-likelihood")
-            filt, metric = ("loglikelihood", "acc") if loglik else (theirs["protocol"].split(" ")[0], "exact_match")
-            a = theirs["accuracy"]
-            lines.append(f"| - {task}|lm-eval|{filt}|0|{metric}|↑|{a['value']:.4f}|±|{stderr(a):.4f}|")
-    return "\n".join(lines)
-
-
-def published_rows(tasks: list[str]) -> list[str]:
-    rows = [p for p in PUBLISHED if p["task"] in tasks]
-    if not rows:
-        return ["No published figure of the seeds or of HuatuoGPT-o1 on these tasks."]
-    return (["Published (theirs, not this run; other protocols and items):", "", "| model | task | value | source |",
-             "|---|---|---:|---|"] + [f"| {p['model']} | {p['task']} | {p['value']:.3f} | {p['source']} |" for p in rows])
-
-
-def budget_table(budgets: dict) -> list[str]:
-    lines = [f"System `{budgets['system']}`, {budgets['items']} items ({budgets['decoding']}); at each budget the "
-             f"model thinks up to that many tokens, `</think>` is appended where it did not close its thinking "
-             f"(budget forcing), and the answer follows in up to {budgets['answer_tokens']} tokens.", "",
-             "| thinking budget (tokens) | accuracy [95% CI] | forced closes | mean thinking tokens |", "|---:|---|---|---:|"]
-    lines += [f"| {b['budget']} | {_fmt(b['accuracy'])} | {_rate(b['forced_close'])} | {b['mean_thinking_tokens']} |"
-              for b in budgets["curve"]]
-    return lines
-
-
-def results_table(metrics: dict) -> str:
-    languages = metrics.get("languages") or {}
-    lines = [f"# Evaluation · `{metrics['recipe']}`", "",
-             f"Decoding: {metrics['decoding']}. Items per task: "
-             + ", ".join(f"{t} {n}" for t, n in metrics["items"].items())
-             + f" (seed {metrics['seed']}, the same for every system). Intervals: 95% Wilson (over items when several "
-             f"samples per item). Judge: {metrics['judge']['preset']}.",
-             "Not medical advice; not validated for clinical use."]
-    for lang in dict.fromkeys(languages.get(t, "en") for t in metrics["items"]):
-        tasks = [t for t in metrics["items"] if languages.get(t, "en") == lang]
-        lines += ["", f"## {LANGUAGES.get(lang, lang)} tasks", "",
-                  "| system | task | accuracy [95% CI] | unparseable | truncated | lm-eval's protocol | its accuracy | agreement |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, r in metrics["results"].items():
-            for task in tasks:
-                f = r["tasks"][task]
-                unparseable = _rate(f.get("unparseable")) if task != "open" else f"{f['judge_errors']} judge errors"
-                h = f.get("harness")
-                theirs = (f"{h['protocol']} | {_fmt(h['accuracy'])} | {_rate(h['agreement'])}" if h else "- | - | -")
-                lines.append(f"| {name} | {task} | {_fmt(f['accuracy'])} | {unparseable} | {_rate(f['truncated'])} | {theirs} |")
-        lines += [""] + published_rows(tasks)
-    lines += ["", "Agreement: the share of items on which lm-eval's protocol picks the letter the kit's reader read (the "
-              "first sample). The kit's figure is generative, thinking on, read after `</think>`.", "",
-              "| system | engine | format adherence | truncated (all) | mean reasoning / answer tokens | tokens/s |",
-              "|---|---|---|---|---|---|"]
-    for name, r in metrics["results"].items():
-        lines.append(f"| {name} | {r['engine'].split(' ')[0]} | {_fmt(r['format_adherence'])} | {_fmt(r['truncated'])} | "
-                     f"{r['mean_reasoning_tokens']} / {r['mean_answer_tokens']} | {r['generated_tokens_per_second']} |")
-    if metrics.get("comparisons"):
-        lines += ["", "## Comparisons (same items, paired tests)", ""]
-        lines += [f"- {comparison_line(c)}" for c in metrics["comparisons"]]
-    if metrics.get("budgets"):
-        lines += ["", "## Accuracy against the thinking budget", ""] + budget_table(metrics["budgets"])
-    lines += ["", "## In lm-evaluation-harness's table format", "", f"Protocol: {PROTOCOL}", ""]
-    for name, r in metrics["results"].items():
-        lines += [harness_table(name, r, metrics["decoding"]), ""]
-    lines += ["Engines: " + "; ".join(f"{name}: {r['engine']}" for name, r in metrics["results"].items())]
-    return "\n".join(lines) + "\n"
-
-
-def bar_plot(results: dict, path: Path):
-    """Accuracy per task, one bar per system, with 95% intervals."""
-    from .plots import _figure
-
-    names = list(results)
-    tasks = list(next(iter(results.values()))["tasks"]) if results else []
-    fig, ax = _figure(max(6, 1.6 * len(tasks) + 2), 3.6)
-    width = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        vals = [results[name]["tasks"][t]["accuracy"] for t in tasks]
-        centre = [v["value"] or 0 for v in vals]
-        err = [[c - v["ci95"][0] for c, v in zip(centre, vals)], [v["ci95"][1] - c for c, v in zip(centre, vals)]]
-        ax.bar([x + i * width for x in range(len(tasks))], centre, width, yerr=err, capsize=3, label=name)
-    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(tasks))], tasks)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy (95% CI)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return fig
-
-
-def budget_plot(budgets: dict, path: Path):
-    """Accuracy against the thinking budget (95% intervals), and the share of forced closes."""
-    from .plots import _figure
-
-    curve = budgets["curve"]
-    x = [b["budget"] for b in curve]
-    acc = [b["accuracy"]["value"] or 0 for b in curve]
-    fig, ax = _figure(6, 3.4)
-    ax.errorbar(x, acc, yerr=[[a - b["accuracy"]["ci95"][0] for a, b in zip(acc, curve)],
-                              [b["accuracy"]["ci95"][1] - a for a, b in zip(acc, curve)]],
-                marker="o", capsize=3, label=f"accuracy ({budgets['system']})")
-    ax.plot(x, [b["forced_close"]["value"] for b in curve], "s--", color="grey", label="forced closes")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(x, [str(v) for v in x])
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("thinking budget (tokens)")
-    ax.set_ylabel("share of items")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return fig

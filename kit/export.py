@@ -15,13 +15,17 @@ import json
 import shutil
 from pathlib import Path
 
-from . import gguf
+from . import gguf, images
+from .base_model import model_path
+from .capacity import check_capacity
 from .cards import NOT_MEDICAL_ADVICE, model_card
+from .errors import KitError
 from .formatting import opens_thinking
 from .generation import STOP_TOKENS, free_memory
-from .modeling import UNSLOTH, import_end, load_model, model_path, peak_memory_mb
-from .recipe import Recipe
-from .runs import Timer, stage_dir, start_stage, write_metrics
+from .modeling import load_model
+from .recipe import PRESETS, SAMPLING_KEYS, Recipe
+from .runs import GGUF_PREFERENCE, Timer, final_adapter, metrics_header, start_stage, write_metrics
+from .runtime import UNSLOTH, import_end, peak_memory_mb
 
 VERIFY_PROMPT = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
 # Largest |logit| difference allowed between merged weights and adapter-on-base: absolute in fp32;
@@ -34,17 +38,8 @@ GGUF_ARCH = {"qwen3_5_text": "qwen35", "qwen3_5": "qwen35", "qwen3_5_moe_text": 
              "llama": "llama"}
 
 
-class ExportError(RuntimeError):
+class ExportError(KitError, RuntimeError):
     """An export step or a verification that failed, with the reason."""
-
-
-def final_adapter(recipe: Recipe) -> Path:
-    for stage in ("rl", "sft"):
-        path = stage_dir(recipe, stage) / "adapter"
-        if (path / "adapter_config.json").exists():
-            return path
-    raise ExportError(f"no adapter to export for recipe '{recipe.name}': run "
-                      f"`python -m kit sft --recipe {recipe.name}` (and rl) first")
 
 
 def _logits(model, tokenizer):
@@ -179,8 +174,6 @@ def modelfile(recipe: Recipe, gguf_name: str, opens_thinking: bool = True) -> st
     """An Ollama Modelfile: the recipe's thinking preset and a ChatML template (Qwen's, and SmolLM2's) opening the
     reasoning where the model's own template does; the other presets written out as comments (an Ollama model
     has one set of parameters)."""
-    from .recipe import PRESETS, SAMPLING_KEYS
-
     p = recipe.sampling.thinking
     others = "".join(f"#   {name}: " + ", ".join(f"{k} {getattr(recipe.sampling.named(name), k)}" for k in SAMPLING_KEYS)
                      + "\n" for name in PRESETS if name != "thinking")
@@ -237,10 +230,14 @@ def verify_gguf(path: Path, expected_arch: str | None, expected_kind: str, token
 
 def run(recipe: Recipe) -> dict:
     import_end()
+    check_capacity(recipe, ["export"])
     out = start_stage(recipe, "export")
     adapter = final_adapter(recipe)
+    if adapter is None:
+        raise ExportError(f"no adapter to export for recipe '{recipe.name}': run "
+                          f"`python -m kit sft --recipe {recipe.name}` (and rl) first")
     print(f"[kit] exporting {adapter.parent.name}/adapter of recipe {recipe.name}")
-    metrics: dict = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("export"), "adapter": f"{adapter.parent.name}/adapter"}
+    metrics: dict = {**metrics_header(recipe, "export"), "adapter": f"{adapter.parent.name}/adapter"}
     with Timer() as t:
         merged_dir = out / "merged"
         metrics["merge"] = merge(recipe, adapter, merged_dir)
@@ -256,7 +253,7 @@ def run(recipe: Recipe) -> dict:
 
     gguf_dir = out / "gguf"
     metrics["gguf"] = files = write_gguf(recipe, merged_dir, gguf_dir, metrics["merge"]["model_type"])
-    preferred = next((k for k in ("q4_k_m", "q8_0") if k in files), "f16")
+    preferred = next((k for k in GGUF_PREFERENCE if k in files), "f16")
     metrics["mmproj"] = write_projector(recipe, merged_dir, gguf_dir / files[preferred]["file"])
     from transformers import AutoTokenizer
 
@@ -307,8 +304,6 @@ def write_projector(recipe: Recipe, merged_dir: Path, text_gguf: Path) -> dict |
                             extra_args=["--mmproj"]).path
     from PIL import Image
     from transformers import AutoTokenizer
-
-    from . import images
 
     image = images.data_url(Image.new("RGB", (64, 64), (200, 30, 30)))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
+LETTERS = "ABCDEFGHIJ"  # multiple-choice options, in order (MMLU-Pro has up to ten)
 
 
 @dataclass
@@ -59,13 +60,30 @@ def opens_thinking(tokenizer) -> bool:
 
 
 def split_reasoning(text: str, thinking: bool) -> tuple[str | None, str]:
-    """(reasoning, answer) of a completion whose prompt opened the thinking block."""
+    """(reasoning, answer) of a completion whose prompt opened the thinking block, split where `parse` splits
+    it (at the last `</think>`), so that the demo shows the answer the eval reads; with thinking off, the
+    whole text is the answer.
+
+    >>> split_reasoning("a </think> b </think> c", thinking=True)
+    ('a </think> b', 'c')
+    >>> split_reasoning("<think>still thinking", thinking=True)
+    ('still thinking', '')
+    """
     if not thinking:
         return None, text.strip()
-    if THINK_CLOSE not in text:
-        return text.replace(THINK_OPEN, "").strip(), ""  # cut off while still thinking
-    reasoning, answer = text.split(THINK_CLOSE, 1)
-    return reasoning.replace(THINK_OPEN, "").strip(), answer.strip()
+    p = parse(text)
+    return p.reasoning.replace(THINK_OPEN, "").strip(), p.answer
+
+
+def join_reasoning(reasoning: str, answer: str, opened: bool = True) -> str:
+    """A completion from its reasoning and its answer, as the model writes it: after a prompt that opened the
+    block (`opened`), the reasoning, `</think>`, the answer; otherwise with `<think>` first (an SFT target).
+
+    >>> join_reasoning("Opioid toxidrome.", "Naloxone.", opened=False)
+    '<think>\\nOpioid toxidrome.\\n</think>\\n\\nNaloxone.'
+    """
+    text = f"{reasoning}\n{THINK_CLOSE}\n\n{answer}"
+    return text if opened else f"{THINK_OPEN}\n{text}"
 
 
 def final_answer(text: str) -> str:
@@ -135,8 +153,6 @@ def adherence(completions: list[str]) -> float:
     return sum(map(strictly_well_formed, completions)) / max(1, len(completions))
 
 
-_SPACE = re.compile(r"\s+")
 
 
-def squash(text: str) -> str:
-    return _SPACE.sub(" ", text).strip()
+MCQ_INSTRUCTION = "Answer with the letter of the correct option, in the form \"The answer is X\"."

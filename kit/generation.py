@@ -28,12 +28,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .formatting import END_TOKENS, THINK_CLOSE
+from . import gguf
+from .errors import KitError
+from .formatting import END_TOKENS, join_reasoning
+from .runtime import vllm_settings
 
 STOP_TOKENS = list(END_TOKENS)  # Qwen's end of turn, then end of text
 
 
-class GenerationError(RuntimeError):
+class GenerationError(KitError, RuntimeError):
     """An engine the recipe asks for that cannot run here, with the reason."""
 
 
@@ -279,18 +282,15 @@ class VLLMEngine:
         import torch
 
         cuda = torch.cuda.is_available()
-        if not cuda:  # vLLM's CPU build sizes its KV cache from this (GiB); the tiny model needs little
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        settings = vllm_settings(cuda, gpu_memory_utilization)
+        for key, value in settings["env"].items():
+            os.environ.setdefault(key, value)
         from vllm import LLM
 
         self.cuda = cuda
-        self.llm = LLM(
-            model=model, max_model_len=max_model_len, seed=seed,
-            # the CPU build's Gated DeltaNet kernels (Qwen3.5's linear attention) run in bf16 only
-            dtype="auto" if cuda else "bfloat16",
-            gpu_memory_utilization=gpu_memory_utilization if cuda else 0.15,
-            enable_lora=max_lora_rank is not None, max_lora_rank=max_lora_rank or 16,
-        )
+        self.llm = LLM(model=model, max_model_len=max_model_len, seed=seed, dtype=settings["dtype"],
+                       gpu_memory_utilization=settings["gpu_memory_utilization"],
+                       enable_lora=max_lora_rank is not None, max_lora_rank=max_lora_rank or 16)
         self._lora_ids: dict[str, int] = {}
 
     def _lora(self, adapter: Path | None, name: str | None):
@@ -330,8 +330,6 @@ class LlamaCppEngine:
     name = "llama.cpp"
 
     def __init__(self, path: Path, n_ctx: int = 4096):
-        from . import gguf
-
         self.path = Path(path)
         self.llm = gguf.load(self.path, n_ctx=n_ctx)
         self.lock = threading.Lock()
@@ -389,8 +387,7 @@ class OpenAIEngine:
         for choice in resp.choices:
             reasoning = (choice.message.model_extra or {}).get("reasoning_content") or \
                 (choice.message.model_extra or {}).get("reasoning")
-            text = f"{reasoning}\n{THINK_CLOSE}\n\n{choice.message.content or ''}" if reasoning else \
-                choice.message.content or ""
+            text = join_reasoning(reasoning, choice.message.content or "") if reasoning else choice.message.content or ""
             tokens = resp.usage.completion_tokens // len(resp.choices) if resp.usage else 0
             out.append(finish(text, choice.finish_reason == "stop", tokens))
         return out
@@ -404,4 +401,4 @@ class OpenAIEngine:
             extra = delta.model_extra or {}
             reasoning += extra.get("reasoning_content") or extra.get("reasoning") or ""
             answer += delta.content or ""
-            yield f"{reasoning}\n{THINK_CLOSE}\n\n{answer}" if reasoning else answer
+            yield join_reasoning(reasoning, answer) if reasoning else answer

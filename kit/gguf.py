@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import KitError
+from .gguf_convert import FORCED
 from .runs import cache_dir
 
 # where Qwen's chat template puts an image (inside <|vision_start|>…<|vision_end|>); llama.cpp's multimodal
@@ -29,7 +31,7 @@ IMAGE_PLACEHOLDER = "<|image_pad|>"
 FTYPES = {"q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q4_0": 2}
 
 
-class GGUFError(RuntimeError):
+class GGUFError(KitError, RuntimeError):
     """A GGUF step that failed, with the reason."""
 
 
@@ -86,8 +88,6 @@ def convert(model_dir: Path, out_file: Path, *, outtype: str = "f16", pre_tokeni
     when it does not (a tokenizer the kit trained locally): llama.cpp is then told which split it was
     trained with, and `recognised` is False.
     """
-    from .gguf_convert import FORCED
-
     tool = converter_dir()
     cmd = [sys.executable, "-m", "kit.gguf_convert", str(tool), pre_tokenizer, "--", str(model_dir),
            "--outfile", str(out_file), "--outtype", outtype, *(extra_args or [])]

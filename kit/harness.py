@@ -20,10 +20,12 @@ import json
 from pathlib import Path
 
 from .benchmarks import HARNESS_INVALID, PREFIX, config, is_harness, manager, offline_data
-from .data import LETTERS, LOCAL_SUFFIXES, bundled_file, task_name
-from .formatting import extract_choice
+from .data import task_name
+from .formatting import LETTERS, extract_choice
 from .recipe import DatasetSpec, Recipe, RecipeError
 from .runs import require, stage_dir
+from .serve import Server
+from .sources import LOCAL_SUFFIXES, bundled_file
 
 
 
@@ -113,8 +115,6 @@ def run(recipe: Recipe, limit: int | None = None, overrides: list[str] | None = 
     import lm_eval
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
-
-    from .serve import Server
 
     require(recipe, "export", "metrics.json")
     out = stage_dir(recipe, "eval") / "harness"

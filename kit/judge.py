@@ -35,9 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .formatting import extract_choice, final_answer
+from .errors import KitError
+from .formatting import LETTERS, extract_choice, final_answer
 from .recipe import JudgeConfig
-from .runs import world_size
+from .runtime import world_size
 
 PROMPT_VERSION = "v2"  # v2: the candidate as JSON data
 VERDICTS = ("correct", "partially_correct", "incorrect")
@@ -82,7 +83,7 @@ PRESETS = {
 }
 
 
-class JudgeConfigError(ValueError):
+class JudgeConfigError(KitError, ValueError):
     """A judge that cannot be built as configured (no key, no endpoint, unknown preset)."""
 
 
@@ -355,7 +356,7 @@ def rule_grade(answer: str, reference: str, question: str = "", checks=SCREENS) 
     if a == r:
         return "correct", 1.0, "exact match"
     if re.fullmatch(r"[A-Ja-j]", reference.strip()):
-        letter = extract_choice(answer, "ABCDEFGHIJ", thinking=False)  # the conclusion alone
+        letter = extract_choice(answer, LETTERS, thinking=False)  # the conclusion alone
         ok = letter == reference.strip().upper()
         return ("correct", 1.0, "option letter matches") if ok else ("incorrect", 0.0, f"option {letter}")
     cjk = re.search(r"[\u4e00-\u9fff]", r) is not None  # no spaces between words: plain containment

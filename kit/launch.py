@@ -32,42 +32,15 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-from .modeling import TRANSFORMERS
+from .base_model import model_path
+from .children import ChildServer, free_port
 from .recipe import Recipe, load_recipe
+from .rl import rollout_engine
 from .runs import runs_root
+from .runtime import TRANSFORMERS, VLLM_CPU, LaunchError, split_gpus, visible_gpus, vllm_settings, wants_server
+from .vllm_end import vllm_serve_head
 
 CONFIGS = Path(__file__).resolve().parent / "accelerate"
-
-
-class LaunchError(RuntimeError):
-    """A launch this machine cannot run as asked (GPUs, config), with the way out."""
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them ([] without CUDA)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    named = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if named:
-        return [g.strip() for g in named.split(",") if g.strip()][: torch.cuda.device_count()]
-    return [str(i) for i in range(torch.cuda.device_count())]
-
-
-def split_gpus(gpus: list[str], processes: int, server_gpus: int) -> tuple[list[str], list[str]]:
-    """(the training processes' GPUs, the rollout server's): the first `processes`, then the next
-    `server_gpus`. Without GPUs (CPU processes, no server) both are empty."""
-    if processes < 1 or server_gpus < 0:
-        raise LaunchError(f"--processes must be at least 1 and rl.vllm_server_gpus at least 0, got {processes}, "
-                          f"{server_gpus}")
-    if not gpus:
-        return [], []
-    if processes + server_gpus > len(gpus):
-        fix = f"--processes {len(gpus) - server_gpus}" if len(gpus) > server_gpus else "fewer rl.vllm_server_gpus"
-        raise LaunchError(f"{processes} training processes + {server_gpus} GPU(s) for the rollout server need "
-                          f"{processes + server_gpus} GPUs; this machine has {len(gpus)} ({fix})")
-    return gpus[:processes], gpus[processes:processes + server_gpus]
 
 
 def rollout_server_command(recipe: Recipe, host: str, port: int, gpus: int) -> list[str]:
@@ -77,70 +50,43 @@ def rollout_server_command(recipe: Recipe, host: str, port: int, gpus: int) -> l
     import torch
     from trl.scripts.vllm_serve import ScriptArguments, build_command
 
-    from .modeling import model_path
-    from .serve import vllm_serve_head
-
-    gpu = torch.cuda.is_available()
+    settings = vllm_settings(torch.cuda.is_available(), 0.9)
     max_len = recipe.model.max_seq_length + recipe.rl.trainer.get("max_completion_length", 256)
     args = ScriptArguments(model=model_path(recipe), host=host, port=port, tensor_parallel_size=max(gpus, 1),
                            max_model_len=max_len, enable_prefix_caching=True, log_level="warning",
-                           dtype="auto" if gpu else "bfloat16", gpu_memory_utilization=0.9 if gpu else 0.15)
+                           dtype=settings["dtype"], gpu_memory_utilization=settings["gpu_memory_utilization"])
     cmd = build_command(args)
     model_at = cmd.index("serve") + 1
     return [*vllm_serve_head(cmd[model_at]), *cmd[model_at + 1:]]
 
 
-class RolloutServer:
+class RolloutServer(ChildServer):
     """`trl vllm-serve` in a process group of its own, on the given GPUs, until the block ends:
     `with RolloutServer(recipe, port, gpus) as url:`. Its log goes to runs/<recipe>/rollout_server.log."""
 
     def __init__(self, recipe: Recipe, port: int, gpus: list[str] | None = None, host: str = "127.0.0.1",
                  timeout_s: float = 1200):
-        self.cmd = rollout_server_command(recipe, host, port, len(gpus or []))
-        self.env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}  # the weight-transfer endpoints TRL calls
+        env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}  # the weight-transfer endpoints TRL calls
         if gpus:
-            self.env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         else:
-            self.env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: the CPU build's default wants more
+            env = {**VLLM_CPU["env"], **env}
         # what others point rl.vllm_server_url at; this machine checks it on the loopback when it listens on all
         self.url = f"http://{socket.gethostname() if host == '0.0.0.0' else host}:{port}"
-        self.health = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/health"
-        self.log = runs_root() / recipe.name / "rollout_server.log"
-        self.timeout_s, self.proc = timeout_s, None
+        super().__init__(rollout_server_command(recipe, host, port, len(gpus or [])),
+                         f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/health", timeout_s, env,
+                         log=runs_root() / recipe.name / "rollout_server.log")
 
     def __enter__(self) -> str:
-        from .serve import die_with_parent, wait_healthy
-
-        self.log.parent.mkdir(parents=True, exist_ok=True)
         print(f"[kit] rollout server: {' '.join(self.cmd[1:])} (log: {self.log})", flush=True)
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=die_with_parent)
-        try:
-            wait_healthy(self.proc, self.health, self.timeout_s, lambda: self.log.read_text()[-3000:])
-        except BaseException:
-            self.__exit__()
-            raise
+        super().__enter__()
         print(f"[kit] rollout server ready at {self.url}", flush=True)
         return self.url
-
-    def __exit__(self, *exc):
-        from .serve import stop_group
-
-        if self.proc is not None:
-            stop_group(self.proc, grace_s=30)
-
-
-def wants_server(recipe: Recipe) -> bool:
-    """The recipe asks the launch for a rollout server: RL in server mode with no address given."""
-    return bool(recipe.data.rl) and recipe.rl.vllm_mode == "server" and not recipe.rl.vllm_server_url
 
 
 def server_needed(recipe: Recipe) -> bool:
     """Whether this launch starts the rollout server: the recipe wants one and the rollouts would really
     go through vLLM (else RL says why it generates with HF)."""
-    from .rl import rollout_engine
-
     if not wants_server(recipe):
         return False
     engine, why = rollout_engine(replace(recipe, rl=replace(recipe.rl, vllm_server_url="http://127.0.0.1")),
@@ -177,8 +123,6 @@ def run_step(cmd: list[str], env: dict) -> None:
 def run(recipe_name: str, sets: list[str], processes: int, config: str | Path | None = None) -> None:
     """Data once; SFT and RL as one job of `processes` processes (and the rollout server where the
     recipe asks for one); export and eval once."""
-    from .serve import free_port
-
     recipe = load_recipe(recipe_name, sets)
     config = Path(config) if config else CONFIGS / "ddp.yaml"
     if not config.exists():

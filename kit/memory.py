@@ -30,7 +30,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .base_model import SHAPES, SHAPE_PREFIX, model_path, shape_config, shape_text_config
 from .recipe import Recipe
+from .runs import stage_dir
+from .runtime import Sharding, world_size
 
 GiB = 2**30
 PROMPT_TOKENS = 512
@@ -40,47 +43,9 @@ GGUF_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_k_m": 4.85 / 8, "q5_k_m": 5.7 / 8
 # What GPUs report to PyTorch (total_memory), GiB.
 GPUS = {"T4": 14.74, "L4": 22.03, "A100-40GB": 39.39, "H100": 79.19}
 
-# Published shapes (config.json of each checkpoint), for estimates without the hub. Qwen3.6-27B keeps
-# Qwen3.5-27B's architecture. Vision towers: depth, width, MLP width, heads, output width.
-_VISION_SMALL = dict(depth=12, hidden_size=768, intermediate_size=3072, num_heads=12)
-_VISION = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16)
-_VISION_27B = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16)
-SHAPES = {
-    "Qwen/Qwen3.5-0.8B": (dict(_VISION_SMALL, out_hidden_size=1024), dict(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=8, num_key_value_heads=2,
-        intermediate_size=3584, linear_num_value_heads=16), True),
-    "Qwen/Qwen3.5-4B": (dict(_VISION, out_hidden_size=2560), dict(
-        hidden_size=2560, num_hidden_layers=32, num_attention_heads=16, num_key_value_heads=4,
-        intermediate_size=9216, linear_num_value_heads=32), True),
-    "Qwen/Qwen3.5-27B": (dict(_VISION_27B, out_hidden_size=5120), dict(
-        hidden_size=5120, num_hidden_layers=64, num_attention_heads=24, num_key_value_heads=4,
-        intermediate_size=17408, linear_num_value_heads=48), False),
-}
-SHAPES["Qwen/Qwen3.6-27B"] = SHAPES["Qwen/Qwen3.5-27B"]
-
-
-def shape_config(name: str):
-    """A transformers config of a published shape (vision-language Qwen3.5)."""
-    from transformers import Qwen3_5Config
-
-    vision, text, tied = SHAPES[name]
-    return Qwen3_5Config(vision_config=dict(vision), text_config=dict(text), tie_word_embeddings=tied)
-
-
-def shape_text_config(name: str):
-    """The language model alone, as `builtin:shape:NAME` builds it (kit.tiny_model.build_shape)."""
-    from transformers import Qwen3_5TextConfig
-
-    _, text, tied = SHAPES[name]
-    return Qwen3_5TextConfig(**text, tie_word_embeddings=tied)
-
-
 def model_config(recipe: Recipe):
     """The config of the recipe's base model: on disk, the built-in tiny model, a published shape, or the hub."""
     from transformers import AutoConfig
-
-    from .modeling import model_path
-    from .tiny_model import SHAPE_PREFIX
 
     name = recipe.model.name_or_path
     if name.startswith(SHAPE_PREFIX):
@@ -208,8 +173,6 @@ def lengths(recipe: Recipe) -> Lengths:
     limits stay, and the source says so."""
     import json
 
-    from .runs import stage_dir
-
     path = stage_dir(recipe, "data") / "lengths.json"
     if not path.exists():
         return Lengths(recipe.model.max_seq_length, PROMPT_TOKENS)
@@ -271,49 +234,6 @@ def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None)
 TRAINING_ROWS = ("sft (train step)", "sft (eval step)", "rl (GSPO/GRPO step)")
 
 
-@dataclass
-class Sharding:
-    """What a multi-process launch splits across its GPUs, read from its accelerate config: DDP nothing;
-    FSDP (FULL_SHARD) and ZeRO-3 the weights, gradients and optimiser state; SHARD_GRAD_OP and ZeRO-2
-    the gradients and optimiser state."""
-
-    name: str
-    weights: bool = False
-    states: bool = False
-
-    @classmethod
-    def of(cls, kind: str, reshard: str = "FULL_SHARD", zero_stage: int = 0) -> "Sharding":
-        """From accelerate's names: `distributed_type`, FSDP's reshard-after-forward (or sharding
-        strategy), DeepSpeed's ZeRO stage."""
-        if kind == "FSDP":
-            return cls("fsdp", weights=str(reshard).upper() in ("FULL_SHARD", "1", "TRUE"), states=True)
-        if kind == "DEEPSPEED":
-            return cls(f"zero{zero_stage}", weights=zero_stage >= 3, states=zero_stage >= 2)
-        return cls("ddp")
-
-    @classmethod
-    def from_config(cls, path: str | Path | None) -> "Sharding":
-        """The sharding an accelerate config file asks for."""
-        import yaml
-
-        cfg = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-        fsdp = cfg.get("fsdp_config") or {}
-        return cls.of(cfg.get("distributed_type", "MULTI_GPU"),
-                      fsdp.get("fsdp_reshard_after_forward", fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")),
-                      int((cfg.get("deepspeed_config") or {}).get("zero_stage", 0)))
-
-    @classmethod
-    def from_env(cls) -> "Sharding":
-        """The sharding of the launch this process is part of, from what `accelerate launch` exports."""
-        import os
-
-        env = os.environ.get
-        kind = "FSDP" if env("ACCELERATE_USE_FSDP", "").lower() == "true" else \
-            "DEEPSPEED" if env("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else "MULTI_GPU"
-        return cls.of(kind, env("FSDP_RESHARD_AFTER_FORWARD", env("FSDP_SHARDING_STRATEGY", "FULL_SHARD")),
-                      int(env("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0") or 0))
-
-
 def per_gpu(recipe: Recipe, c: Counts, stages: list[Estimate], processes: int, sharding: Sharding,
             server_gpus: int = 0, n: Lengths | None = None) -> list[Estimate]:
     """The estimates of a launch of `processes` training processes, per GPU. Sharded weights: 1/N of
@@ -363,13 +283,24 @@ def disk(recipe: Recipe, c: Counts) -> dict[str, float]:
     return out
 
 
+_COUNTED: dict[tuple, Counts] = {}
+
+
+def counted(recipe: Recipe) -> Counts:
+    """`count` of the recipe's model, built on the meta device once per process for a model and its LoRA targets:
+    a pipeline checks its stages up front and each stage checks itself again."""
+    key = (recipe.model.name_or_path, repr(recipe.model.tiny), tuple(recipe.lora.target_modules),
+           tuple(recipe.lora.modules_to_save))
+    if key not in _COUNTED:
+        _COUNTED[key] = count(model_config(recipe), recipe)
+    return _COUNTED[key]
+
+
 def needed_gib(recipe: Recipe, unsloth: bool = True, stages=None) -> float:
     """The largest estimate of `stages` (default: all), GiB: what they need of a GPU. Inside a launch of
     several processes, the training rows are per GPU with the launch's sharding (accelerate's
     environment says which). vLLM's rows are left out: where vLLM does not fit, generation falls back to HF."""
-    from .runs import world_size
-
-    c = count(model_config(recipe), recipe)
+    c = counted(recipe)
     n = lengths(recipe)
     rows = per_gpu(recipe, c, estimate(recipe, c, unsloth, n), world_size(), Sharding.from_env(), n=n)
     return max([e.total for e in rows if e.needed and (stages is None or e.stage.split()[0] in stages)] or [0]) / GiB

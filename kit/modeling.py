@@ -11,21 +11,17 @@ unsloth is imported only on the Unsloth end: on a machine without a GPU its impo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import base_model, tiny_model
+
+from .base_model import model_path, tokenizer_path
 from .recipe import Recipe
-from .runs import world_size
+from .runtime import TRANSFORMERS, UNSLOTH, Sharding, has_cuda, pick_end
 
 UNSLOTH = "unsloth"
 TRANSFORMERS = "transformers+peft"
-
-
-class CapacityError(RuntimeError):
-    """The recipe asks for more than this machine has; raised before anything is loaded."""
 
 
 @dataclass
@@ -51,97 +47,6 @@ class Loaded:
             self.loader.for_training(self.model)
 
 
-def has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def pick_end() -> str:
-    """Unsloth on a CUDA machine that has it, else transformers+peft; `KIT_END` forces one (gpu-check)."""
-    forced = os.environ.get("KIT_END")
-    if forced:
-        if forced not in (UNSLOTH, TRANSFORMERS):
-            raise CapacityError(f"KIT_END must be '{UNSLOTH}' or '{TRANSFORMERS}', got '{forced}'")
-        if forced == UNSLOTH and not has_cuda():
-            raise CapacityError("KIT_END=unsloth needs a CUDA GPU (unsloth cannot be imported without one)")
-        return forced
-    if world_size() > 1:  # Unsloth trains on one GPU; several processes use this end
-        return TRANSFORMERS
-    if has_cuda() and importlib.util.find_spec("unsloth") is not None:
-        return UNSLOTH
-    return TRANSFORMERS
-
-
-def import_end() -> str:
-    """Pick the end and, on the Unsloth end, import unsloth now, before transformers, TRL or peft:
-    unsloth patches them when it is imported and warns (and skips its patches) when it comes later.
-    Every stage calls this first."""
-    end = pick_end()
-    if end == UNSLOTH:
-        import unsloth  # noqa: F401
-
-    return end
-
-
-def gpu_memory_needed(recipe: Recipe, stages=None) -> float:
-    """GiB of GPU memory the recipe needs: the recipe's figure, else kit.memory's estimate of the largest
-    of `stages` (default: every stage; per GPU inside a multi-process launch). 0 = runs on a CPU."""
-    if recipe.model.min_gpu_memory_gb is not None:
-        return recipe.model.min_gpu_memory_gb
-    from .memory import needed_gib
-
-    return round(needed_gib(recipe, unsloth=pick_end() == UNSLOTH if has_cuda() else True, stages=stages), 1)
-
-
-def check_capacity(recipe: Recipe, stages=None, need: float | None = None) -> None:
-    """Fail early, with the reason, when this machine cannot run the recipe's `stages` (default: all),
-    or give a GPU the `need` GiB (`kit check` of a launch: its per-GPU estimate)."""
-    if need is None or recipe.model.min_gpu_memory_gb is not None:
-        need = gpu_memory_needed(recipe, stages)
-    if need <= 0:
-        return
-    if not has_cuda():
-        raise CapacityError(
-            f"recipe '{recipe.name}' ({recipe.model.name_or_path}, {recipe.model.params_b:g}B parameters) "
-            f"needs a CUDA GPU with about {need:g} GiB of memory; this machine has none. "
-            f"On a CPU use the 'tiny' recipe: python -m kit <stage> --recipe tiny"
-        )
-    import torch
-
-    total = torch.cuda.get_device_properties(0).total_memory / 2**30
-    if total < need:
-        which = "stages" if stages is None else ", ".join(stages)
-        raise CapacityError(
-            f"recipe '{recipe.name}' needs about {need:g} GiB of GPU memory (the largest of its {which}"
-            f"{' per GPU of this launch' if world_size() > 1 else ''}; "
-            f"`python -m kit check --recipe {recipe.name}` shows each); {torch.cuda.get_device_name(0)} has "
-            f"{total:.1f} GiB. Try the 'workshop' recipe, or a smaller batch or sequence length."
-        )
-
-
-def model_path(recipe: Recipe) -> str:
-    """Hub id or folder of the base model; the built-in tiny model, a random-init model of a published
-    shape (`builtin:shape:Qwen/Qwen3.5-0.8B`), or a real model from a registry package
-    (`builtin:smollm2-135m-instruct`, kit.base_model) is built (once) here."""
-    if recipe.model.name_or_path in base_model.BUILDERS:
-        return str(base_model.ensure(recipe.model.name_or_path))
-    if recipe.model.name_or_path == tiny_model.BUILTIN:
-        return str(tiny_model.ensure(recipe.model.tiny))
-    if recipe.model.name_or_path == tiny_model.BUILTIN_VL:
-        return str(tiny_model.ensure_vision_language(recipe.model.tiny))
-    if recipe.model.name_or_path.startswith(tiny_model.SHAPE_PREFIX):
-        return str(tiny_model.ensure_shape(recipe.model.name_or_path[len(tiny_model.SHAPE_PREFIX):]))
-    return recipe.model.name_or_path
-
-
-def tokenizer_path(recipe: Recipe) -> str:
-    """Where the recipe's tokenizer comes from: the base model's, or, with `data.offline` and a Qwen3.5/3.6
-    checkpoint, the kit's built-in copy of that tokenizer (the same ids, no hub)."""
-    builtin = base_model.offline_tokenizer(recipe.model.name_or_path) if recipe.data.offline else None
-    return str(base_model.ensure(builtin)) if builtin else model_path(recipe)
-
-
 def load_tokenizer(recipe: Recipe):
     from transformers import AutoTokenizer
 
@@ -149,7 +54,9 @@ def load_tokenizer(recipe: Recipe):
     return getattr(tok, "tokenizer", tok)
 
 
-def _dtype(recipe: Recipe):
+def compute_dtype(recipe: Recipe):
+    """The dtype the model is loaded and trained in: the recipe's, else bf16 where the GPU has it, fp16 on other
+    GPUs, fp32 on a CPU."""
     import torch
 
     if recipe.model.dtype != "auto":
@@ -170,7 +77,6 @@ def load_model(recipe: Recipe, *, adapter: str | Path | None = None, trainable: 
                load_in_4bit: bool | None = None, fast_inference: bool = False) -> Loaded:
     """Base model (+ a new LoRA, or an existing adapter) on the best end this machine offers.
     `fast_inference` (Unsloth end): a vLLM engine in the same process shares the weights, for rollouts."""
-    check_capacity(recipe, ["sft", "rl"] if trainable else ["eval", "export"])
     path = model_path(recipe)
     four_bit = recipe.model.load_in_4bit if load_in_4bit is None else load_in_4bit
     end = pick_end()
@@ -213,7 +119,7 @@ def _load_unsloth(recipe, path, adapter, trainable, four_bit, fast_inference=Fal
         model_name=str(adapter or path),  # Unsloth resolves an adapter folder to its base
         max_seq_length=recipe.model.max_seq_length,
         load_in_4bit=four_bit,
-        dtype=None if recipe.model.dtype == "auto" else _dtype(recipe),
+        dtype=None if recipe.model.dtype == "auto" else compute_dtype(recipe),
         use_gradient_checkpointing="unsloth",
         **vllm_args,
     )
@@ -276,10 +182,8 @@ def load_kwargs(recipe: Recipe, four_bit: bool, device: str) -> dict:
     import torch
     from transformers import BitsAndBytesConfig
 
-    from .memory import Sharding
-
     sharded = Sharding.from_env().weights
-    dtype = _dtype(recipe)
+    dtype = compute_dtype(recipe)
     kwargs = {"dtype": dtype} if sharded else {"dtype": dtype, "device_map": device}
     if four_bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -305,56 +209,3 @@ def lora_targets(names: list[str], vision: bool) -> list[str] | str:
     return r".*language_model.*\.(" + "|".join(names) + ")"
 
 
-def restore_full_module_dtypes(loaded: Loaded, model) -> None:
-    """Put each module trained in full (`lora.modules_to_save`) back in the dtype of the module it replaces.
-
-    TRL's trainers cast every trainable parameter of a quantized model to bf16 (the QLoRA convention
-    for LoRA A/B; TRL PR #7272 and peft issue #2889 discuss it). A full copy of the embeddings or the
-    head then hands bf16 activations to layers that compute in fp32, which fails (4-bit on a CPU). Call
-    after building the trainer (`model` is the trainer's). Unsloth sets these dtypes itself: nothing to do there.
-    """
-    if loaded.end == UNSLOTH:
-        return
-    from peft.utils import ModulesToSaveWrapper
-
-    for module in model.modules():
-        if isinstance(module, ModulesToSaveWrapper):
-            for copy in module.modules_to_save.values():
-                copy.to(module.original_module.weight.dtype)
-
-
-def precision_args(recipe: Recipe) -> dict:
-    """Trainer flags for this machine: bf16/fp16 as the dtype the model is loaded in, and `use_cpu` where
-    there is no GPU (accelerate then runs several CPU processes as one job, over gloo; without it they
-    each train alone, with no error)."""
-    import torch
-
-    dtype = _dtype(recipe)
-    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16, "use_cpu": not has_cuda()}
-
-
-def peak_memory_logger():
-    """A trainer callback that adds the peak GPU memory so far (MiB) to every log line, printed with it:
-    a run stopped before its end (metrics.json is written at the end) still says what it used."""
-    from transformers import TrainerCallback
-
-    class PeakMemory(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs is not None and has_cuda():
-                import torch
-
-                logs["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
-
-    return PeakMemory()
-
-
-def peak_memory_mb() -> dict:
-    """Peak GPU memory (when on a GPU) and this process's peak resident memory, in MiB."""
-    import resource
-
-    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if has_cuda():
-        import torch
-
-        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out

@@ -20,6 +20,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from .errors import KitError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # What a notebook needs beyond the core, by stage; a notebook also needs what its upstream stages need,
@@ -38,7 +40,7 @@ KEEP_PREINSTALLED = {"torch"}
 LLAMA_CPP_WHEELS = "https://abetlen.github.io/llama-cpp-python/whl/cpu"  # prebuilt, else a ~7 min compile
 
 
-class NeedsGPU(RuntimeError):
+class NeedsGPU(KitError, RuntimeError):
     """The recipe needs a GPU and this runtime has none."""
 
 

@@ -15,12 +15,22 @@ import shutil
 import time
 from pathlib import Path
 
+from .capacity import check_capacity
 from .cards import NOT_MEDICAL_ADVICE
+from .plots import loss_curve, reward_curve
 from .recipe import Recipe
+from .rl import trend_line
 from .runs import runs_root, stage_dir
 
-STAGES = ["data", "sft", "rl", "export", "eval"]
-MODULES = {"eval": "evaluate"}
+# The one list of stages, in order: name → (its module, whose run(recipe) returns the stage's metrics; what it
+# does). The CLI's stage commands and `make data|sft|rl|export` are these.
+STAGES = {
+    "data": ("kit.data", "load, validate, format and measure the datasets"),
+    "sft": ("kit.sft", "supervised fine-tuning (LoRA) on reasoning + answer"),
+    "rl": ("kit.rl", "GSPO / GRPO with the judge reward, from the SFT adapter"),
+    "export": ("kit.export", "merge into a 16-bit base, GGUF (f16, q8_0, q4_k_m), verify each file"),
+    "eval": ("kit.evaluate", "base vs SFT vs RL vs GGUF on the same items, with 95% intervals"),
+}
 
 
 def is_done(recipe: Recipe, stage: str) -> bool:
@@ -34,9 +44,7 @@ def is_done(recipe: Recipe, stage: str) -> bool:
 
 
 def run(recipe: Recipe, force: bool = False, stages: list[str] | None = None) -> dict:
-    from .modeling import check_capacity
-
-    order = stages or STAGES
+    order = stages or list(STAGES)
     todo = next((i for i, s in enumerate(order) if force or not is_done(recipe, s)), len(order))
     check_capacity(recipe, order[todo:])  # what will run: after a multi-GPU launch, export and eval on one GPU
     times, status = {}, {}
@@ -52,7 +60,7 @@ def run(recipe: Recipe, force: bool = False, stages: list[str] | None = None) ->
                   f"(FORCE=1 reruns it)")
             continue
         start = time.perf_counter()
-        importlib.import_module(f"kit.{MODULES.get(stage, stage)}").run(recipe)
+        importlib.import_module(STAGES[stage][0]).run(recipe)
         times[stage] = round(time.perf_counter() - start, 1)
         status[stage] = "ran"
         rerun_downstream = True  # everything after a stage that ran depends on its new outputs
@@ -65,7 +73,8 @@ def run(recipe: Recipe, force: bool = False, stages: list[str] | None = None) ->
 
 def earlier(stage: str) -> list[str]:
     """The pipeline stages before `stage`; the demo (not a stage) reads what eval reads."""
-    return STAGES[: STAGES.index(stage if stage in STAGES else "eval")]
+    names = list(STAGES)
+    return names[: names.index(stage if stage in STAGES else "eval")]
 
 
 def upstream(recipe: Recipe, stage: str) -> list[str]:
@@ -141,8 +150,6 @@ def key_figures(stage: str, m: dict) -> str:
             return (f"loss {m['train_loss_first']:.3f} → {m['train_loss_last']:.3f}{held_out}; format adherence "
                     f"{m['format_adherence_before']:.2f} → {m['format_adherence_after']:.2f}")
         if stage == "rl":
-            from .rl import trend_line
-
             trend = trend_line(m["reward_trend"]["total"]) if "reward_trend" in m else \
                 f"{m['reward_first']:.3f} → {m['reward_last']:.3f}"
             screened = m["judge"]["ledger"].get("screened") or {}
@@ -162,8 +169,6 @@ def key_figures(stage: str, m: dict) -> str:
 
 
 def write_summary(recipe: Recipe, times: dict, status: dict, total: float) -> Path:
-    from .plots import loss_curve, reward_curve
-
     root = runs_root() / recipe.name
     metrics = {s: json.loads((stage_dir(recipe, s) / "metrics.json").read_text())
                for s in STAGES if (stage_dir(recipe, s) / "metrics.json").exists()}

@@ -55,3 +55,44 @@ def reward_curve(history: list[dict], out: Path | None = None):
     for key in keys:
         ax.plot(steps, [h.get(key) for h in history], linestyle="--", label=key.split("/")[1])
     return _finish(fig, ax, "optimiser step", "mean reward", out)
+
+
+def bar_plot(results: dict, path: Path):
+    """Accuracy per task, one bar per system, with 95% intervals."""
+    names = list(results)
+    tasks = list(next(iter(results.values()))["tasks"]) if results else []
+    fig, ax = _figure(max(6, 1.6 * len(tasks) + 2), 3.6)
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        vals = [results[name]["tasks"][t]["accuracy"] for t in tasks]
+        centre = [v["value"] or 0 for v in vals]
+        err = [[c - v["ci95"][0] for c, v in zip(centre, vals)], [v["ci95"][1] - c for c, v in zip(centre, vals)]]
+        ax.bar([x + i * width for x in range(len(tasks))], centre, width, yerr=err, capsize=3, label=name)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(tasks))], tasks)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95% CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def budget_plot(budgets: dict, path: Path):
+    """Accuracy against the thinking budget (95% intervals), and the share of forced closes."""
+    curve = budgets["curve"]
+    x = [b["budget"] for b in curve]
+    acc = [b["accuracy"]["value"] or 0 for b in curve]
+    fig, ax = _figure(6, 3.4)
+    ax.errorbar(x, acc, yerr=[[a - b["accuracy"]["ci95"][0] for a, b in zip(acc, curve)],
+                              [b["accuracy"]["ci95"][1] - a for a, b in zip(acc, curve)]],
+                marker="o", capsize=3, label=f"accuracy ({budgets['system']})")
+    ax.plot(x, [b["forced_close"]["value"] for b in curve], "s--", color="grey", label="forced closes")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [str(v) for v in x])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("thinking budget (tokens)")
+    ax.set_ylabel("share of items")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig

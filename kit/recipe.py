@@ -20,10 +20,12 @@ from pathlib import Path
 
 import yaml
 
+from .errors import KitError
+
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
 
-class RecipeError(ValueError):
+class RecipeError(KitError, ValueError):
     """A recipe that cannot be used as written."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 
-from .formatting import THINK_CLOSE, final_answer, parse
+from .formatting import final_answer, join_reasoning, parse
 from .judge import Judge, rule_grade
 
 
@@ -33,7 +33,7 @@ def completion_text(completion) -> str:
         if m.get("role", "assistant") != "assistant":
             continue
         reasoning = next((m[k] for k in REASONING_KEYS if m.get(k)), None)
-        parts.append(f"{reasoning.strip()}\n{THINK_CLOSE}\n\n{m.get('content') or ''}" if reasoning else m.get("content") or "")
+        parts.append(join_reasoning(reasoning.strip(), m.get("content") or "") if reasoning else m.get("content") or "")
     return "".join(parts)
 
 

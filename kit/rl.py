@@ -14,17 +14,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .base_model import model_path
+from .capacity import check_capacity
 from .cards import model_card
 from .data import length_warnings, read_jsonl
 from .formatting import final_answer
-from .generation import choose, stop_token_ids
+from .generation import HFEngine, Sampling, choose, prompt_texts, stop_token_ids
 from .judge import Judge
-from .modeling import (TRANSFORMERS, UNSLOTH, Loaded, check_capacity, import_end, load_model, peak_memory_mb,
-                       precision_args, restore_full_module_dtypes)
-from .recipe import Recipe, RecipeError, check_trainer_keys
+from .modeling import Loaded, load_model, unsloth_fast_inference_problem
+from .recipe import Recipe, RecipeError
 from .rewards import JudgeReward, completion_text, format_reward, make_format_reward
-from .runs import (fresh_checkpoints, gather, is_main, last_checkpoint, launch, require, sharded, stage_dir,
-                   start_processes, start_stage, train_resumable, wait_for_main, write_metrics)
+from .runs import metrics_header, require, stage_dir, start_stage, write_metrics
+from .runtime import (TRANSFORMERS, UNSLOTH, gather, has_cuda, how_launched, import_end, is_main, peak_memory_mb,
+                      sharded, start_processes, wait_for_main)
+from .training import fresh_checkpoints, last_checkpoint, restore_full_module_dtypes, train_resumable, trainer_args
 
 # What each algorithm sets unless the recipe says otherwise. GSPO: sequence-level ratios, the GSPO
 # paper's tight clipping range and its per-sequence objective (loss_type "grpo"; Unsloth's notebook
@@ -39,8 +42,6 @@ def rollout_engine(recipe: Recipe, end: str) -> tuple[str, str]:
     """(`vllm` or `hf`, why) for the rollouts. vLLM generates in the training process and shares its GPU:
     on the Unsloth end through `fast_inference` (where the installed Unsloth supports the checkpoint),
     on the transformers end through TRL's `use_vllm` (colocate, or a `trl vllm-serve` server)."""
-    from .modeling import has_cuda, model_path, unsloth_fast_inference_problem
-
     def problem():
         server = recipe.rl.vllm_mode == "server"  # TRL's server mode: `python -m kit launch` starts the server
         if server and end == UNSLOTH:
@@ -89,13 +90,9 @@ def build_config(recipe: Recipe, output_dir: Path, vllm: dict | None = None):
 
     if recipe.rl.algorithm not in ALGORITHMS:
         raise RecipeError(f"rl.algorithm must be one of {', '.join(ALGORITHMS)}, got '{recipe.rl.algorithm}'")
-    trainer = check_trainer_keys(recipe.rl.trainer, GRPOConfig, "rl.trainer")
-    args = {**ALGORITHMS[recipe.rl.algorithm], **precision_args(recipe), **(vllm or {}), **trainer}
-    if recipe.rl.trainer.get("importance_sampling_level", args["importance_sampling_level"]) != \
-            ALGORITHMS[recipe.rl.algorithm]["importance_sampling_level"]:
+    args = trainer_args(recipe, GRPOConfig, recipe.rl.trainer, "rl.trainer", {**ALGORITHMS[recipe.rl.algorithm], **(vllm or {})})
+    if args["importance_sampling_level"] != ALGORITHMS[recipe.rl.algorithm]["importance_sampling_level"]:
         raise RecipeError("rl.trainer.importance_sampling_level contradicts rl.algorithm: set only rl.algorithm")
-    args.setdefault("seed", recipe.data.seed)
-    args.setdefault("report_to", "none")
     return GRPOConfig(output_dir=str(output_dir), **args)
 
 
@@ -343,8 +340,6 @@ def prepare(recipe: Recipe) -> RLSession:
 
 def preview(session: RLSession, n: int = 4, num_generations: int = 2) -> list[dict]:
     """Sampled completions for the first `n` prompts with each reward: the table to compare after training."""
-    from .generation import HFEngine, Sampling, prompt_texts
-
     rows = session.rows[:n]
     cfg = session.trainer.args
     sampling = Sampling(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k or 0,
@@ -378,13 +373,13 @@ def train(session: RLSession) -> dict:
     ledgers, counts = gather(judge.ledger.as_dict()), gather(dict(session.judge_reward.counts))
     recorded = session.record.values(gather(session.record.calls))
     if not is_main():  # the main process writes the adapter, the metrics, the ledger and the card
-        return {"rank": launch()["rank"]}
+        return {"rank": how_launched()["rank"]}
     change = adapter_change(session, adapter_dir)
     history = reward_history(trainer.state.log_history)
     rewards = [h["reward"] for h in history]
     steps = trainer.state.global_step
     metrics = {
-        "recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("rl"), "end": session.loaded.end,
+        **metrics_header(recipe, "rl"), "end": session.loaded.end,
         "device": session.loaded.device, "algorithm": recipe.rl.algorithm, "rollouts": session.rollouts,
         "importance_sampling_level": trainer.args.importance_sampling_level, "loss_type": trainer.args.loss_type,
         "start_adapter": Path(session.start_adapter).parent.name + "/adapter" if session.start_adapter else None,
@@ -398,7 +393,7 @@ def train(session: RLSession) -> dict:
         "adapter_max_abs_change": change,
         "judge": {"preset": judge.preset, "model": judge.model, "ledger": summed(ledgers),
                   "reward_counts": summed(counts)},
-        "launch": launch(),
+        "launch": how_launched(),
         **peak_memory_mb(),
     }
     write_metrics(out, metrics)

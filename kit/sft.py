@@ -12,25 +12,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .capacity import check_capacity
 from .cards import model_card
 from .data import read_jsonl
 from .formatting import adherence
 from .generation import HFEngine, Sampling, prompt_texts, texts
-from .modeling import (Loaded, check_capacity, import_end, load_model, peak_memory_mb, precision_args,
-                       restore_full_module_dtypes)
-from .recipe import Recipe, RecipeError, check_trainer_keys
-from .runs import (fresh_checkpoints, is_main, last_checkpoint, launch, require, sharded, start_processes,
-                   start_stage, train_resumable, wait_for_main, write_metrics)
+from .modeling import Loaded, load_model
+from .recipe import Recipe, RecipeError
+from .runs import metrics_header, require, start_stage, write_metrics
+from .runtime import how_launched, import_end, is_main, peak_memory_mb, sharded, start_processes, wait_for_main
+from .training import fresh_checkpoints, last_checkpoint, restore_full_module_dtypes, train_resumable, trainer_args
 
 
 def build_config(recipe: Recipe, output_dir: Path):
     from trl import SFTConfig
 
-    trainer = check_trainer_keys(recipe.sft.trainer, SFTConfig, "sft.trainer")
-    args = {"max_length": recipe.model.max_seq_length, **precision_args(recipe), **trainer}
-    args.setdefault("seed", recipe.data.seed)
-    if args.get("report_to") is None:
-        args["report_to"] = "none"
+    args = trainer_args(recipe, SFTConfig, recipe.sft.trainer, "sft.trainer", {"max_length": recipe.model.max_seq_length})
     return SFTConfig(output_dir=str(output_dir), **args)
 
 
@@ -158,13 +155,13 @@ def train(session: SFTSession) -> dict:
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     after, after_outs = format_check(session.loaded, trainer.model, session.questions, recipe)
     if not is_main():  # the main process writes the adapter, the metrics and the card
-        return {"rank": launch()["rank"]}
+        return {"rank": how_launched()["rank"]}
     if after is not None:
         print(f"[kit] format adherence after SFT: {after:.2f}")
 
     steps = trainer.state.global_step
     metrics = {
-        "recipe": recipe.name, "recipe_hash": recipe.hash(), "stage_hash": recipe.stage_hash("sft"), "end": session.loaded.end,
+        **metrics_header(recipe, "sft"), "end": session.loaded.end,
         "device": session.loaded.device, "steps": steps,
         "resumed_from": Path(session.resume).name if session.resume else None,
         "seconds": round(seconds, 2),
@@ -177,7 +174,7 @@ def train(session: SFTSession) -> dict:
         "loss_history": history,
         "format_adherence_before": session.before, "format_adherence_after": after,
         "format_check": {"questions": session.questions, "before": session.before_outputs, "after": after_outs},
-        "train_rows": session.train_rows, "val_rows": session.val_rows, "launch": launch(),
+        "train_rows": session.train_rows, "val_rows": session.val_rows, "launch": how_launched(),
         **peak_memory_mb(),
     }
     write_metrics(out, metrics)

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from kit import base_model
-from kit.data import SAMPLES_DIR
+from kit.runs import SAMPLES_DIR
 
 # Chinese the bundled samples never contain: clinical prose, traditional characters, full-width punctuation,
 # mixed scripts and numbers
@@ -79,7 +79,7 @@ def test_special_ids_and_the_vocabulary_are_the_published_ones(qwen):
 
 
 def test_it_carries_qwens_chat_templates():
-    from kit.tiny_model import chat_template
+    from kit.base_model import chat_template
 
     for name, template in (("builtin:qwen3.5-tokenizer", "qwen3_5_think"), ("builtin:qwen3.6-tokenizer", "qwen3_6")):
         from transformers import AutoTokenizer
@@ -98,7 +98,7 @@ def test_a_gguf_carrying_it_is_recognised_by_llamacpp_and_tokenises_every_bundle
 
     from kit import gguf
     from kit.recipe import TinyModelConfig
-    from kit.tiny_model import build
+    from kit.base_model import build
 
     folder = build(TinyModelConfig(hidden_size=64, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1,
                                    head_dim=64, tokenizer="qwen3.5"), tmp_path / "model")

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from kit import benchmarks, data
+from kit.runs import SAMPLES_DIR
+from kit import benchmarks, data, sources
 from kit.recipe import DatasetSpec, load_recipe
 
 TINY = [s.path for s in load_recipe("tiny").data.eval if benchmarks.is_harness(s)]
@@ -34,7 +35,7 @@ def test_word_choices_are_lettered_before_the_answer_cue():
     items, _ = benchmarks.items(DatasetSpec("harness:pubmedqa"), offline=True)
     assert items[0]["options"] == {"A": "yes", "B": "no", "C": "maybe"}
     assert "\nA. yes\nB. no\nC. maybe\nAnswer:" in items[0]["question"]
-    golds = [json.loads(line)["final_decision"] for line in (data.SAMPLES_DIR / "pubmedqa.jsonl").read_text().splitlines()]
+    golds = [json.loads(line)["final_decision"] for line in (SAMPLES_DIR / "pubmedqa.jsonl").read_text().splitlines()]
     assert [it["options"][it["gold"]] for it in items] == golds
 
 
@@ -44,11 +45,11 @@ def test_an_unknown_task_names_the_close_ones():
 
 
 def test_a_row_the_harness_cannot_read_is_named(tmp_path, monkeypatch):
-    rows = (data.SAMPLES_DIR / "medmcqa.jsonl").read_text().splitlines()
+    rows = (SAMPLES_DIR / "medmcqa.jsonl").read_text().splitlines()
     broken = json.loads(rows[1])
     del broken["opd"]
     (tmp_path / "medmcqa.jsonl").write_text("\n".join([rows[0], json.dumps(broken)]) + "\n")
-    monkeypatch.setattr(data, "SAMPLES_DIR", tmp_path)
+    monkeypatch.setattr(sources, "SAMPLES_DIR", tmp_path)  # where bundled samples are read
     with pytest.raises(data.DataError, match=r"harness:medmcqa .* row 2: option D is empty \(a missing column"):
         benchmarks.items(DatasetSpec("harness:medmcqa"), offline=True)
 

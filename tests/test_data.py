@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from kit.runs import SAMPLES_DIR
 from kit import data
 from kit.recipe import DatasetSpec, load_recipe
 
@@ -102,7 +103,7 @@ def test_hub_failure_says_how_to_use_a_local_file(monkeypatch):
 
 def test_bundled_samples_have_the_real_schemas_and_sizes():
     def rows(name):
-        return data.read_jsonl(data.SAMPLES_DIR / f"{name}.jsonl")
+        return data.read_jsonl(SAMPLES_DIR / f"{name}.jsonl")
 
     for lang in ("en", "zh"):
         r = rows(f"medical_o1_sft_{lang}")

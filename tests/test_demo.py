@@ -48,7 +48,8 @@ def test_kept_reasoning_reaches_the_prompt_where_the_template_preserves_it():
 
     from kit.demo import TemplateBackend
     from kit.recipe import load_recipe
-    from kit.tiny_model import chat_template, ensure
+    from kit.base_model import ensure_tiny as ensure
+    from kit.base_model import chat_template
 
     class Engine:
         def stream(self, prompt, s):
@@ -140,7 +141,7 @@ def test_an_image_to_a_text_only_model_or_a_file_that_is_no_image_is_said_in_the
     from kit.demo import Sampling, TemplateBackend
     from kit.generation import HFEngine
     from kit.recipe import load_recipe
-    from kit.tiny_model import ensure
+    from kit.base_model import ensure_tiny as ensure
 
     s = Sampling(8, 1.0, 0.95, 20)
     tokenizer = AutoTokenizer.from_pretrained(ensure(load_recipe("tiny").model.tiny))
@@ -176,7 +177,7 @@ def test_an_uploaded_clip_travels_as_a_video_url_part_and_a_backend_without_vide
     from kit.generation import HFEngine
     from kit.images import MAX_CLIP_MB
     from kit.recipe import load_recipe
-    from kit.tiny_model import ensure
+    from kit.base_model import ensure_tiny as ensure
 
     clip = tmp_path / "gait.mp4"
     clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))

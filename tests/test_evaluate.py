@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
-from kit.evaluate import extract_choice, proportion, score_mcq, wilson
+from kit.evaluate import score_mcq
+from kit.formatting import extract_choice
+from kit.stats import proportion, wilson
 from kit.runs import stage_dir
 from child import failure
 
@@ -201,7 +203,7 @@ def test_budget_forcing_closes_the_thinking_where_the_model_did_not_and_reads_th
 # ---------------------------------------------------------------- paired comparisons
 
 def test_mcnemar_on_discordant_items():
-    from kit.evaluate import paired_test
+    from kit.stats import paired_test
 
     r = paired_test([[False]] * 20, [[True]] * 12 + [[False]] * 8)
     assert r["discordant"] == [0, 12] and r["p_value"] == round(2 * 0.5 ** 12, 4)
@@ -212,7 +214,7 @@ def test_mcnemar_on_discordant_items():
 
 
 def test_sampled_accuracy_is_compared_with_a_paired_permutation_test():
-    from kit.evaluate import paired_test
+    from kit.stats import paired_test
 
     better = paired_test([[True, False, False, False]] * 30, [[True, True, True, False]] * 30)
     assert better["test"].startswith("paired permutation") and better["difference"] == 0.5
@@ -222,7 +224,7 @@ def test_sampled_accuracy_is_compared_with_a_paired_permutation_test():
 
 
 def test_the_summary_claims_a_difference_only_when_the_test_holds():
-    from kit.evaluate import comparison_line
+    from kit.reports import comparison_line
 
     assert comparison_line({"from": "sft", "to": "rl", "task": "medqa", "difference": 0.05, "p_value": 0.03,
                             "test": "McNemar exact"}) == "SFT → RL on medqa: +5.0 points (p = 0.03, McNemar exact)"

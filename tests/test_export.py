@@ -149,7 +149,7 @@ def test_yarn_reaches_the_merged_config_the_gguf_metadata_and_vllms_overrides(sf
         assert f["rope_scaling"]["original_context_length"] == 4096 and f["generated_tokens"] >= 1
     from transformers import AutoConfig
 
-    from kit.modeling import model_path
+    from kit.base_model import model_path
 
     override = recipe.export.yarn_update(AutoConfig.from_pretrained(model_path(recipe)).to_dict())
     assert override["rope_parameters"]["rope_type"] == "yarn" and override["rope_parameters"]["mrope_section"]
@@ -193,7 +193,7 @@ def test_speculative_decoding_asks_vllm_for_the_models_own_mtp_layers(runs_dir):
     from kit.generation import GenerationError
     from kit.modeling import load_tokenizer
     from kit.recipe import load_recipe
-    from kit.serve import vllm_command
+    from kit.vllm_end import vllm_command
 
     recipe = load_recipe("tiny")
     merged = runs_dir / "tiny" / "export" / "merged"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.launch import LaunchError, rollout_server_command, split_gpus
+from kit.launch import rollout_server_command
+from kit.runtime import LaunchError, split_gpus
 from kit.recipe import load_recipe
 from child import failure
 
@@ -58,7 +59,7 @@ def test_where_the_rollouts_are_served_does_not_change_what_rl_makes():
 
 def test_server_mode_on_a_cpu_generates_with_hf_and_says_why():
     from kit.generation import GenerationError
-    from kit.modeling import TRANSFORMERS, UNSLOTH
+    from kit.runtime import TRANSFORMERS, UNSLOTH
     from kit.rl import rollout_engine
 
     with_url = ["rl.vllm_mode=server", "rl.vllm_server_url=http://127.0.0.1:8000"]
@@ -71,7 +72,8 @@ def test_server_mode_on_a_cpu_generates_with_hf_and_says_why():
 
 
 def test_kit_check_estimates_per_gpu_with_the_launchs_sharding():
-    from kit.memory import Sharding, count, estimate, model_config, per_gpu
+    from kit.memory import count, estimate, model_config, per_gpu
+    from kit.runtime import Sharding
 
     kinds = {n: Sharding.from_config(CONFIGS / f"{n}.yaml") for n in ("ddp", "fsdp", "zero3")}
     assert (kinds["ddp"].weights, kinds["ddp"].states) == (False, False)
@@ -94,7 +96,8 @@ def test_kit_check_estimates_per_gpu_with_the_launchs_sharding():
 def test_a_stage_inside_a_sharded_launch_checks_its_share_of_the_memory(monkeypatch):
     """The 16-bit 27B: GRPO needs ~96 GiB on one GPU, ~48 GiB per GPU of an 8-way FSDP launch (what
     each process's capacity check must use), and export and eval after it fit one H100."""
-    from kit.memory import GPUS, Sharding, needed_gib
+    from kit.memory import GPUS, needed_gib
+    from kit.runtime import Sharding
 
     r = load_recipe("qwen3.6-27b-grpo", ["model.load_in_4bit=false"])
     alone, after = needed_gib(r, unsloth=False, stages=["rl"]), needed_gib(r, unsloth=False, stages=["eval", "export"])
@@ -154,7 +157,7 @@ def test_launch_runs_sft_and_gspo_as_one_two_process_job_then_the_rest_once(tmp_
 @pytest.mark.slow
 def test_kit_starts_trls_rollout_server_and_trls_client_generates_from_it(tmp_path):
     assert VLLM_PYTHON.exists(), "the CPU lane's vLLM environment is missing: run `make setup`"
-    from kit.serve import free_port
+    from kit.children import free_port
 
     port = free_port()
     env = {**os.environ, "KIT_RUNS_DIR": str(tmp_path / "runs")}
@@ -174,7 +177,7 @@ def test_kit_starts_trls_rollout_server_and_trls_client_generates_from_it(tmp_pa
             import json
             from transformers import AutoTokenizer
             from trl.generation.vllm_client import VLLMClient
-            from kit.modeling import model_path
+            from kit.base_model import model_path
             from kit.recipe import load_recipe
             tok = AutoTokenizer.from_pretrained(model_path(load_recipe("tiny")))
             prompt = tok.apply_chat_template([{{"role": "user", "content": "What causes iron deficiency anaemia?"}}],

@@ -7,7 +7,8 @@ about 10 GB for the 4B and 56 GB for the 27B).
 
 import pytest
 
-from kit.memory import GiB, count, disk, estimate, shape_config
+from kit.memory import GiB, count, disk, estimate
+from kit.base_model import shape_config
 from kit.recipe import load_recipe
 
 

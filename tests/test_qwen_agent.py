@@ -15,7 +15,8 @@ from qwen_agent.agents import Assistant
 from qwen_agent.tools.base import BaseTool, register_tool
 
 from kit.recipe import load_recipe
-from kit.serve import create_app, free_port
+from kit.serve import create_app
+from kit.children import free_port
 from test_serve_features import ScriptedLlama
 
 
@@ -45,7 +46,8 @@ def serving(template: str | None = None):
     import uvicorn
     from transformers import AutoTokenizer
 
-    from kit.tiny_model import chat_template, ensure
+    from kit.base_model import ensure_tiny as ensure
+    from kit.base_model import chat_template
 
     recipe = load_recipe("tiny")
     tokenizer = AutoTokenizer.from_pretrained(ensure(recipe.model.tiny))

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import kill_after_checkpoint
 from fake_openai import FakeOpenAI
-from kit import modeling, rl
+from kit import rl
 from kit.recipe import RecipeError, load_recipe
 from child import failure
 
@@ -37,7 +37,7 @@ def test_every_recipe_builds_its_grpo_config(name, tmp_path):
 def test_rollouts_fall_back_to_hf_loudly_where_vllm_cannot_run(monkeypatch, capsys):
     from kit import generation
     from kit.generation import GenerationError
-    from kit.modeling import TRANSFORMERS, UNSLOTH
+    from kit.runtime import TRANSFORMERS, UNSLOTH
 
     monkeypatch.setattr(generation, "_said", set())
     engine, why = rl.rollout_engine(load_recipe("tiny"), TRANSFORMERS)  # no vLLM in this environment
@@ -52,7 +52,7 @@ def test_rollouts_fall_back_to_hf_loudly_where_vllm_cannot_run(monkeypatch, caps
     assert engine == "hf" and "no CUDA GPU" in why
     # server mode: the trainer pushes its weights over NCCL (a CUDA GPU), to the server at its address
     assert "NCCL" in rl.rollout_engine(load_recipe("tiny", ["rl.vllm_mode=server"]), TRANSFORMERS)[1]
-    monkeypatch.setattr(modeling, "has_cuda", lambda: True)
+    monkeypatch.setattr(rl, "has_cuda", lambda: True)
     assert "vllm_server_url" in rl.rollout_engine(load_recipe("tiny", ["rl.vllm_mode=server"]), TRANSFORMERS)[1]
     served = load_recipe("tiny", ["rl.vllm_mode=server", "rl.vllm_server_url=http://gen:8000"])
     assert rl.rollout_engine(served, TRANSFORMERS)[0] == "vllm"
@@ -67,7 +67,7 @@ def test_rollouts_fall_back_to_hf_loudly_where_vllm_cannot_run(monkeypatch, caps
 
 
 def test_vllm_rollouts_reach_trls_config(tmp_path):
-    from kit.modeling import TRANSFORMERS
+    from kit.runtime import TRANSFORMERS
 
     recipe = load_recipe("tiny", ["rl.gpu_memory_utilization=0.4"])
     cfg = rl.build_config(recipe, tmp_path, rl.vllm_args(recipe, "vllm", TRANSFORMERS))

@@ -44,7 +44,7 @@ def served():
     from fastapi.testclient import TestClient
     from transformers import AutoTokenizer
 
-    from kit.tiny_model import ensure
+    from kit.base_model import ensure_tiny as ensure
 
     recipe = load_recipe("tiny")
     llm = ScriptedLlama()
@@ -130,8 +130,8 @@ def test_preserved_thinking_keeps_earlier_reasoning_in_the_prompt_with_the_qwen3
     from fastapi.testclient import TestClient
     from transformers import AutoTokenizer
 
-    from kit.tiny_model import ensure
-    from kit.tiny_model import chat_template
+    from kit.base_model import ensure_tiny as ensure
+    from kit.base_model import chat_template
 
     recipe = load_recipe("tiny")
     tokenizer = AutoTokenizer.from_pretrained(ensure(recipe.model.tiny))
@@ -199,7 +199,7 @@ def test_images_are_read_checked_and_kept_in_prompt_order_where_the_server_has_a
 
     from PIL import Image
 
-    from kit.serve import BadRequest, template_messages
+    from kit.chat_api import BadRequest, template_messages
 
     def encoded(color, fmt):
         buf = io.BytesIO()

@@ -123,7 +123,7 @@ def test_every_training_log_line_carries_the_peak_gpu_memory_on_a_gpu(monkeypatc
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
     from transformers.trainer_callback import CallbackHandler
 
-    from kit import modeling
+    from kit import runtime
 
     printed = []
 
@@ -132,11 +132,11 @@ def test_every_training_log_line_carries_the_peak_gpu_memory_on_a_gpu(monkeypatc
             printed.append(dict(logs))
 
     handler = CallbackHandler([Printer()], None, None, None, None)
-    handler.callbacks.insert(0, modeling.peak_memory_logger())  # as runs.train_resumable does
+    handler.callbacks.insert(0, runtime.peak_memory_logger())  # as runs.train_resumable does
     args, state = TrainingArguments(output_dir="unused", report_to=[]), TrainerState()
     handler.on_log(args, state, TrainerControl(), {"loss": 1.0})
     assert printed == [{"loss": 1.0}]  # no GPU: nothing added
-    monkeypatch.setattr(modeling, "has_cuda", lambda: True)
+    monkeypatch.setattr(runtime, "has_cuda", lambda: True)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**30)
     handler.on_log(args, state, TrainerControl(), {"loss": 0.5})
     assert printed[-1] == {"loss": 0.5, "peak_gpu_mib": 3072}

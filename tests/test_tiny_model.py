@@ -1,4 +1,4 @@
-from kit import tiny_model
+from kit import base_model as tiny_model  # the built-in tiny model lives in kit.base_model
 from kit.recipe import TinyModelConfig
 
 
@@ -15,8 +15,8 @@ def test_loads_like_a_hub_checkpoint_with_qwen35_template(runs_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = tiny_model.ensure(TinyModelConfig())
-    assert tiny_model.ensure(TinyModelConfig()) == path  # cached, not rebuilt
+    path = tiny_model.ensure_tiny(TinyModelConfig())
+    assert tiny_model.ensure_tiny(TinyModelConfig()) == path  # cached, not rebuilt
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     assert model.config.model_type == "qwen3_5_text"
@@ -42,7 +42,7 @@ def test_builders_that_start_together_never_share_a_folder_and_a_half_built_one_
     import threading
     import time
 
-    from kit.tiny_model import _cached
+    from kit.base_model import _cached
 
     def build(folder):
         folder.mkdir(parents=True)

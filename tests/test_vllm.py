@@ -110,7 +110,7 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
     os.environ["KIT_RUNS_DIR"] = env["KIT_RUNS_DIR"]
     args = ["--engine", "vllm", "--max-model-len", "2048"] + (["--lora"] if mode == "lora" else [])
     if mode == "lora":  # served with Qwen3.6's template (which honours preserve_thinking), given as a file
-        from kit.tiny_model import chat_template
+        from kit.base_model import chat_template
 
         template = Path(env["KIT_RUNS_DIR"]) / "qwen3_6.jinja"
         template.write_text(chat_template("qwen3_6"))

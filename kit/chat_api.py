@@ -1,0 +1,181 @@
+"""The OpenAI chat request as both ends of `kit serve` read it: its sampling (the recipe's presets by mode or
+by name), its `chat_template_kwargs` (checked the same way on both ends), its tools and its content parts
+(text joined, images read and checked, video left to the vLLM end), and the 400 that names what is wrong."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from . import images
+from .errors import KitError
+from .recipe import SAMPLING_KEYS, Recipe, RecipeError
+
+
+class BadRequest(KitError, ValueError):
+    """A request the server answers with an OpenAI-shaped 400 naming the problem."""
+
+
+def error_body(message: str, code: int = 400) -> dict:
+    """The error shape the openai client reads its message from."""
+    return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+
+
+def request_sampling(recipe: Recipe, body: dict) -> tuple[dict, str, bool]:
+    """(sampling values, preset name, thinking) for a chat request: the preset it names in `"preset"`
+    (`thinking`, `thinking-precise`, `instruct`), else the one for its mode; a value the request sets
+    itself always wins. `instruct` turns thinking off unless the request says otherwise.
+
+    >>> from kit.recipe import load_recipe
+    >>> values, name, thinking = request_sampling(load_recipe("tiny"), {"preset": "thinking-precise", "top_k": 5})
+    >>> name, thinking, values["temperature"], values["top_k"]
+    ('thinking-precise', True, 0.6, 5)
+    """
+    kwargs = template_kwargs(body)
+    name = body.get("preset") or ("thinking" if kwargs.get("enable_thinking", True) else "instruct")
+    try:
+        preset = recipe.sampling.named(name)
+    except RecipeError as e:
+        raise BadRequest(str(e)) from None
+    thinking = bool(kwargs.get("enable_thinking", name != "instruct"))
+    return {k: body[k] if body.get(k) is not None else getattr(preset, k) for k in SAMPLING_KEYS}, name, thinking
+
+
+# The chat-template switches the kit knows; each must be true or false. Any other kwarg goes to the template as sent.
+TEMPLATE_SWITCHES = ("enable_thinking", "preserve_thinking")
+
+
+IGNORED_HEADER = "x-kit-ignored-template-kwargs"
+
+
+def template_kwargs(body: dict) -> dict:
+    """A request's `chat_template_kwargs`, or a BadRequest when it is malformed (not an object, or a switch
+    the kit knows that is not a boolean). The same check on both ends, so both answer alike.
+
+    >>> template_kwargs({"chat_template_kwargs": {"preserve_thinking": True, "anything": [1]}})
+    {'preserve_thinking': True, 'anything': [1]}
+    >>> template_kwargs({"chat_template_kwargs": {"enable_thinking": "no"}})
+    Traceback (most recent call last):
+    ...
+    kit.chat_api.BadRequest: chat_template_kwargs.enable_thinking must be true or false, got "no"
+    """
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise BadRequest("'chat_template_kwargs' must be an object")
+    for key in TEMPLATE_SWITCHES:
+        if key in kwargs and not isinstance(kwargs[key], bool):
+            raise BadRequest(f"chat_template_kwargs.{key} must be true or false, got {json.dumps(kwargs[key])}")
+    return kwargs
+
+
+def template_variables(tokenizer) -> set[str]:
+    """The names the model's chat template reads from outside (jinja2's `find_undeclared_variables`, on the
+    template compiled as transformers compiles it, with its extensions)."""
+    from jinja2 import meta
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    source = tokenizer.chat_template
+    if isinstance(source, dict):  # several named templates: the default one renders chats
+        source = source.get("default") or next(iter(source.values()))
+    return set(meta.find_undeclared_variables(_compile_jinja_template(source).environment.parse(source)))
+
+
+def ignored_kwargs(kwargs: dict, variables: set[str]) -> list[str]:
+    """The request's template kwargs the template does not read (served as it renders without them).
+
+    >>> ignored_kwargs({"enable_thinking": True, "preserve_thinking": True, "x": 1}, {"enable_thinking", "messages"})
+    ['preserve_thinking', 'x']
+    """
+    return sorted(k for k in kwargs if k not in variables)
+
+
+def announce_template(variables: set[str]) -> None:
+    """One line per server start: which of the kit's switches this model's template honours."""
+    honoured = [k for k in TEMPLATE_SWITCHES if k in variables]
+    missing = [k for k in TEMPLATE_SWITCHES if k not in variables]
+    print(f"[kit] chat template reads {', '.join(honoured) or 'none of the kit switches'}"
+          + (f"; it does not read {', '.join(missing)}: requests that set it are served as the template renders "
+             f"them, and the response names it in the header {IGNORED_HEADER}" if missing else ""), flush=True)
+
+
+def check_tools(tools) -> list[dict] | None:
+    """The request's `tools` as the chat template takes them, or a BadRequest naming what is wrong."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise BadRequest("'tools' must be a list of {type: function, function: {name, parameters}}")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
+            raise BadRequest(f"tools[{i}] must be {{type: function, function: {{...}}}}")
+        if not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            raise BadRequest(f"tools[{i}].function.name must be a non-empty string")
+        if "parameters" in fn and (not isinstance(fn["parameters"], dict) or fn["parameters"].get("type", "object") != "object"):
+            raise BadRequest(f"tools[{i}].function.parameters must be a JSON schema of type object")
+    return tools
+
+
+TEXT_ONLY = ("this server runs a text-only GGUF through llama.cpp (no vision projector beside it; the export "
+             "writes one, mmproj-*.gguf, for vision-language checkpoints): send text, or serve a vision-language "
+             "checkpoint")
+
+
+VIDEO_NEEDS_VLLM = ("video needs the vLLM end (`python -m kit serve --engine vllm`, which passes `video_url` parts to "
+                    "the model's own video processor); llama.cpp's server reads text and images only")
+
+
+def template_messages(messages: list, vision: bool = False) -> tuple[list, list[str]]:
+    """The conversation as the chat template reads it, and its images: OpenAI content parts joined when
+    they are text; `image_url` parts kept in place where the server has a vision projector (refused
+    otherwise), each image read, checked and returned as a PNG data URL, in prompt order; and earlier
+    tool calls' arguments, which the OpenAI wire format carries as JSON strings, as objects."""
+    out, images = [], []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m:
+            raise BadRequest(f"messages[{i}] must be an object with a 'role'")
+        if isinstance(m.get("content"), list):
+            kinds = [p.get("type") if isinstance(p, dict) else type(p).__name__ for p in m["content"]]
+            allowed = ("text", "image_url") if vision else ("text",)
+            if any(k not in allowed for k in kinds):
+                other = next(k for k in kinds if k not in allowed)
+                why = {"image_url": TEXT_ONLY, "video_url": VIDEO_NEEDS_VLLM}.get(
+                    other, f"only {' and '.join(allowed)} parts are read")
+                raise BadRequest(f"messages[{i}] has a '{other}' content part: {why}")
+            if "image_url" in kinds:
+                for j, part in enumerate(m["content"]):
+                    if part.get("type") == "image_url":
+                        images.append(read_image(part.get("image_url"), f"messages[{i}].content[{j}]"))
+            else:
+                m = {**m, "content": "".join(p.get("text", "") for p in m["content"])}
+        calls = m.get("tool_calls") or []
+        if calls:
+            m = {**m, "tool_calls": [dict(c) for c in calls]}
+            for j, c in enumerate(m["tool_calls"]):
+                args = (c.get("function") or {}).get("arguments")
+                if isinstance(args, str):
+                    try:
+                        c["function"] = {**c["function"], "arguments": json.loads(args or "{}")}
+                    except json.JSONDecodeError:
+                        raise BadRequest(f"messages[{i}].tool_calls[{j}].function.arguments is not JSON") from None
+        out.append(m)
+    return out, images
+
+
+def read_image(image_url, where: str) -> str:
+    """An `image_url` part's image, read and checked (`images.read`), as a PNG data URL: a 400 naming the
+    part when it holds none."""
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f"{where}.image_url needs a 'url'")
+    try:
+        return images.data_url(images.read(url))
+    except ValueError as e:
+        raise BadRequest(f"{where}.image_url.url {e}" if str(e).startswith("must") else f"{where} {e}") from None
+
+
+def openai_tool_calls(parsed: list[dict]) -> list[dict]:
+    """Parsed tool calls (arguments as objects) in the OpenAI wire format (arguments as a JSON string)."""
+    return [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+             "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"].get("arguments", {}),
+                                                                              ensure_ascii=False)}}
+            for c in parsed]

@@ -1,0 +1,87 @@
+"""The statistics of an evaluation, pure and doctested: intervals for an accuracy, the mean over several
+samples per item, and the paired test of two systems on the same items."""
+
+from __future__ import annotations
+
+import math
+
+
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (successes may be a mean times n).
+
+    >>> [round(x, 3) for x in wilson(8, 10)]
+    [0.49, 0.943]
+    """
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def proportion(successes: int, n: int) -> dict:
+    low, high = wilson(successes, n)
+    return {"value": successes / n if n else None, "n": n, "ci95": [round(low, 4), round(high, 4)]}
+
+
+def mean_over_samples(per_item: list[list[bool]]) -> dict:
+    """Accuracy when each item has k sampled completions: the mean of the per-item means. Its 95%
+    interval is Wilson's over the items (the independent draws; an item's k samples are not), which is
+    conservative: a per-item mean in [0, 1] varies at most as a single yes/no would, and the interval
+    never collapses to a point when every item scores the same.
+
+    >>> mean_over_samples([[True, True], [True, False], [False, False], [True, True]])
+    {'value': 0.625, 'n': 4, 'samples': 2, 'ci95': [0.2194, 0.9081]}
+    """
+    k = max((len(x) for x in per_item), default=1)
+    means = [sum(x) / len(x) for x in per_item if x]
+    value = sum(means) / len(means) if means else None
+    low, high = wilson(sum(means), len(means))
+    return {"value": value, "n": len(means), "samples": k, "ci95": [round(low, 4), round(high, 4)]}
+
+
+def paired_test(a: list[list[bool]], b: list[list[bool]], seed: int = 0) -> dict:
+    """Is system b better or worse than system a on the same items? One completion per item: McNemar's
+    exact test on the discordant items. Several: a paired permutation test (signs of the per-item
+    differences flipped) and a paired-bootstrap 95% interval of the difference of the per-item means.
+
+    >>> r = paired_test([[False]] * 20, [[True]] * 12 + [[False]] * 8)
+    >>> (r["test"], r["difference"], r["p_value"] < 0.001)
+    ('McNemar exact', 0.6, True)
+    """
+    import numpy as np
+
+    x = np.array([sum(v) / len(v) for v in a], dtype=float)
+    y = np.array([sum(v) / len(v) for v in b], dtype=float)
+    diff = float(y.mean() - x.mean()) if len(x) else 0.0
+    if all(len(v) == 1 for v in a + b):
+        from statsmodels.stats.contingency_tables import mcnemar
+
+        table = [[int(((x == 1) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())],
+                 [int(((x == 0) & (y == 1)).sum()), int(((x == 0) & (y == 0)).sum())]]
+        p = 1.0 if table[0][1] + table[1][0] == 0 else float(mcnemar(table, exact=True).pvalue)
+        return {"test": "McNemar exact", "difference": round(diff, 4), "p_value": round(p, 4), "n": len(x),
+                "discordant": [table[0][1], table[1][0]]}
+    from scipy import stats
+
+    def mean_diff(u, v, axis=-1):
+        return np.mean(v - u, axis=axis)
+
+    if np.all(x == y):
+        p, ci = 1.0, (0.0, 0.0)
+    else:
+        p = float(stats.permutation_test((x, y), mean_diff, permutation_type="samples", n_resamples=9999,
+                                         random_state=seed).pvalue)
+        boot = stats.bootstrap((x, y), mean_diff, paired=True, n_resamples=9999, random_state=seed, method="percentile")
+        ci = (float(boot.confidence_interval.low), float(boot.confidence_interval.high))
+    return {"test": "paired permutation (bootstrap CI)", "difference": round(diff, 4), "p_value": round(p, 4),
+            "n": len(x), "ci95": [round(ci[0], 4), round(ci[1], 4)]}
+
+
+def stderr(per_item: dict) -> float:
+    """lm-evaluation-harness's standard error of a mean (sample standard deviation over sqrt(n)),
+    from a proportion's value and n."""
+    n, v = per_item["n"], per_item["value"] or 0.0
+    return math.sqrt(v * (1 - v) * n / (n - 1) / n) if n > 1 else 0.0

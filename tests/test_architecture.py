@@ -1,0 +1,69 @@
+"""The kit's import structure: no cycle among its modules (imports inside functions counted), no kit import
+hidden inside a function, and the ground modules, and the base-model module, importing only ground modules.
+The layers are described in the README's Layout section."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parent.parent / "kit"
+# What every other module may build on: errors, the recipe, the process facts, run folders, the output format,
+# child processes, images, statistics, figures, model cards, llama.cpp's converter.
+GROUND = {"errors", "recipe", "runtime", "runs", "formatting", "children", "images", "stats", "plots", "cards",
+          "gguf_convert"}
+# Where a kit import may sit inside a function: the CLI (`--help` answers before anything heavy is imported) and
+# kit.notebook (it runs before anything is installed: standard library only at import time).
+LOCAL_IMPORTS_ALLOWED = {"__main__", "notebook"}
+
+
+def kit_imports() -> dict[str, list[tuple[str, bool]]]:
+    """module → [(kit module it imports, whether the import sits inside a function)]."""
+    modules = {p.stem for p in KIT.glob("*.py")}
+    out = {}
+    for path in sorted(KIT.glob("*.py")):
+        found = []
+
+        def visit(node, in_function: bool):
+            for child in ast.iter_child_nodes(node):
+                inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                if isinstance(child, ast.ImportFrom) and child.level == 1:
+                    targets = [child.module.split(".")[0]] if child.module else [a.name for a in child.names]
+                    found.extend((t, in_function) for t in targets if t in modules)
+                elif isinstance(child, ast.ImportFrom) and (child.module or "").startswith("kit."):
+                    found.append((child.module.split(".")[1], in_function))
+                visit(child, inside)
+
+        visit(ast.parse(path.read_text(encoding="utf-8")), False)
+        out[path.stem] = found
+    return out
+
+
+def test_no_import_cycle_among_kit_modules():
+    graph = {m: {t for t, _ in imports} - {m} for m, imports in kit_imports().items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            assert state.get(target) != 1, "import cycle: " + " → ".join(path[path.index(target):] + [target])
+            if target not in state:
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_kit_imports_sit_at_the_top_of_each_module():
+    hidden = sorted(f"kit/{m}.py imports kit.{t} inside a function" for m, imports in kit_imports().items()
+                    if m not in LOCAL_IMPORTS_ALLOWED for t, local in imports if local)
+    assert not hidden, hidden
+
+
+def test_ground_modules_and_the_base_model_module_import_only_ground():
+    imports = kit_imports()
+    upward = sorted(f"kit/{m}.py imports kit.{t}" for m in GROUND | {"base_model"} for t, _ in imports[m]
+                    if t not in GROUND)
+    assert not upward, upward
