@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The quick lane (also what tests/test_real_model.py runs): RL two steps, a few eval items with shorter answers.
+# The quick lane (also what tests/test_real_model.py runs): RL two steps, a few eval items with shorter answers
+# (64 tokens, all of a system's items in one batch of 16; 32 answer tokens after a forced close).
 # RL keeps its 128-token completions (above the SFT answers' p95: shorter ones are clipped before the answer, and a
 # group whose rewards are all equal teaches nothing). SFT keeps the recipe's 16 steps and its format check's 192
 # tokens: at 8 steps the model has not yet written one <think> block (adherence 0.00), at 16 it does (0.25-0.62).
@@ -32,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 # multiple-choice, log-likelihood beside) and two thinking budgets on two items per task.
 QUICK = ["sft.format_check_questions=8",
          "rl.trainer.max_steps=2", "rl.trainer.save_steps=2",
-         "eval.max_items=2", "eval.max_new_tokens=96", "export.quantizations=[q8_0]",
+         "eval.max_items=2", "eval.max_new_tokens=64", "eval.batch_size=16", "export.quantizations=[q8_0]",
          "data.eval=[{path: 'bundled:medqa_4options'}, {path: 'harness:mmlu_pro_biology'}, "
          "{path: 'harness:mmlu_prox_zh_biology'}, {path: 'harness:cmmlu_clinical_knowledge'}]",
-         "eval.budgets=[24, 96]", "eval.budget_items=2"]
+         "eval.budgets=[24, 96]", "eval.budget_items=2", "eval.budget_answer_tokens=32"]
 OPEN_PROBLEMS = "bundled:medical_o1_verifiable"
 
 
