@@ -80,10 +80,10 @@ smoke: setup
 	$(PY) -m kit pipeline --recipe tiny $(SETS) $(FORCE_FLAG)
 
 test: setup-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-fast: setup-test
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 data sft rl export: setup
 	$(PY) -m kit $@ --recipe $(RECIPE) $(SETS)

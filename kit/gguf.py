@@ -23,6 +23,7 @@ from pathlib import Path
 from .errors import KitError
 from .gguf_convert import FORCED
 from .runs import cache_dir
+from .runtime import cpu_threads
 
 # where Qwen's chat template puts an image (inside <|vision_start|>…<|vision_end|>); llama.cpp's multimodal
 # library (libmtmd) puts the image's embeddings there
@@ -216,7 +217,7 @@ def load(path: Path, n_ctx: int = 1024):
 
     try:
         with without_amx_repacking():
-            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), verbose=False, seed=0)
+            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=cpu_threads(), verbose=False, seed=0)
     except Exception as e:
         raise GGUFError(f"llama.cpp could not load {path}: {type(e).__name__}: {e}") from None
 

@@ -158,6 +158,23 @@ def sharded() -> bool:
     return Sharding.from_env().weights
 
 
+# ---- CPU threads
+
+def cpu_threads(env=os.environ) -> int:
+    """How many threads a CPU compute library (llama.cpp) should use: OMP_NUM_THREADS where it is set, as torch
+    reads it, so that a process limited to N threads is limited everywhere (two processes sharing two cores each
+    spinning two threads wait on each other's descheduled threads: several times slower); else the CPUs this
+    process may run on.
+
+    >>> cpu_threads({"OMP_NUM_THREADS": "1"}), cpu_threads({}) == len(os.sched_getaffinity(0))
+    (1, True)
+    """
+    value = env.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 # ---- vLLM's CPU build
 
 # vLLM's CPU build: its Gated DeltaNet kernels (Qwen3.5's linear attention) run in bf16 only, and it sizes its KV

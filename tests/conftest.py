@@ -23,10 +23,62 @@ _OWN_RUNS: list[str] = []
 def pytest_configure(config):
     """The tests never write into the checkout's runs/, where a user's own runs live: each process of the
     session gets a runs folder of its own, unless KIT_RUNS_DIR is set. The notebooks' kernels inherit it (or
-    `shared_runs`' while that is set), so they find the stages the shared fixtures already ran."""
+    `shared_runs`' while that is set), so they find the stages the shared fixtures already ran.
+
+    Run by pytest-xdist (`make test`: two workers on two cores), every worker and every process it starts
+    computes on one thread: two processes of two OpenMP threads each on two cores wait on each other's
+    descheduled threads (a tiny SFT run alone 63 s; two at once, 2 threads each, 226 s; 1 thread each, 81 s).
+    The figures the tests assert are the same on one thread or two. vLLM's CPU build pins its own threads to
+    the cores unless told not to."""
     if not os.environ.get("KIT_RUNS_DIR"):
         _OWN_RUNS.append(tempfile.mkdtemp(prefix="kit-test-runs-"))
         os.environ["KIT_RUNS_DIR"] = _OWN_RUNS[-1]
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
+# The test files that use the fixtures whose stages one process runs once for many tests (and the notebooks then
+# find): under pytest-xdist they and the notebooks are one work unit, run by one worker in their usual order.
+SHARED_FIXTURES = {"shared_runs", "sft_metrics", "export_metrics", "demo_url"}
+SHARED_FILES = {"tests/test_demo.py", "tests/test_demo_browser.py", "tests/test_evaluate.py", "tests/test_export.py",
+                "tests/test_gpu_check.py", "tests/test_harness.py", "tests/test_notebook_setup.py", "tests/test_rl.py",
+                "tests/test_sft.py"}
+# The work units that take minutes, started first so that neither worker is left with a long one at the end.
+LONGEST_FIRST = ["tests/test_real_model.py", "shared", "tests/test_vllm.py", "tests/test_vision_language.py",
+                 "tests/test_launch.py", "tests/test_multiprocess.py", "tests/test_gpu_pins.py", "tests/test_pipeline.py"]
+
+
+def work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test: its file (a module's fixtures run once), or "shared"."""
+    path = nodeid.split("::")[0]
+    return "shared" if path in SHARED_FILES or path.endswith(".ipynb") else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two xdist workers that take whole work units (xdist's loadscope with units of our own,
+    in collected order). Not `--dist loadgroup` with xdist_group marks: xdist 3.8 marks a group by rewriting
+    the test's node id, which pytest 9.2 no longer reads, so the marks are silently ignored
+    (pytest-dev/pytest-xdist#1386)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class KitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return KitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses a shared fixture must be in SHARED_FILES; under xdist, the longest work units first."""
+    strays = {item.nodeid.split("::")[0] for item in items
+              if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())) and work_unit(item.nodeid) != "shared"}
+    if strays:
+        raise pytest.UsageError(f"tests/conftest.py: add {', '.join(sorted(strays))} to SHARED_FILES (it uses a shared fixture)")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))
 
 
 def pytest_unconfigure(config):
@@ -86,3 +138,6 @@ def kill_after_checkpoint(stage: str, sets: list[str], ckpts, pattern: str = "ch
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
     proc.wait()
+
+
+
