@@ -9,7 +9,6 @@ runtime that reads the file come from the same llama.cpp.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess

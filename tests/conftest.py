@@ -138,6 +138,3 @@ def kill_after_checkpoint(stage: str, sets: list[str], ckpts, pattern: str = "ch
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
     proc.wait()
-
-
-
