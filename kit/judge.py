@@ -30,13 +30,13 @@ import re
 import sqlite3
 import threading
 import time
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import KitError
 from .formatting import LETTERS, extract_choice, final_answer
+from .screen import SCREENS, count_words, norm, screen, tokens
 from .recipe import JudgeConfig
 from .runtime import world_size
 
@@ -158,119 +158,6 @@ def parse_verdict(text: str) -> tuple[str, float, str]:
     raise ValueError(f"no verdict in the judge's reply: {text[:200]!r}")
 
 
-# ---------------------------------------------------------------- the screen before the judge
-
-# Reasons a conclusion gets 0 without being judged, in the order they are checked. Each can be turned off
-# (`rl.judge.screen`). "One Token to Fool LLM-as-a-Judge" (Zhao et al., arXiv 2507.08794) shows judges
-# paying for exactly these "master keys".
-SCREENS = ("empty", "symbols_only", "generic_opener", "addresses_judge", "restates_question", "hedge", "too_long")
-
-# Reasoning openers and closers that carry no answer, English and Chinese: what is left of a conclusion once
-# they (and punctuation) are removed is its content. Longest first, so a phrase is removed whole.
-GENERIC_PHRASES = sorted({
-    "thought process", "thinking process", "reasoning process", "my reasoning", "reasoning",
-    "let's solve this problem step by step", "let us solve this problem step by step", "let's solve this step by step",
-    "let's think step by step", "let us think step by step", "let's think about this step by step",
-    "let's work through this step by step", "let's break this down", "let's analyze", "let's analyse", "let's see",
-    "let me think", "let me explain", "step by step", "step-by-step", "first", "firstly", "to begin", "to start",
-    "solution", "the solution", "answer", "the answer", "final answer", "the final answer", "the answer is",
-    "the correct answer", "the correct answer is", "the final answer is", "my answer", "my final answer",
-    "conclusion", "in conclusion", "to conclude", "in summary", "to summarize", "to summarise", "summary",
-    "therefore", "thus", "hence", "so", "overall", "based on the above", "based on the analysis",
-    "based on the reasoning above", "as discussed above", "as explained above", "from the above", "we can conclude",
-    "we can conclude that", "it can be concluded that", "i think", "i believe", "the result", "result", "done",
-    "ok", "okay", "sure", "yes", "correct", "right", "true", "see above", "as above", "refer to the reasoning",
-    "explanation", "analysis", "response", "output", "note", "as follows", "is as follows", "the following",
-    "following", "below", "here", "here is", "here it is", "this", "that", "it", "is", "are", "the", "an", "as", "of",
-    "to", "we", "our", "my", "be", "will", "shown", "given", "problem", "question", "this problem", "this question",
-    "let", "us", "me", "think", "solve", "step", "about", "now", "then", "next", "in", "on", "for", "with",
-    "解", "解答", "答", "答案", "答案是", "最终答案", "最终答案是", "正确答案", "正确答案是", "结论", "结论是", "总结", "综上",
-    "综上所述", "因此", "所以", "故", "故选", "思考过程", "推理过程", "分析", "解析", "让我们一步一步地思考", "让我们一步一步思考",
-    "让我们一步步思考", "让我们一步步解决这个问题", "让我们逐步分析", "一步一步地", "逐步分析", "首先", "解决方案", "根据以上分析",
-    "根据上述分析", "由此可见", "我认为", "好的", "是的", "正确", "对", "见上", "如上所述",
-}, key=len, reverse=True)
-_GENERIC = re.compile("|".join(rf"(?<![a-z]){re.escape(p)}(?![a-z])" if p.isascii() else re.escape(p)
-                               for p in GENERIC_PHRASES))
-# Words that offer alternatives, or say the answer is one of several
-_ALTERNATIVES = re.compile(
-    r"\b(?:or|either|and/or|possibly|perhaps|maybe|might be|may be|could be|differentials?|"
-    r"differential diagnos[ie]s|one of the following|any of the following|not sure)\b|\s/\s|"
-    r"或者|或是|或|还是|(?<!最)可能是|(?<!最)可能为|也许|不确定|之一", re.I)
-# A conclusion that speaks to the grader instead of answering: a verdict, a reference, instructions
-_TO_JUDGE = re.compile(
-    r"\bverdicts?\b|reference answer|\bground[- ]truth\b|\b(?:judge|grader|evaluator)\b|"
-    r"\b(?:ignore|disregard) (?:all |any |the )?(?:previous|prior|above|earlier) (?:instructions|text)|"
-    r"\bmark (?:this|it|me) (?:as )?correct\b|\"score\"|参考答案|标准答案|评分|评判|判定为正确|忽略(?:以上|之前|上述)", re.I)
-# What separates the items of a list: commas, semicolons, Chinese enumeration commas, line breaks, bullets
-_ITEMS = re.compile(r"[,;，；、\n]|(?:^|\s)(?:[-*•]|\d+[.)])\s", re.M)
-# ... and, counting how many things a reference names, the words that join them
-_JOINED = re.compile(r"[,;，；、\n]|\b(?:and|with|plus|then|followed by)\b|和|及|与|并|加", re.I)
-_LETTERS_ONLY = re.compile(r"^\W*(?:option\s*)?\(?[A-J]\)?(?:\W*(?:or|and|,|/|和|或|、)?\W*(?:option\s*)?\(?[A-J]\)?)+\W*$", re.I)
-
-
-def _without_generic(text: str) -> str:
-    """The conclusion, lower-cased, with its generic openers and closers taken out (separators kept)."""
-    return _GENERIC.sub(" ", unicodedata.normalize("NFKC", text).lower().replace("’", "'"))
-
-
-def _content(text: str) -> str:
-    """What a conclusion says once generic openers and closers, punctuation and spacing are taken out."""
-    return re.sub(r"[\W_]+", "", _without_generic(text))
-
-
-def _items(text: str, pattern=_ITEMS) -> list[str]:
-    return [i.strip() for i in pattern.split(text) if i and re.search(r"\w", i)]
-
-
-def count_words(text: str) -> int:
-    """Words of alphabetic scripts and characters of CJK, the screen's measure of length when the policy's
-    tokenizer is not given.
-
-    >>> count_words("Naloxone 0.4 mg IV"), count_words("纳洛酮静脉注射")
-    (4, 7)
-    """
-    return len(re.findall(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+(?:[.,'][^\W\u4e00-\u9fff]+)*", text))
-
-
-def screen(answer: str, question: str = "", reference: str = "", *, checks=SCREENS, max_tokens: int | None = 256,
-           count_tokens=count_words) -> str | None:
-    """Why a conclusion gets 0 before any judge sees it, or None when it goes to the judge. Deterministic,
-    offline, English and Chinese:
-
-    - `empty`; `symbols_only` (no letter, digit or CJK character);
-    - `generic_opener`: nothing but reasoning openers or closers ("Thought process:", "Let's solve this problem
-      step by step.", "Solution", "答案：") — the master keys judges are fooled by;
-    - `addresses_judge`: a verdict, a reference answer or instructions written for the grader;
-    - `restates_question`: the question given back (its text, or a conclusion made of its words only);
-    - `hedge`: alternatives ("A or B", "可能是…或…"), several option letters, or a list of more candidate answers
-      than the reference names;
-    - `too_long`: more than `max_tokens` (the policy's tokens when `count_tokens` counts them).
-
-    >>> [screen(a, "Which drug reverses opioid overdose?", "Naloxone") for a in
-    ...  ("Naloxone.", "Naloxone 0.4 mg IV", ":", "Thought process:", "Let's solve this problem step by step.",
-    ...   "Naloxone or flumazenil", "Naloxone, flumazenil, atropine", "Which drug reverses opioid overdose?")]
-    [None, None, 'symbols_only', 'generic_opener', 'generic_opener', 'hedge', 'hedge', 'restates_question']
-    >>> [screen(a, "选择正确答案", r) for a, r in (("B", "B"), ("肺炎", "肺炎"), ("答案：", "B"), ("A或C", "C"))]
-    [None, None, 'generic_opener', 'hedge']
-    """
-    text = answer.strip()
-    if "empty" in checks and not text:
-        return "empty"
-    if "symbols_only" in checks and not re.search(r"[^\W_]", text):
-        return "symbols_only"
-    if "generic_opener" in checks and not _content(text):
-        return "generic_opener"
-    if "addresses_judge" in checks and _TO_JUDGE.search(text):
-        return "addresses_judge"
-    if "restates_question" in checks and question and restates(text, question):
-        return "restates_question"
-    if "hedge" in checks and hedges(text, reference):
-        return "hedge"
-    if "too_long" in checks and max_tokens is not None and count_tokens(text) > max_tokens:
-        return "too_long"
-    return None
-
-
 PROBES = Path(__file__).parent / "probes" / "judge_probes.jsonl"
 
 
@@ -281,61 +168,43 @@ def probes() -> list[dict]:
     return [json.loads(line) for line in PROBES.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def restates(answer: str, question: str) -> bool:
-    """The question given back: its text (or most of it) inside the conclusion, or a conclusion of several
-    words that are all the question's. A short answer that repeats a word of the question is not one.
-
-    >>> restates("A 58-year-old man has crushing chest pain", "A 58-year-old man has crushing chest pain. Diagnosis?")
-    True
-    >>> restates("Inferior STEMI", "Chest pain with ST elevation in the inferior leads: diagnosis?")
-    False
-    """
-    a, q = _norm(answer), _norm(question)
-    if not a or not q:
-        return False
-    words_a, words_q = _tokens(answer), _tokens(question)
-    if len(words_a) >= 5 and (a in q or q in a):
-        return True
-    return len(words_a) >= 5 and sum(w in set(words_q) for w in words_a) / len(words_a) >= 0.9
-
-
-def hedges(answer: str, reference: str = "") -> bool:
-    """More than one candidate answer: alternatives offered, several option letters, or a list of more
-    items than the reference names (a reference that itself offers alternatives allows them).
-
-    >>> [hedges(a, "Right coronary artery") for a in ("Right coronary artery", "RCA or LCx", "Possibly the RCA",
-    ...  "Right coronary artery, which supplies the inferior wall")]
-    [False, True, True, False]
-    >>> hedges("IV fluids, insulin", "Intravenous fluids and intravenous insulin"), hedges("B/D", "B")
-    (False, True)
-    """
-    if _LETTERS_ONLY.match(answer) and len(set(re.findall(r"\b[A-J]\b", answer.upper()))) > 1:
-        return True
-    if _ALTERNATIVES.search(answer) and not _ALTERNATIVES.search(reference):
-        return True
-    items = [i for i in _items(answer) if _content(i)]  # "Therefore, naloxone" names one thing
-    allowed = max(1, len(_items(reference, _JOINED)))
-    if len(items) <= allowed:
-        return False
-    # a list of names (each a few words), or three or more items of any length
-    return len(items) >= 3 or all(count_words(i) <= 4 for i in items)
-
-
 # ---------------------------------------------------------------- the offline rule judge
 
-def _norm(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    return re.sub(r"[^\w\s]", " ", text).strip()
+# Words that open a clause adding detail to the answer (a dose, a side, a qualifier, a next step), not a rival
+DETAIL_WORDS = set(
+    "likely probably possibly most mostly usually typically often with without due secondary from in on of at to by "
+    "if until then followed repeat repeated recheck monitor give start stop hold continue admit maximum max minimum "
+    "min daily twice once every over for left right bilateral upper lower proximal distal side mild moderate severe "
+    "acute chronic early late grade stage type class which who that".split())
 
 
-def _tokens(text: str) -> list[str]:
-    """Words for alphabetic scripts, single characters for CJK."""
-    return re.findall(r"[\u4e00-\u9fff]|[a-z0-9]+", _norm(text))
+def rivals(answer: str, reference: str) -> list[str]:
+    """The items of a list-shaped conclusion that name another candidate, not a detail of the answer: items that
+    share no word with the reference, hold no number, and do not open with a detail word.
+
+    >>> rivals("Naloxone, flumazenil, atropine", "Naloxone"), rivals("Acute appendicitis, likely retrocecal", "Acute appendicitis")
+    (['flumazenil', 'atropine'], [])
+    >>> rivals("Naloxone, 0.4 mg IV", "Naloxone"), rivals("纳洛酮、氟马西尼", "纳洛酮")
+    ([], ['氟马西尼'])
+    """
+    items = [norm(i) for i in re.split(r"[,;，；、\n]|(?:^|\s)(?:[-*•]|\d+[.)])\s", answer) if i and norm(i)]
+    if len(items) < 2:
+        return []
+    ref = set(tokens(reference))
+    out = []
+    for item in items:
+        words = tokens(item)
+        if set(words) & ref or re.search(r"\d", item) or not words or words[0] in DETAIL_WORDS \
+                or len(words) > 4 and not re.search(r"[\u4e00-\u9fff]", item):
+            continue
+        out.append(item)
+    return out
 
 
 def rule_grade(answer: str, reference: str, question: str = "", checks=SCREENS) -> tuple[str, float, str]:
-    """The screen, then a normalised exact / option-letter / containment / token-overlap match. A hedge that
-    lists the reference among other candidates is screened, so containment never pays for a list.
+    """The screen, then a normalised exact / option-letter / containment / token-overlap match. A list that
+    names the reference among rival candidates is a hedge (`rivals`), so containment never pays for a list;
+    a list that adds detail to the answer is graded as the answer.
 
     >>> rule_grade("Naloxone.", "naloxone")[:2]
     ('correct', 1.0)
@@ -346,11 +215,15 @@ def rule_grade(answer: str, reference: str, question: str = "", checks=SCREENS) 
     >>> rule_grade("Flumazenil", "Naloxone")[:2]
     ('incorrect', 0.0)
     >>> rule_grade("Flumazenil, naloxone, atropine", "Naloxone")
-    ('incorrect', 0.0, 'screened: hedge')
+    ('incorrect', 0.0, 'a list of candidates: flumazenil, atropine beside the reference')
+    >>> rule_grade("Naloxone, 0.4 mg IV, repeated as needed", "Naloxone")[:2]
+    ('correct', 1.0)
     """
     if reason := screen(answer, question, reference, checks=checks, max_tokens=None):
         return "incorrect", 0.0, f"screened: {reason}"
-    a, r = _norm(answer), _norm(reference)
+    if others := rivals(answer, reference):
+        return "incorrect", 0.0, f"a list of candidates: {', '.join(others)} beside the reference"
+    a, r = norm(answer), norm(reference)
     if not a:
         return "incorrect", 0.0, "empty answer"
     if a == r:
@@ -362,7 +235,7 @@ def rule_grade(answer: str, reference: str, question: str = "", checks=SCREENS) 
     cjk = re.search(r"[\u4e00-\u9fff]", r) is not None  # no spaces between words: plain containment
     if r and (r in a if cjk else f" {r} " in f" {a} "):
         return "correct", 1.0, "reference contained in answer"
-    ta, tr = _tokens(answer), _tokens(reference)
+    ta, tr = tokens(answer), tokens(reference)
     common = sum(min(ta.count(t), tr.count(t)) for t in set(tr))
     if not common:
         return "incorrect", 0.0, "no overlap"
