@@ -59,9 +59,9 @@ META = {
         "ko": "답 답은 답변 답변은 정답 정답은 해답 해답은 풀이 해설 결론 결론은 요약 분석 추론 사고 과정 단계 단계별로 "
               "최종 최종적으로 질문 질문을 문제 문제를 이해하기 이해",
         "ar": "الإجابة الاجابة إجابة الجواب جواب الحل حل الخلاصة الاستنتاج النتيجة التفسير التحليل التفكير عملية "
-              "الخطوة خطوة النهائية النهائي السؤال المسألة",
+              "الخطوة خطوة النهائية النهائي السؤال المسألة الاستدلال استدلال فهم",
         "hi": "उत्तर जवाब हल समाधान निष्कर्ष परिणाम सारांश व्याख्या विश्लेषण तर्क विचार प्रक्रिया चरण अंतिम प्रश्न "
-              "सवाल समस्या",
+              "सवाल समस्या समझें समझना",
         "zh": "答案 答 解答 解 回答 结论 结果 总结 小结 综上所述 综上 解析 分析 推理 思考过程 思考 过程 步骤 最终 最后 题目 "
               "问题 本题 此题 选项 诊断 理解 题意",
         "ja": "答え 解答 回答 正答 結論 結果 要約 まとめ 解説 かいせつ 分析 推論 思考過程 思考 考え方 過程 ステップ 段階 "
@@ -94,7 +94,7 @@ META = {
         "ko": "위에서 위의 위와 위 앞서 앞에서 설명한 바와 같습니다 참조하세요 참조",
         "ar": "أعلاه سابقاً سابقا ذكر كما انظر",
         "hi": "ऊपर पहले बताया गया देखें जैसा",
-        "zh": "上文 上述 以上 如上所述 如上 见上 前面 前文 已在 给出 见",
+        "zh": "见上文 上文 上述 以上 如上所述 如上 见上 前面 前文 已在 给出 见",
         "ja": "上記 前述 以上 参照 の通り 通り",
     },
     "verdict": {
@@ -147,7 +147,7 @@ _SCORE = re.compile(r"(?<![\w/])(?:(\d+(?:\.\d+)?)\s*/\s*(\d+)|100\s*%|1\.0+|[a-
 # spellings of "ignore ... instructions" that many languages share)
 _TO_JUDGE = regex.compile(
     r"\bverdicts?\b|reference answer|\bground[- ]truth\b|\b(?:judge|grader|evaluator|examiner|marker)s?\b|"
-    r"\b\w*ignor\w*\b.{0,60}\binstru\w*|\binstru\w*.{0,60}\bignor\w*|\b(?:disregard|forget)\b.{0,40}\b(?:instructions?|prompt|rules)\b|"
+    r"\b\w*ignor\w*\b.{0,60}\b(?:instru|anweisung)\w*|\b(?:instru|anweisung)\w*.{0,60}\bignor\w*|\b(?:disregard|forget)\b.{0,40}\b(?:instructions?|prompt|rules)\b|"
     r"\bmark (?:this|it|me|the answer|my answer)? ?(?:answer )?(?:as )?(?:correct|right)\b|\"(?:score|verdict)\"|"
     r"\b(?:full|maximum|max) (?:marks|points|score|credit)\b|\bmatch(?:es)? the reference\b|"
     r"\b(?:answer|response|solution|this|it) (?:is|was) (?:correct|right|accurate|valid)\W*$|"
@@ -197,7 +197,8 @@ def _vocabulary():
         for m in multi:
             phrases.setdefault(m, cls)
     alternation = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
-    cognates = {_fold(w): c for w, c in words.items() if len(w) >= 5 and regex.fullmatch(r"\p{Latin}+", w)}
+    # another language's spelling is looked for beside the non-English words only ("henle" is not "hence")
+    cognates = {_fold(w): c for w, c in words.items() if len(w) >= 6 and w not in english and regex.fullmatch(r"\p{Latin}+", w)}
     return words, phrases, re.compile(alternation), cognates, frozenset(english)
 
 
@@ -219,7 +220,7 @@ def stop_words() -> tuple[frozenset, frozenset, re.Pattern]:
     return english, frozenset(other - ANSWER_WORDS), re.compile(alternation)
 
 
-WORDFREQ_TOP = 3000  # a language's everyday words: its 3,000 most frequent (wordfreq's Zipf ≳ 4.3)
+WORDFREQ_TOP = 5000  # a language's everyday words: its 5,000 most frequent (wordfreq's Zipf ≳ 4)
 ENGLISH_TOP = 30000  # English words: the 30,000 most frequent (Zipf ≳ 3)
 
 
@@ -287,8 +288,8 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
                 seen.add("verdict")
                 text = text.replace(m.group(0), " ")
     text = _MARKUP.sub(" ", text)
-    if _LABEL_ONLY.match(text):
-        return "no_content"
+    if _LABEL_ONLY.match(text) or re.fullmatch(r"\W*\d+[.)]\W*", text) and not re.search(r"\d", reference):
+        return "no_content"  # a label with no value, or a list marker with no item
     text = _STEP.sub(" ", text)
     if any(w in protected for w in _WORD.findall(text)) or any(w in text for w in protected if _CJK.search(w)):
         return None
@@ -325,8 +326,9 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
             continue
         if _HANGUL.match(w) and _KO_PARTICLES.sub("", w) in other_stop:
             continue
-        if len(w) >= 5 and regex.fullmatch(r"\p{Latin}+", w) and (cls := _cognate(_fold(w), cognates)):
+        if len(w) >= 6 and regex.fullmatch(r"\p{Latin}+", w) and (cls := _cognate(_fold(w), cognates)):
             seen.add(cls)
+            foreign = True
             continue
         if not w.isascii():
             foreign = True
@@ -342,7 +344,7 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
     if ambiguous and not foreign:
         left += ambiguous
     if left:
-        if not _foreign_filler(left, question):
+        if not _foreign_filler(left, question, foreign):
             return None
         seen.add("label")
     for cls in ("verdict", "pointer"):
@@ -360,9 +362,10 @@ def _cognate(folded: str, cognates: dict[str, str]) -> str | None:
     return None
 
 
-def _foreign_filler(left: list[str], question: str) -> bool:
-    """Every word left is an everyday word of some language (wordfreq's most frequent) that is neither English
-    nor in the question: a conclusion in words the policy's languages do not use for medicine."""
+def _foreign_filler(left: list[str], question: str, foreign: bool) -> bool:
+    """Every word left is an everyday word of some language (wordfreq's most frequent) and not in the question,
+    and either not English or in a conclusion that shows another language (`foreign`: "problem" beside "krok
+    po kroku"): a conclusion in words the policy's languages do not use for medicine."""
     if any(w.isdigit() or _CJK.search(w) or _HANGUL.match(w) for w in left):
         return False
     lists = everyday_words()
@@ -370,7 +373,7 @@ def _foreign_filler(left: list[str], question: str) -> bool:
         return False
     other, english = lists
     asked = {w.lower() for w in _WORD.findall(question or "")}
-    return all(w in other and w not in english and w not in asked for w in left)
+    return all(w in other and (foreign or w not in english) and w not in asked for w in left)
 
 
 def hedges(answer: str, reference: str = "") -> bool:
