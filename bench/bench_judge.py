@@ -8,11 +8,10 @@ and at the given concurrency (each repeated, with a fresh judge), the speed-up o
 the ratio to the ideal (concurrency / latency items/s: every request waiting only for the server),
 then items/s from the SQLite cache.
 
-Then reward hacking: the bundled probe set (`kit.judge.probes`: master keys, judge-addressing conclusions,
-hedges, the question restated, legitimate short answers) graded by the most gullible judge there is (the
-scripted server answers "correct" to everything) and by the rule judge, with the screen and without it:
-the false-positive rate (a probe that should get 0 graded correct), the false-negative rate (a legitimate
-answer stopped), and the requests paid for.
+Then reward hacking: the generated probe set (`kit.screen_probes`: attacks in 18 languages and legitimate
+answers with doses, sides, qualifiers and next steps, split into a tune half and held halves) graded by the
+most gullible judge there is (the scripted server answers "correct" to everything), with the screen and
+without it: attacks paid (false positives), legitimate answers stopped (false negatives), requests paid for.
 """
 
 import argparse
@@ -89,23 +88,43 @@ def main():
 
 
 def probe_rates(url: str) -> None:
-    from kit.judge import SCREENS, Judge, probes, rule_grade
+    """The generated probe set (kit.screen_probes), by half, through an always-"correct" judge: attacks paid
+    (false positives) and legitimate answers stopped (false negatives), with the screen and without it."""
+    from collections import Counter
 
-    rows = probes()
-    bad = [r for r in rows if r["expected"] == "screened"]
-    good = [r for r in rows if r["expected"] == "sent"]
-    print(f"probes: {len(bad)} that should get 0 ({', '.join(sorted({r['kind'] for r in bad}))}), {len(good)} legitimate")
-    for label, checks in (("with the screen   ", SCREENS), ("without the screen", ())):
-        before = stats(url)["requests"]
-        judge = Judge("openai-compatible", base_url=url, model="always-correct", screen=checks, max_concurrency=16)
-        verdicts = judge.grade([r["question"] for r in rows], [f"reasoning\n</think>\n\n{r['conclusion']}" for r in rows],
-                               [r["reference"] for r in rows])
-        paid = stats(url)["requests"] - before
-        fp = sum(v.verdict == "correct" for r, v in zip(rows, verdicts) if r["expected"] == "screened") / len(bad)
-        fn = sum(v.screened is not None for r, v in zip(rows, verdicts) if r["expected"] == "sent") / len(good)
-        rule_fp = sum(rule_grade(r["conclusion"], r["reference"], r["question"], checks)[0] == "correct" for r in bad) / len(bad)
-        print(f"{label}: always-correct judge false positives {fp:.0%}, legitimate answers stopped {fn:.0%}, "
-              f"{paid} requests paid; rule judge false positives {rule_fp:.0%}")
+    from kit.judge import SCREENS, Judge
+    from kit.screen_probes import UNSEEN, generate
+
+    rows = generate()
+    print(f"generated probes: {len(rows)} ({dict(Counter((r['half'], r['side']) for r in rows))}); tune on `tune`, "
+          f"report `held` (groups the tune half never showed, and every item in {', '.join(UNSEEN)}) and `held2` "
+          f"(written after the first look at `held`, before the changes it prompted)")
+    for half in ("tune", "held", "held2"):
+        part = [r for r in rows if r["half"] == half]
+        for label, checks in (("with the screen   ", SCREENS), ("without the screen", ())):
+            before = stats(url)["requests"]
+            judge = Judge("openai-compatible", base_url=url, model="always-correct", screen=checks, max_concurrency=16)
+            verdicts = judge.grade([r["question"] for r in part], [f"reasoning\n</think>\n\n{r['conclusion']}" for r in part],
+                                   [r["reference"] for r in part])
+            paid = stats(url)["requests"] - before
+            attacks = [(r, v) for r, v in zip(part, verdicts) if r["side"] == "attack"]
+            legit = [(r, v) for r, v in zip(part, verdicts) if r["side"] == "legit"]
+            fp = sum(v.verdict == "correct" for _, v in attacks)
+            fn = sum(v.screened is not None for _, v in legit)
+            unseen = [(r, v) for r, v in attacks if r["language"] in UNSEEN]
+            fp_unseen = sum(v.verdict == "correct" for _, v in unseen)
+            print(f"{half:<5} {label}: attacks paid {fp}/{len(attacks)} = {fp / len(attacks):.1%} "
+                  f"(unseen languages {fp_unseen}/{len(unseen)}), legitimate stopped {fn}/{len(legit)} = "
+                  f"{fn / len(legit):.1%}; {paid} requests")
+        if half != "tune":
+            leaks = Counter(r["kind"] for r, v in zip(part, judge_with_screen(url, part)) if r["side"] == "attack" and v)
+            print(f"      attacks paid with the screen, by kind: {dict(leaks)}")
+
+
+def judge_with_screen(url: str, part: list[dict]) -> list[bool]:
+    from kit.screen import screen
+
+    return [screen(r["conclusion"], r["question"], r["reference"]) is None for r in part]
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "estimates per GPU with its sharding")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("tiny-model", help="build (or find) the built-in tiny model and print its folder")
+    p = sub.add_parser("judge-check", help="send the recipe's judge a bundled calibration set (master keys, hedges, "
+                                           "reworded correct and close wrong answers): its error rates and cost "
+                                           "before a paid run; cached, so a rerun makes no requests")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     for stage, (_, help_text) in STAGES.items():
         p = sub.add_parser(stage, help=_help(help_text), description=help_text)
@@ -126,9 +131,18 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         recipe = load_recipe(args.recipe, args.set)
         if args.command == "check":
+            from .calibration import check_or_skip
             from .capacity import preflight
 
-            return preflight(recipe, args.gpu, args.processes, args.config)
+            code = preflight(recipe, args.gpu, args.processes, args.config)
+            if recipe.data.rl and recipe.rl.judge.preset != "rule":
+                check_or_skip(recipe)
+            return code
+        if args.command == "judge-check":
+            from .calibration import check
+
+            report = check(recipe)
+            return 1 if report["gullible"] else 0
         if args.command == "pipeline":
             from .pipeline import run as run_pipeline
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .errors import KitError
 from .formatting import LETTERS, extract_choice, final_answer
-from .screen import SCREENS, count_words, norm, screen, tokens
+from .screen import SCREENS, count_words, hedges, norm, screen, tokens
 from .recipe import JudgeConfig
 from .runtime import world_size
 
@@ -221,6 +221,8 @@ def rule_grade(answer: str, reference: str, question: str = "", checks=SCREENS) 
     """
     if reason := screen(answer, question, reference, checks=checks, max_tokens=None):
         return "incorrect", 0.0, f"screened: {reason}"
+    if hedges(answer, reference):  # its own grading, whichever screen checks are on
+        return "incorrect", 0.0, "alternatives offered"
     if others := rivals(answer, reference):
         return "incorrect", 0.0, f"a list of candidates: {', '.join(others)} beside the reference"
     a, r = norm(answer), norm(reference)
@@ -311,7 +313,7 @@ class Judge:
             cfg = preset_or_config
             preset, base_url, model = cfg.preset, base_url or cfg.base_url, model or cfg.model
             max_concurrency, timeout_s, max_retries = cfg.max_concurrency, cfg.timeout_s, cfg.max_retries
-            key_env, screen, max_conclusion_tokens = cfg.api_key_env, cfg.screen, cfg.max_conclusion_tokens
+            key_env, screen, max_conclusion_tokens = cfg.api_key_env, cfg.screen or SCREENS, cfg.max_conclusion_tokens
         else:
             preset, key_env = preset_or_config, None
         if unknown := sorted(set(screen) - set(SCREENS)):

@@ -112,10 +112,17 @@ class JudgeConfig:
     max_retries: int = 4
     incorrect_floor: float = 0.1  # reward for a well-formed wrong answer (HuatuoGPT-o1)
     error_fallback: str = "rule"  # rule = use the rule judge's score; skip = None (TRL ignores it)
-    # checks that give a conclusion 0 before the judge sees it (kit.judge.SCREENS; list fewer to turn one off)
-    screen: list[str] = field(default_factory=lambda: ["empty", "symbols_only", "generic_opener", "addresses_judge",
-                                                       "restates_question", "hedge", "too_long"])
+    # checks that give a conclusion 0 before the judge sees it (None: all of kit.screen.SCREENS; list fewer to
+    # turn one off)
+    screen: list[str] | None = None
     max_conclusion_tokens: int | None = 256  # the too_long check: a concise answer is the format (None = no limit)
+    # the RL stage refuses to start when the screen would stop more than this share of its own references
+    max_screened_references: float = 0.05
+    # calibration before training (`kit judge-check`): warn, or refuse where `refuse_gullible`, when the judge
+    # pays more than this share of the calibration set's master keys and hedges
+    max_paid_attacks: float = 0.05
+    refuse_gullible: bool = False
+    calibrate: bool = True  # the RL stage's preflight sends the calibration set to a remote judge (cached)
 
 
 @dataclass

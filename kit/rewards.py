@@ -92,7 +92,7 @@ class JudgeReward:
     >>> reward(["Opioids.\\n</think>\\n\\nNaloxone", "x\\n</think>\\n\\nFlumazenil", "no tag",
     ...         "x\\n</think>\\n\\nThought process:"], reference=["Naloxone"] * 4)
     [1.0, 0.1, 0.0, 0.0]
-    >>> reward.counts["screened"], reward.last["screened/generic_opener"]
+    >>> reward.counts["screened"], reward.last["screened/no_content"]
     (1, 0.25)
     """
 
@@ -165,8 +165,8 @@ def signals(conclusions: list[str], screened: list[str | None], group: int | Non
     conclusion length; how many distinct conclusions a group of `group` completions (one prompt's) holds, on
     average; and the share the most common conclusion takes across the batch's prompts.
 
-    >>> s = signals(["Naloxone", "naloxone.", "Atropine", "Solution"], [None, None, None, "generic_opener"], 2, len)
-    >>> s["screened"], s["screened/generic_opener"], s["distinct_per_group"], s["top_conclusion_share"]
+    >>> s = signals(["Naloxone", "naloxone.", "Atropine", "Solution"], [None, None, None, "no_content"], 2, len)
+    >>> s["screened"], s["screened/no_content"], s["distinct_per_group"], s["top_conclusion_share"]
     (0.25, 0.25, 1.5, 0.5)
     """
     n = max(1, len(conclusions))

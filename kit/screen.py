@@ -85,7 +85,7 @@ META = {
     },
     "pointer": {
         "en": "above earlier previously before preceding aforementioned refer reasoned explained shown derived stated "
-              "mentioned discussed given established outlined described see",
+              "mentioned discussed given established outlined described see based",
         "es": "arriba anterior anteriormente antes razonó razonado explicó explicado mencionado ver véase",
         "fr": "ci-dessus dessus précédemment précédent auparavant expliqué mentionné voir",
         "de": "oben vorher zuvor obige begründet erklärt erwähnt siehe",
@@ -289,7 +289,8 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
                 text = text.replace(m.group(0), " ")
     text = _MARKUP.sub(" ", text)
     if _LABEL_ONLY.match(text) or re.fullmatch(r"\W*\d+[.)]\W*", text) and not re.search(r"\d", reference):
-        return "no_content"  # a label with no value, or a list marker with no item
+        # a label with no value (or only a score), or a list marker with no item
+        return "addresses_judge" if "verdict" in seen else "no_content"
     text = _STEP.sub(" ", text)
     if any(w in protected for w in _WORD.findall(text)) or any(w in text for w in protected if _CJK.search(w)):
         return None
@@ -484,7 +485,7 @@ def screen(answer: str, question: str = "", reference: str = "", *, checks=SCREE
     return None
 
 
-def reference_screen_rate(rows: list[dict]) -> dict:
+def reference_screen_rate(rows: list[dict], checks=None) -> dict:
     """The share of a dataset's references the screen would stop as conclusions, each screened without its
     own words' protection (so that it stands for correct answers worded otherwise): the RL stage's preflight.
 
@@ -493,7 +494,8 @@ def reference_screen_rate(rows: list[dict]) -> dict:
     """
     stopped = []
     for r in rows:
-        reason = screen(r["reference"], r.get("question", ""), r["reference"], max_tokens=None, protect_reference=False)
+        reason = screen(r["reference"], r.get("question", ""), r["reference"], checks=checks or SCREENS, max_tokens=None,
+                        protect_reference=False)
         if reason:
             stopped.append({"reference": r["reference"], "reason": reason})
     n = len(rows)

@@ -25,8 +25,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeOpenAI:
-    def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0):
-        self.latency_s, self.hang_s = latency_s, hang_s
+    def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0, default_tag: str = "correct"):
+        """`default_tag`: the behaviour for a request whose question has no tag ("correct": a gullible judge,
+        "incorrect": a strict one, "flaky": a 500 on the first request, then gullible)."""
+        self.latency_s, self.hang_s, self.default_tag = latency_s, hang_s, default_tag
         self.bodies: list[dict] = []
         self.seen = Counter()
         self.in_flight = 0
@@ -75,7 +77,7 @@ class FakeOpenAI:
 
     def respond(self, h, body):
         text = body["messages"][-1]["content"]
-        tag = (re.search(r"\[\[(\w+)\]\]", text) or [None, "correct"])[1]
+        tag = (re.search(r"\[\[(\w+)\]\]", text) or [None, self.default_tag])[1]
         with self._lock:
             self.seen[tag] += 1
             n = self.seen[tag]

@@ -51,7 +51,7 @@ def test_reasoning_never_sent_and_key_never_shown(server):
 
 def test_prose_without_verdict_is_retried_then_an_error(server):
     j = judge_for(server, max_retries=2)
-    (v,) = j.grade(["q [[prose]]"], [completion("x")], ["y"])
+    (v,) = j.grade(["q [[prose]]"], [completion("Naloxone")], ["Atropine"])
     assert v.score is None and v.verdict == "error" and "no verdict" in v.error
     assert server.seen["prose"] == 3 and j.ledger.retries == 2 and j.ledger.errors == 1
 
@@ -59,16 +59,16 @@ def test_prose_without_verdict_is_retried_then_an_error(server):
 def test_429_honours_retry_after(server):
     j = judge_for(server)
     t = time.monotonic()
-    (v,) = j.grade(["q [[ratelimited]]"], [completion("x")], ["x"])
+    (v,) = j.grade(["q [[ratelimited]]"], [completion("Naloxone")], ["Naloxone"])
     assert v.verdict == "correct" and v.attempts == 2 and server.seen["ratelimited"] == 2
     assert time.monotonic() - t >= 0.95  # the server said Retry-After: 1
 
 
 def test_500_is_retried_and_persistent_5xx_becomes_an_error(server):
     j = judge_for(server)
-    (ok,) = j.grade(["q [[flaky]]"], [completion("x")], ["x"])
+    (ok,) = j.grade(["q [[flaky]]"], [completion("Naloxone")], ["Naloxone"])
     assert ok.verdict == "correct" and server.seen["flaky"] == 2
-    (bad,) = j.grade(["q [[down]]"], [completion("x")], ["x"])
+    (bad,) = j.grade(["q [[down]]"], [completion("Naloxone")], ["Naloxone"])
     assert bad.score is None and "InternalServerError" in bad.error and server.seen["down"] == 3
 
 
@@ -76,7 +76,7 @@ def test_a_hang_longer_than_the_timeout_is_bounded():
     with FakeOpenAI(hang_s=3) as server:
         j = judge_for(server, timeout_s=0.5, max_retries=1)
         t = time.monotonic()
-        v = j.grade(["q [[hang]]", "q [[correct]]"], [completion("x")] * 2, ["x"] * 2)
+        v = j.grade(["q [[hang]]", "q [[correct]]"], [completion("Naloxone")] * 2, ["Naloxone"] * 2)
         assert time.monotonic() - t < 2.5
     assert v[0].score is None and "Timeout" in v[0].error
     assert v[1].verdict == "correct"  # the rest of the batch is unaffected
@@ -85,7 +85,7 @@ def test_a_hang_longer_than_the_timeout_is_bounded():
 def test_concurrency_above_one_and_never_above_the_limit():
     with FakeOpenAI(latency_s=0.1) as server:
         j = judge_for(server, max_concurrency=4)
-        j.grade([f"q{i}" for i in range(16)], [completion("x")] * 16, ["x"] * 16)
+        j.grade([f"q{i}" for i in range(16)], [completion("Naloxone")] * 16, ["Naloxone"] * 16)
     assert 1 < server.max_in_flight <= 4
 
 
@@ -104,13 +104,13 @@ def test_cache_makes_zero_requests_the_second_time(server, tmp_path):
 
 def test_errors_are_not_cached(server, tmp_path):
     j = judge_for(server, cache_path=tmp_path / "c.sqlite", max_retries=0)
-    j.grade(["q [[down]]"], [completion("x")], ["x"])
-    j.grade(["q [[down]]"], [completion("x")], ["x"])
+    j.grade(["q [[down]]"], [completion("Naloxone")], ["Naloxone"])
+    j.grade(["q [[down]]"], [completion("Naloxone")], ["Naloxone"])
     assert server.seen["down"] == 2
 
 
 def test_empty_conclusion_is_incorrect_without_a_request(server):
-    (v,) = judge_for(server).grade(["q"], ["reasoning only\n</think>\n\n"], ["x"])
+    (v,) = judge_for(server).grade(["q"], ["reasoning only\n</think>\n\n"], ["Naloxone"])
     assert v.verdict == "incorrect" and v.score == 0.0 and server.requests == 0
 
 
@@ -126,7 +126,7 @@ def test_judge_from_recipe_config(server):
     cfg = JudgeConfig(preset="openai-compatible", base_url=server.url, model="m", max_concurrency=3, max_retries=1)
     j = Judge(cfg)
     assert j.max_concurrency == 3 and j.max_retries == 1 and j.model == "m"
-    assert j.grade(["q"], [completion("x")], ["x"])[0].verdict == "correct"
+    assert j.grade(["q"], [completion("Naloxone")], ["Naloxone"])[0].verdict == "correct"
 
 
 @pytest.mark.parametrize("reply, expected", [

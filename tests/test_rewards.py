@@ -82,7 +82,7 @@ def test_judge_reward_reads_question_from_prompts_when_no_column():
     with FakeOpenAI() as server:
         reward = JudgeReward(Judge("openai-compatible", base_url=server.url, model="m"))
         prompts = [[{"role": "user", "content": "Which antidote? [[incorrect]]"}]]
-        assert reward(["r\n</think>\n\nx"], reference=["y"], prompts=prompts) == [0.1]
+        assert reward(["r\n</think>\n\nAtropine"], reference=["Naloxone"], prompts=prompts) == [0.1]
         assert "Which antidote?" in server.bodies[0]["messages"][-1]["content"]
 
 
