@@ -406,7 +406,8 @@ class Judge:
                            screened=reason)
         if not answer:
             return Verdict(score=0.0, verdict="incorrect", rationale="no final answer after </think>")
-        key = VerdictCache.key(self.model, question, answer, reference) if self.cache else None
+        # the rule judge is cheaper than a lookup, and a cached rule verdict would outlive a change to its rules
+        key = VerdictCache.key(self.model, question, answer, reference) if self.cache and self._client else None
         if cached := self._cached(key):
             return cached
         # one paid request per verdict, also when several processes (or threads) grade the same answer: the
