@@ -246,8 +246,8 @@ def everyday_words() -> tuple[frozenset, frozenset] | None:
                  f"langs = [l for l in available_languages() if l not in ('en', 'zh', 'ja', 'ko')]\n"
                  f"other = sorted({{w for l in langs for w in top_n_list(l, {WORDFREQ_TOP})}})\n"
                  f"english = sorted(top_n_list('en', {ENGLISH_TOP}))\n"
-                 "tmp = sys.argv[1] + '.tmp'\nopen(tmp, 'w').write(json.dumps({'other': other, 'english': english}))\n"
-                 "import os; os.replace(tmp, sys.argv[1])\n")
+                 "import os\ntmp = f'{sys.argv[1]}.{os.getpid()}.tmp'  # processes building at once never share it\n"
+                 "open(tmp, 'w').write(json.dumps({'other': other, 'english': english}))\nos.replace(tmp, sys.argv[1])\n")
         subprocess.run([sys.executable, "-c", build, str(path)], check=True, timeout=300)
     data = json.loads(path.read_text())
     return frozenset(data["other"]), frozenset(data["english"])

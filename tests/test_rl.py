@@ -126,10 +126,14 @@ def test_rl_with_a_remote_judge_over_http(sft_metrics, shared_runs):
         m = rl.train(session)
     counts = m["judge"]["reward_counts"]
     assert counts["graded"] + counts["broken_format"] == 2 * 8
-    assert m["judge"]["ledger"]["calls"] == server.requests
+    # before training, the preflight calibrated this (gullible) judge and said so; then the run's own requests
+    calibration = m["judge"]["calibration"]
+    assert calibration["gullible"] and calibration["paid_attacks"]["rate"] == 1.0
+    assert m["judge"]["reference_screen"]["stopped"] == 0
+    assert m["judge"]["ledger"]["calls"] == server.requests - calibration["requests"]
     # every graded conclusion is asked once, except those the cache answered and those the screen stopped unasked
     ledger = m["judge"]["ledger"]
-    assert server.requests == counts["graded"] - ledger["cache_hits"] - sum(ledger["screened"].values())
+    assert server.requests - calibration["requests"] == counts["graded"] - ledger["cache_hits"] - sum(ledger["screened"].values())
     assert all(THINK_CLOSE not in json.dumps(b) for b in server.bodies)
 
 
