@@ -134,10 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             from .calibration import check_or_skip
             from .capacity import preflight
 
-            code = preflight(recipe, args.gpu, args.processes, args.config)
             if recipe.data.rl and recipe.rl.judge.preset != "rule":
-                check_or_skip(recipe)
-            return code
+                check_or_skip(recipe)  # first: the plan's verdict stays the last line
+            return preflight(recipe, args.gpu, args.processes, args.config)
         if args.command == "judge-check":
             from .calibration import check
 

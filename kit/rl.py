@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base_model import model_path
+from .calibration import check as calibrate_judge
 from .capacity import check_capacity
 from .cards import model_card
 from .data import length_warnings, read_jsonl
 from .formatting import final_answer
 from .generation import HFEngine, Sampling, choose, prompt_texts, stop_token_ids
 from .judge import Judge
-from .screen import reference_screen_rate
 from .modeling import Loaded, load_model, unsloth_fast_inference_problem
 from .recipe import Recipe, RecipeError
 from .rewards import JudgeReward, completion_text, format_reward, make_format_reward
 from .runs import metrics_header, require, stage_dir, start_stage, write_metrics
+from .screen import reference_screen_rate
 from .runtime import (TRANSFORMERS, UNSLOTH, gather, has_cuda, how_launched, import_end, is_main, peak_memory_mb,
                       sharded, start_processes, wait_for_main)
 from .training import fresh_checkpoints, last_checkpoint, restore_full_module_dtypes, train_resumable, trainer_args
@@ -332,8 +333,6 @@ def prepare(recipe: Recipe) -> RLSession:
     reference_screen = check_references(recipe, rows)
     calibration = None
     if recipe.rl.judge.calibrate and recipe.rl.judge.preset != "rule" and is_main():
-        from .calibration import check as calibrate_judge
-
         calibration = calibrate_judge(recipe)  # cached: a resumed or repeated run asks nothing again
     adapter = None
     if recipe.data.sft:

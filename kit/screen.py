@@ -28,8 +28,11 @@ import subprocess
 import sys
 import unicodedata
 from functools import lru_cache
+from importlib import metadata
 
 import regex
+
+from .runs import cache_dir
 
 # Reasons a conclusion gets 0 without being judged, in the order they are checked; each can be turned off
 # (`rl.judge.screen`).
@@ -229,10 +232,6 @@ def everyday_words() -> tuple[frozenset, frozenset] | None:
     """(everyday words of wordfreq's languages other than English, Chinese, Japanese and Korean; English words),
     built once into the kit's cache by a child process (wordfreq holds ~0.8 GB while it reads its lists), or
     None where wordfreq is not installed (the check is then skipped, and said once)."""
-    from importlib import metadata
-
-    from .runs import cache_dir
-
     try:
         version = metadata.version("wordfreq")
     except metadata.PackageNotFoundError:
