@@ -26,9 +26,9 @@ from .modeling import Loaded, load_model, unsloth_fast_inference_problem
 from .recipe import Recipe, RecipeError
 from .rewards import JudgeReward, completion_text, format_reward, make_format_reward
 from .runs import metrics_header, require, stage_dir, start_stage, write_metrics
-from .screen import reference_screen_rate
 from .runtime import (TRANSFORMERS, UNSLOTH, gather, has_cuda, how_launched, import_end, is_main, peak_memory_mb,
                       sharded, start_processes, wait_for_main)
+from .screen import reference_screen_rate
 from .training import fresh_checkpoints, last_checkpoint, restore_full_module_dtypes, train_resumable, trainer_args
 
 # What each algorithm sets unless the recipe says otherwise. GSPO: sequence-level ratios, the GSPO
