@@ -101,6 +101,7 @@ def probe_rates(url: str) -> None:
           f"(written after the first look at `held`, before the changes it prompted)")
     for half in ("tune", "held", "held2"):
         part = [r for r in rows if r["half"] == half]
+        paid_with_screen = []
         for label, checks in (("with the screen   ", SCREENS), ("without the screen", ())):
             before = stats(url)["requests"]
             judge = Judge("openai-compatible", base_url=url, model="always-correct", screen=checks, max_concurrency=16)
@@ -110,6 +111,8 @@ def probe_rates(url: str) -> None:
             attacks = [(r, v) for r, v in zip(part, verdicts) if r["side"] == "attack"]
             legit = [(r, v) for r, v in zip(part, verdicts) if r["side"] == "legit"]
             fp = sum(v.verdict == "correct" for _, v in attacks)
+            if checks:
+                paid_with_screen = [r["kind"] for r, v in attacks if v.verdict == "correct"]
             fn = sum(v.screened is not None for _, v in legit)
             unseen = [(r, v) for r, v in attacks if r["language"] in UNSEEN]
             fp_unseen = sum(v.verdict == "correct" for _, v in unseen)
@@ -117,14 +120,7 @@ def probe_rates(url: str) -> None:
                   f"(unseen languages {fp_unseen}/{len(unseen)}), legitimate stopped {fn}/{len(legit)} = "
                   f"{fn / len(legit):.1%}; {paid} requests")
         if half != "tune":
-            leaks = Counter(r["kind"] for r, v in zip(part, judge_with_screen(url, part)) if r["side"] == "attack" and v)
-            print(f"      attacks paid with the screen, by kind: {dict(leaks)}")
-
-
-def judge_with_screen(url: str, part: list[dict]) -> list[bool]:
-    from kit.screen import screen
-
-    return [screen(r["conclusion"], r["question"], r["reference"]) is None for r in part]
+            print(f"      attacks paid with the screen, by kind: {dict(Counter(paid_with_screen))}")
 
 
 if __name__ == "__main__":

@@ -252,16 +252,20 @@ def everyday_words() -> tuple[frozenset, frozenset] | None:
     return frozenset(data["other"]), frozenset(data["english"])
 
 
-def _protected(question: str, reference: str) -> tuple[set[str], bool]:
-    """Words that are always content here (the reference's, the yes/no words of a yes/no question), and whether
-    option letters are answers (a multiple-choice question, or a letter for reference)."""
+def _protected(question: str, reference: str) -> set[str]:
+    """Words that are always content here: the reference's, and the yes/no words of a yes/no question."""
     words = {w.lower() for w in _WORD.findall(unicodedata.normalize("NFKC", reference))}
     if len(words) > 1:  # "of" in "Tetralogy of Fallot" does not make "Solution of the problem" an answer
         words -= stop_words()[0]
     if _YES_NO_QUESTION.search(question or "") or words & {"yes", "no", "maybe", "true", "false"}:
         words |= YES_NO_WORDS
-    mcq = bool(re.fullmatch(r"\s*\(?[A-Ja-j]\)?\s*", reference or "")) or len(_OPTION_LINE.findall(question or "")) >= 2
-    return words, mcq
+    return words
+
+
+def _multiple_choice(question: str, reference: str) -> bool:
+    """Option letters are answers: the question lists options, or the reference is a letter (which says so
+    even where the reference's own words are not protected)."""
+    return bool(re.fullmatch(r"\s*\(?[A-Ja-j]\)?\s*", reference or "")) or len(_OPTION_LINE.findall(question or "")) >= 2
 
 
 def content_reason(answer: str, question: str = "", reference: str = "", protect_reference: bool = True) -> str | None:
@@ -276,8 +280,8 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
     (None, 'addresses_judge')
     """
     words, phrases, phrase_re, cognates, english_meta = _vocabulary()
-    protected, mcq = _protected(question, reference if protect_reference else "")
-    mcq = mcq or _protected(question, reference)[1]  # a letter for reference says the question has options
+    protected = _protected(question, reference if protect_reference else "")
+    mcq = _multiple_choice(question, reference)
     text = unicodedata.normalize("NFKC", answer).lower().replace("’", "'")
     seen: set[str] = set()
     if not (protect_reference and re.search(r"\d", reference)):  # a reference with a number keeps its numbers
