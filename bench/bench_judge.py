@@ -9,7 +9,7 @@ the ratio to the ideal (concurrency / latency items/s: every request waiting onl
 then items/s from the SQLite cache.
 
 Then reward hacking: the generated probe set (`kit.screen_probes`: attacks in 18 languages and legitimate
-answers with doses, sides, qualifiers and next steps, split into a tune half and held halves) graded by the
+answers with doses, sides, qualifiers and next steps, split into a tune half and three held sets) graded by the
 most gullible judge there is (the scripted server answers "correct" to everything), with the screen and
 without it: attacks paid (false positives), legitimate answers stopped (false negatives), requests paid for.
 """
@@ -98,8 +98,9 @@ def probe_rates(url: str) -> None:
     rows = generate()
     print(f"generated probes: {len(rows)} ({dict(Counter((r['half'], r['side']) for r in rows))}); tune on `tune`, "
           f"report `held` (groups the tune half never showed, and every item in {', '.join(UNSEEN)}) and `held2` "
-          f"(written after the first look at `held`, before the changes it prompted)")
-    for half in ("tune", "held", "held2"):
+          f"(written after the first look at `held`, before the changes it prompted) and `held3` (29 languages, 11 in no "
+          f"earlier set, and answers in the question's own language; written before the per-language everyday words)")
+    for half in ("tune", "held", "held2", "held3"):
         part = [r for r in rows if r["half"] == half]
         paid_with_screen = []
         for label, checks in (("with the screen   ", SCREENS), ("without the screen", ())):

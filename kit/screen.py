@@ -21,6 +21,7 @@ Measured on a generated probe set, tuned on one half and reported on the other: 
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import json
 import re
@@ -223,33 +224,84 @@ def stop_words() -> tuple[frozenset, frozenset, re.Pattern]:
     return english, frozenset(other - ANSWER_WORDS), re.compile(alternation)
 
 
-WORDFREQ_TOP = 5000  # a language's everyday words: its 5,000 most frequent (wordfreq's Zipf ≳ 4)
+WORDFREQ_TOP = 25000  # a language's everyday words: its 25,000 most frequent (wordfreq's Zipf ≳ 3)
+CORE_TOP = 5000  # ... and its commonest (Zipf ≳ 4), which alone can make a lone word in Latin letters foreign
 ENGLISH_TOP = 30000  # English words: the 30,000 most frequent (Zipf ≳ 3)
+# wordfreq's languages → Snowball's stemmers, so that an inflected form of an everyday word ("risolviamo" beside
+# "risolvere") counts as everyday too; languages without a stemmer are matched on the exact form.
+STEMMERS = {"ar": "arabic", "ca": "catalan", "cs": "czech", "da": "danish", "de": "german", "el": "greek",
+            "es": "spanish", "fa": "persian", "fi": "finnish", "fr": "french", "hi": "hindi", "hu": "hungarian",
+            "id": "indonesian", "ms": "indonesian", "it": "italian", "lt": "lithuanian", "nb": "norwegian",
+            "nl": "dutch", "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sh": "serbian",
+            "sv": "swedish", "ta": "tamil", "tr": "turkish"}
 
 
 @lru_cache(maxsize=1)
-def everyday_words() -> tuple[frozenset, frozenset] | None:
-    """(everyday words of wordfreq's languages other than English, Chinese, Japanese and Korean; English words),
-    built once into the kit's cache by a child process (wordfreq holds ~0.8 GB while it reads its lists), or
-    None where wordfreq is not installed (the check is then skipped, and said once)."""
+def everyday_words() -> tuple[dict[str, tuple[frozenset, frozenset]], frozenset] | None:
+    """({language: (its everyday words, their stems, the words in order, its commonest words)} for wordfreq's languages other than English, Chinese,
+    Japanese and Korean; English words), built once into the kit's cache by a child process (wordfreq holds
+    ~0.8 GB while it reads its lists), or None where wordfreq or snowballstemmer is not installed (the check is
+    then skipped, and said once)."""
     try:
-        version = metadata.version("wordfreq")
+        version = f"{metadata.version('wordfreq')}-snowball{metadata.version('snowballstemmer')}"
     except metadata.PackageNotFoundError:
-        print("[kit] note: wordfreq is not installed, so the judge's screen does not stop conclusions made of "
-              "everyday words of other languages (pip install wordfreq)", file=sys.stderr)
+        print("[kit] note: wordfreq or snowballstemmer is not installed, so the judge's screen does not stop "
+              "conclusions made of everyday words of other languages (pip install wordfreq snowballstemmer)",
+              file=sys.stderr)
         return None
     path = cache_dir() / "screen" / f"wordfreq-{version}-{WORDFREQ_TOP}-{ENGLISH_TOP}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        build = ("import json, sys\nfrom wordfreq import available_languages, top_n_list\n"
-                 f"langs = [l for l in available_languages() if l not in ('en', 'zh', 'ja', 'ko')]\n"
-                 f"other = sorted({{w for l in langs for w in top_n_list(l, {WORDFREQ_TOP})}})\n"
+        build = ("import json, os, sys\nimport snowballstemmer\nfrom wordfreq import available_languages, top_n_list\n"
+                 f"stemmers = {STEMMERS!r}\nother = {{}}\n"
+                 "for l in available_languages():\n"
+                 "    if l in ('en', 'zh', 'ja', 'ko'):\n        continue\n"
+                 f"    words = top_n_list(l, {WORDFREQ_TOP})\n"
+                 "    stem = snowballstemmer.stemmer(stemmers[l]).stemWord if l in stemmers else None\n"
+                 "    other[l] = [words, sorted({stem(w) for w in words}) if stem else []]\n"
                  f"english = sorted(top_n_list('en', {ENGLISH_TOP}))\n"
-                 "import os\ntmp = f'{sys.argv[1]}.{os.getpid()}.tmp'  # processes building at once never share it\n"
+                 "tmp = f'{sys.argv[1]}.{os.getpid()}.tmp'  # processes building at once never share it\n"
                  "open(tmp, 'w').write(json.dumps({'other': other, 'english': english}))\nos.replace(tmp, sys.argv[1])\n")
         subprocess.run([sys.executable, "-c", build, str(path)], check=True, timeout=300)
     data = json.loads(path.read_text())
-    return frozenset(data["other"]), frozenset(data["english"])
+    other = {language: (frozenset(words), frozenset(stems), tuple(sorted(words)), frozenset(words[:CORE_TOP]))
+             for language, (words, stems) in data["other"].items()}
+    return other, frozenset(data["english"])
+
+
+def _shows_another_language(word: str) -> bool:
+    """A word in another script than Latin, or in Latin letters with accents that is one of a language's commonest
+    words ("först"; not the eponym "sjögren", which shows another language only beside a second accented word)."""
+    if not regex.fullmatch(r"[\p{Latin}\p{M}'’-]+", word):
+        return True
+    lists = everyday_words()
+    return lists is not None and any(word in core for *_, core in lists[0].values())
+
+
+@lru_cache(maxsize=None)
+def _stemmer(language: str):
+    import snowballstemmer
+
+    return snowballstemmer.stemmer(STEMMERS[language]).stemWord if language in STEMMERS else None
+
+
+def _everyday_in(language: str, word: str, lists, inflected: bool = True) -> bool:
+    """An everyday word of this language, or an inflection of one: the same Snowball stem, or (for a word of six
+    letters or more, in any language) the first two thirds of it, five letters at least, begin an everyday word
+    ("przeanalizujmy" ~ "przeanalizować")."""
+    words, stems, ordered, core = lists[0][language]
+    if not inflected:
+        return word in core
+    if word in words:
+        return True
+    stem = _stemmer(language)
+    if stem and len(word) >= 5 and stem(word) in stems:
+        return True
+    if len(word) < 6 or word.isascii():  # medicine's Latin and Greek begin too many words of the Romance languages
+        return False
+    prefix = word[:max(5, -(-2 * len(word) // 3))]
+    i = bisect.bisect_left(ordered, prefix)
+    return i < len(ordered) and ordered[i].startswith(prefix)
 
 
 def _protected(question: str, reference: str) -> set[str]:
@@ -297,7 +349,7 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
     text = _STEP.sub(" ", text)
     if any(w in protected for w in _WORD.findall(text)) or any(w in text for w in protected if _CJK.search(w)):
         return None
-    if any(w in text for w in ANSWER_WORDS_CJK):
+    if any(w in text for w in ANSWER_WORDS_CJK) or any(w in ANSWER_WORDS for w in _WORD.findall(text)):
         return None
 
     def drop_phrase(m):
@@ -311,6 +363,7 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
     everyday = None
     left, ambiguous = [], []  # ambiguous: stop words of another language that are English words too ("die", "la")
     foreign = False  # does the conclusion show another language than English (so that "die" is German here)?
+    accented = 0
     for w in _WORD.findall(text):
         if len(w) == 1 and w.isascii() and w.isalpha():
             if mcq and w in "abcdefghij":
@@ -335,10 +388,11 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
             foreign = True
             continue
         if not w.isascii():
-            foreign = True
+            accented += 1
+            foreign |= accented >= 2 or _shows_another_language(w)
         if w in other_stop:
             if everyday is None:
-                everyday = everyday_words() or (frozenset(), frozenset())
+                everyday = everyday_words() or ({}, frozenset())
             if w not in everyday[1]:
                 foreign = True
                 continue
@@ -367,9 +421,9 @@ def _cognate(folded: str, cognates: dict[str, str]) -> str | None:
 
 
 def _foreign_filler(left: list[str], question: str, foreign: bool) -> bool:
-    """Every word left is an everyday word of some language (wordfreq's most frequent) and not in the question,
-    and either not English or in a conclusion that shows another language (`foreign`: "problem" beside "krok
-    po kroku"): a conclusion in words the policy's languages do not use for medicine."""
+    """Every word left is an everyday word (or an inflection of one) of one language that is not the question's
+    and not in the question, and either not English or in a conclusion that shows another language (`foreign`:
+    "problem" beside "krok po kroku"): a conclusion in words the policy's languages do not use for medicine."""
     if any(w.isdigit() or _CJK.search(w) or _HANGUL.match(w) for w in left):
         return False
     lists = everyday_words()
@@ -377,7 +431,35 @@ def _foreign_filler(left: list[str], question: str, foreign: bool) -> bool:
         return False
     other, english = lists
     asked = {w.lower() for w in _WORD.findall(question or "")}
-    return all(w in other and (foreign or w not in english) and w not in asked for w in left)
+    if set(left) & asked or not foreign and any(w in english for w in left):
+        return False
+    # in Latin letters with nothing else foreign about it (medicine's Latin is everyday Catalan or Spanish), only a
+    # language's commonest words, as they stand, make a conclusion foreign
+    own = _question_languages(question or "")
+    return any(language not in own and all(_everyday_in(language, w, lists, foreign) for w in left) for language in other)
+
+
+@lru_cache(maxsize=4096)
+def _question_languages(question: str) -> frozenset:
+    """The languages the question is written in, where answers in them are the user's own: English where English
+    words cover as much of it as any other language's everyday words do, else the languages whose everyday words
+    cover the most of its words that are not English (other languages' lists share many English words)."""
+    lists = everyday_words()
+    words = [w.lower() for w in _WORD.findall(question) if not w.isdigit()]
+    if not words or lists is None:
+        return frozenset()
+    other, english = lists
+
+    def cover(some, inflected=True):
+        return {language: sum(_everyday_in(language, w, lists) if inflected else w in other[language][0] for w in some)
+                / len(some) for language in other}
+
+    if sum(w in english for w in words) / len(words) >= max(cover(words, inflected=False).values()):
+        return frozenset({"en"})
+    rest = [w for w in words if w not in english] or words
+    by_language = cover(rest)
+    best = max(by_language.values())
+    return frozenset(language for language, c in by_language.items() if c > 0 and c >= best - 0.15)
 
 
 def hedges(answer: str, reference: str = "") -> bool:
