@@ -148,8 +148,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
         generate = lambda stream: complete(llm, params, images, vision, stream=stream)  # noqa: E731
         if body.get("stream"):
-            return StreamingResponse(_stream(generate, lock, cid, created, model_id, thinking,
-                                             lambda text: parse(prompt_ids, text, tools)),
+            return StreamingResponse(_closing(_stream(generate, lock, cid, created, model_id, thinking,
+                                                      lambda text: parse(prompt_ids, text, tools))),
                                      media_type="text/event-stream", headers=headers)
         try:
             with lock:
@@ -174,6 +174,22 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
 TOOL_OPEN = "<tool_call>"
 
 
+async def _closing(events):
+    """The stream's events, each made in a worker thread; when the client goes away (a Stop button, a closed
+    tab) Starlette cancels this, and the generator is closed at once, which stops llama.cpp and frees the model
+    for the next request. Starlette would leave a sync generator suspended, holding the model's lock."""
+    import anyio
+    from starlette.concurrency import run_in_threadpool
+
+    done = object()
+    try:
+        while (event := await run_in_threadpool(next, events, done)) is not done:
+            yield event
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(events.close)
+
+
 def _stream(generate, lock, cid, created, model_id, thinking, parse):
     """Server-sent events: reasoning deltas go to `reasoning_content` until `</think>`, then `content`; from
     a `<tool_call>` on, the text is held back and sent as `tool_calls` once parsed at the end."""
@@ -191,30 +207,35 @@ def _stream(generate, lock, cid, created, model_id, thinking, parse):
         except ValueError as e:  # as the OpenAI API streams an error: the client raises it
             yield "data: " + json.dumps(error_body(str(e))) + "\n\n"
             return
-        for part in parts:
-            piece, finish = part["choices"][0]["text"], part["choices"][0]["finish_reason"]
-            full += piece
-            buffer += piece
-            if in_reasoning:
-                if THINK_CLOSE in buffer:
-                    before, after = buffer.split(THINK_CLOSE, 1)
-                    if before.rstrip():
-                        yield chunk({"reasoning_content": before.rstrip()})
-                    in_reasoning, buffer = False, after.lstrip()
-                elif len(buffer) > len(THINK_CLOSE):  # keep a tail in case the tag is split
-                    yield chunk({"reasoning_content": buffer[:-len(THINK_CLOSE)]})
-                    buffer = buffer[-len(THINK_CLOSE):]
-            if not in_reasoning and not calling:
-                if TOOL_OPEN in buffer:
-                    before = buffer.split(TOOL_OPEN, 1)[0].rstrip()
-                    if before:
-                        yield chunk({"content": before})
-                    calling, buffer = True, ""
-                elif len(buffer) > len(TOOL_OPEN):
-                    yield chunk({"content": buffer[:-len(TOOL_OPEN)]})
-                    buffer = buffer[-len(TOOL_OPEN):]
-            if finish:
-                break
+        try:
+            for part in parts:
+                piece, finish = part["choices"][0]["text"], part["choices"][0]["finish_reason"]
+                full += piece
+                buffer += piece
+                if in_reasoning:
+                    if THINK_CLOSE in buffer:
+                        before, after = buffer.split(THINK_CLOSE, 1)
+                        if before.rstrip():
+                            yield chunk({"reasoning_content": before.rstrip()})
+                        in_reasoning, buffer = False, after.lstrip()
+                    elif len(buffer) > len(THINK_CLOSE):  # keep a tail in case the tag is split
+                        yield chunk({"reasoning_content": buffer[:-len(THINK_CLOSE)]})
+                        buffer = buffer[-len(THINK_CLOSE):]
+                if not in_reasoning and not calling:
+                    if TOOL_OPEN in buffer:
+                        before = buffer.split(TOOL_OPEN, 1)[0].rstrip()
+                        if before:
+                            yield chunk({"content": before})
+                        calling, buffer = True, ""
+                    elif len(buffer) > len(TOOL_OPEN):
+                        yield chunk({"content": buffer[:-len(TOOL_OPEN)]})
+                        buffer = buffer[-len(TOOL_OPEN):]
+                if finish:
+                    break
+        finally:  # the client has gone (or the answer is done): llama.cpp stops at once, the lock is freed
+            close = getattr(parts, "close", None)
+            if close:
+                close()
     parsed = parse(full)
     if buffer and not calling:
         yield chunk({"reasoning_content" if in_reasoning else "content": buffer})
