@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vLLM: speculative decoding with the model's own multi-token-prediction layers")
     p.add_argument("--chat-template", default=None, metavar="FILE",
                    help="a Jinja chat template to serve instead of the model's own (both ends)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="clients must send it (the openai client's api_key); default $KIT_API_KEY. A --host beyond "
+                        "127.0.0.1 without a key is refused")
+    p.add_argument("--no-api-key", action="store_true", help="serve beyond 127.0.0.1 with no key, meaning to")
 
     p = sub.add_parser("harness", help="lm-evaluation-harness's generative tasks (MMLU-Pro, MMLU-ProX) against `kit "
                                        "serve`, beside the kit's eval, with the two extractions compared")
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             from .serve import serve
 
             serve(recipe, args.host, args.port, args.quant, args.engine, args.lora, args.max_model_len, args.speculative,
-                  args.chat_template)
+                  args.chat_template, args.api_key, args.no_api_key)
             return 0
         module = importlib.import_module(STAGES[args.command][0])
         module.run(recipe)

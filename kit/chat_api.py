@@ -4,7 +4,10 @@ by name), its `chat_template_kwargs` (checked the same way on both ends), its to
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import os
 import uuid
 
 from . import images
@@ -14,6 +17,64 @@ from .recipe import SAMPLING_KEYS, Recipe, RecipeError
 
 class BadRequest(KitError, ValueError):
     """A request the server answers with an OpenAI-shaped 400 naming the problem."""
+
+
+class KeyRequired(KitError):
+    """A server asked to listen beyond this machine with no API key."""
+
+
+API_KEY_ENV = "KIT_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server bound to `host`.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "192.168.1.5")]
+    [True, True, True, False, False]
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def served_key(host: str, api_key: str | None = None, no_api_key: bool = False, command: str = "kit serve") -> str | None:
+    """The key a server checks: `--api-key`, else $KIT_API_KEY. Listening beyond loopback without one is refused
+    unless `--no-api-key` says an open endpoint is meant."""
+    key = api_key or os.environ.get(API_KEY_ENV) or None
+    if key is None and not no_api_key and not is_loopback(host):
+        raise KeyRequired(f"{command} --host {host} would let anyone who can reach this machine use it, with no key: "
+                          f"pass --api-key KEY (or set {API_KEY_ENV}), and clients send it as their api_key; or pass "
+                          f"--no-api-key if an open endpoint is meant")
+    if key is None and no_api_key and not is_loopback(host):
+        print(f"[kit] warning: {command} on {host} with no API key (--no-api-key): anyone who can reach this machine "
+              f"can use it", flush=True)
+    return key
+
+
+class RequireKey:
+    """ASGI middleware: every route but /health wants `Authorization: Bearer <key>` (what the openai client sends
+    as its api_key); anything else gets an OpenAI-shaped 401, which the client raises as AuthenticationError.
+    A pure ASGI layer, so streamed replies and client disconnects pass through it untouched."""
+
+    def __init__(self, app, key: str, open_paths: tuple[str, ...] = ("/health",)):
+        self.app, self.key, self.open_paths = app, key.encode(), open_paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            headers = dict(scope.get("headers") or [])
+            auth = headers.get(b"authorization", b"")
+            token = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+            if not hmac.compare_digest(token, self.key):
+                body = json.dumps(error_body("missing or wrong API key: send it as `Authorization: Bearer <key>` "
+                                             "(the openai client's api_key)", 401)).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def error_body(message: str, code: int = 400) -> dict:

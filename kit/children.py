@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -61,31 +62,40 @@ def wait_healthy(proc: subprocess.Popen, health_url: str, timeout_s: float, outp
 
 class ChildServer:
     """`with ChildServer(cmd, health_url) as server:` the command runs until the block ends. Its output goes
-    to `log` (a file) where given, else to a pipe that a failure to start quotes."""
+    to `log` (a file) where given, else to a temporary file removed when the block ends; a failure to start
+    quotes its tail. (Never a pipe: a pipe nobody reads fills, and the server blocks on its next log line.)"""
 
     def __init__(self, cmd: list[str], health_url: str, timeout_s: float, env: dict | None = None,
                  log: Path | None = None, grace_s: float = 30):
         self.cmd, self.health_url, self.timeout_s, self.env, self.log, self.grace_s = cmd, health_url, timeout_s, env, log, grace_s
         self.proc: subprocess.Popen | None = None
+        self._own_log = log is None
 
     def __enter__(self):
-        if self.log is not None:
-            self.log.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log, "w") as out:
-                self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                             start_new_session=True, preexec_fn=die_with_parent)
-            output = lambda: self.log.read_text()[-3000:]  # noqa: E731
-        else:
-            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         text=True, start_new_session=True, preexec_fn=die_with_parent)
-            output = lambda: self.proc.stdout.read()[-2000:]  # noqa: E731
+        if self._own_log:
+            fd, name = tempfile.mkstemp(prefix="kit-server-", suffix=".log")
+            os.close(fd)
+            self.log = Path(name)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, preexec_fn=die_with_parent)
         try:
-            wait_healthy(self.proc, self.health_url, self.timeout_s, output)
+            wait_healthy(self.proc, self.health_url, self.timeout_s, self.output)
         except BaseException:
             self.__exit__()
             raise
         return self
 
+    def output(self, chars: int = 3000) -> str:
+        """The tail of what the server has written so far."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
     def __exit__(self, *exc):
         if self.proc is not None:
             stop_group(self.proc, grace_s=self.grace_s)
+        if self._own_log and self.log is not None:
+            self.log.unlink(missing_ok=True)

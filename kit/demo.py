@@ -13,12 +13,14 @@ a Qwen3.5/3.6 checkpoint's video processor), a short clip, sent as a `video_url`
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import images
 from .capacity import check_capacity
+from .chat_api import API_KEY_ENV
 from .formatting import split_reasoning
 from .generation import HFEngine, LlamaCppEngine, OpenAIEngine, Sampling, prompt_texts, template_kwargs
 from .modeling import load_model
@@ -231,7 +233,7 @@ def make_backend(recipe: Recipe, kind: str = "local", base_url: str | None = Non
     if kind == "openai":
         if not base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        return openai_backend(base_url, model or recipe.name)
+        return openai_backend(base_url, model or recipe.name, os.environ.get(API_KEY_ENV))  # `kit serve`'s key
     raise ValueError(f"unknown backend '{kind}' (local, gguf, openai)")
 
 

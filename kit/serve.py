@@ -32,8 +32,9 @@ import uuid
 from pathlib import Path
 
 from . import gguf
-from .chat_api import (IGNORED_HEADER, BadRequest, announce_template, check_tools, error_body, ignored_kwargs,
-                       openai_tool_calls, request_sampling, template_messages, template_variables)
+from .chat_api import (API_KEY_ENV, IGNORED_HEADER, BadRequest, RequireKey, announce_template, check_tools, error_body,
+                       ignored_kwargs, openai_tool_calls, request_sampling, served_key, template_messages,
+                       template_variables)
 from .children import ChildServer, die_with_parent, free_port, stop_group
 from .formatting import THINK_CLOSE, THINK_OPEN, parse as parse_completion
 from .generation import STOP_TOKENS, GenerationError, choose
@@ -67,11 +68,13 @@ def split_message(text: str, opened: bool) -> dict:
     return {"role": "assistant", "content": p.answer, "reasoning_content": p.reasoning}
 
 
-def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "", vision=None):
+def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "", vision=None,
+               api_key: str | None = None):
     """FastAPI app: /v1/models and /v1/chat/completions (plain and streamed) over a llama.cpp model, with the
     model's own chat template rendering the conversation, the tools and `chat_template_kwargs`, and TRL's
     response parser for Qwen3.5/3.6 (`trl.chat_template_utils`) reading reasoning, answer and tool calls
-    back out of the completion. With `vision` (`gguf.vision`: the GGUF's projector) images are read too."""
+    back out of the completion. With `vision` (`gguf.vision`: the GGUF's projector) images are read too. With
+    `api_key`, every route but /health wants it (`chat_api.RequireKey`)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
     from trl.chat_template_utils import add_response_schema, parse_response
@@ -88,6 +91,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
     lock = threading.Lock()  # one llama.cpp context: one generation at a time
     model_id = recipe.name
     app = FastAPI(title=f"medreason-kit · {recipe.name} (not medical advice)")
+    if api_key:
+        app.add_middleware(RequireKey, key=api_key)
 
     @app.exception_handler(HTTPException)
     def openai_error(request, exc: HTTPException):  # the shape the openai client reads its message from
@@ -249,16 +254,22 @@ def _stream(generate, lock, cid, created, model_id, thinking, parse):
 
 def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str | None = None,
           engine: str = "auto", lora: bool = False, max_model_len: int | None = None,
-          speculative: str | None = None, chat_template: str | None = None) -> None:
-    """`chat_template`: a Jinja file served instead of the model's own template, on either end."""
+          speculative: str | None = None, chat_template: str | None = None, api_key: str | None = None,
+          no_api_key: bool = False) -> None:
+    """`chat_template`: a Jinja file served instead of the model's own template, on either end. `api_key` (else
+    $KIT_API_KEY): what clients must send; a host beyond loopback without one is refused unless `no_api_key`."""
     import uvicorn
 
+    key = served_key(host, api_key, no_api_key)
+    guarded = " (API key required)" if key else ""
     if choose(engine, "kit serve", fallback="llama.cpp")[0] == "vllm":
         inner = free_port()
         cmd = vllm_command(recipe, "127.0.0.1", inner, lora, max_model_len, speculative, chat_template=chat_template)
         print(f"[kit] vLLM: {' '.join(cmd[1:])}")
-        # vLLM in a process group of its own (its engine and workers with it), which dies with this process
-        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent)
+        # vLLM in a process group of its own (its engine and workers with it), which dies with this process; the
+        # key reaches it through its environment (VLLM_API_KEY), never its command line or the log
+        env = {**os.environ, "VLLM_API_KEY": key} if key else {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent, env=env)
 
         def exit_with_vllm():  # the proxy must not outlive the engine it fronts
             code = proc.wait()
@@ -269,10 +280,12 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
         try:
             variables = template_variables(served_tokenizer(recipe, chat_template))
             announce_template(variables)
-            print(f"[kit] serving {recipe.name} with vLLM on http://{host}:{port}/v1 (the recipe's presets per mode)")
+            print(f"[kit] serving {recipe.name} with vLLM on http://{host}:{port}/v1 (the recipe's presets per mode)"
+                  f"{guarded}")
             import torch
 
-            proxy = preset_proxy(recipe, f"http://127.0.0.1:{inner}", variables, drop_seed=not torch.cuda.is_available())
+            proxy = preset_proxy(recipe, f"http://127.0.0.1:{inner}", variables, drop_seed=not torch.cuda.is_available(),
+                                 api_key=key)
             uvicorn.run(proxy, host=host, port=port, log_level="warning")
         finally:
             stop_group(proc)
@@ -285,9 +298,9 @@ def serve(recipe: Recipe, host: str = "127.0.0.1", port: int = 8000, quant: str 
     n_ctx = max_model_len or 2048
     llm, mmproj = gguf.load(path, n_ctx=n_ctx), gguf.projector(path)
     app = create_app(recipe, llm, served_tokenizer(recipe, chat_template), n_ctx,
-                     path.name, gguf.vision(llm, mmproj) if mmproj else None)
+                     path.name, gguf.vision(llm, mmproj) if mmproj else None, api_key=key)
     print(f"[kit] serving {path.name}{f' with {mmproj.name} (images)' if mmproj else ''} with llama.cpp on "
-          f"http://{host}:{port}/v1 (Ctrl-C to stop)")
+          f"http://{host}:{port}/v1{guarded} (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -310,14 +323,16 @@ class Server(ChildServer):
     """The kit's server in a child process, for notebooks and tests: `with Server(recipe) as url:`."""
 
     def __init__(self, recipe_name: str, port: int = 0, overrides: list[str] | None = None, timeout_s: float = 120,
-                 args: list[str] | None = None, python: str | None = None):
+                 args: list[str] | None = None, python: str | None = None, api_key: str | None = None):
         port = port or free_port()
+        self.api_key = api_key
         self.port, self.url = port, f"http://127.0.0.1:{port}/v1"
         cmd = [python or sys.executable, "-m", "kit", "serve", "--recipe", recipe_name, "--port", str(port), *(args or [])]
         for o in overrides or []:
             cmd += ["--set", o]
+        env = {**os.environ, API_KEY_ENV: api_key} if api_key else None  # a key in the environment, not in `ps`
         # the server stops its vLLM group within its own grace
-        super().__init__(cmd, f"http://127.0.0.1:{port}/health", timeout_s, grace_s=30)
+        super().__init__(cmd, f"http://127.0.0.1:{port}/health", timeout_s, env=env, grace_s=30)
 
     def __enter__(self) -> str:
         super().__enter__()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .base_model import model_path
-from .chat_api import IGNORED_HEADER, BadRequest, check_tools, error_body, ignored_kwargs, request_sampling
+from .chat_api import IGNORED_HEADER, BadRequest, RequireKey, check_tools, error_body, ignored_kwargs, request_sampling
 from .export import is_mtp
 from .formatting import THINK_CLOSE, THINK_OPEN
 from .generation import GenerationError, say_once, vllm_adapter_problem
@@ -158,18 +158,23 @@ SEED_ON_CPU = ("[kit] vLLM's CPU build: a request's `seed` is dropped (vLLM rewi
                "offset, which CPU generators lack, and its engine dies); replies name it in x-kit-dropped")
 
 
-def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = None, drop_seed: bool = False):
+def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = None, drop_seed: bool = False,
+                 api_key: str | None = None):
     """A FastAPI app in front of `vllm serve`: vLLM has one set of sampling defaults, the recipe has one
     per mode (thinking, non-thinking); this fills in the mode's preset and forwards everything else as is
     (streams too). The header `x-kit-preset` says which preset was applied. With the template's `variables`,
     it names the template kwargs the template does not read as the llama.cpp end does (vLLM itself leaves
-    them out of the rendering). `drop_seed`: vLLM's CPU build (SEED_ON_CPU says why)."""
+    them out of the rendering). `drop_seed`: vLLM's CPU build (SEED_ON_CPU says why). `api_key`: the proxy asks
+    for it on every route but /health (`chat_api.RequireKey`) and sends it on to vLLM, which checks it too."""
     import httpx
     from fastapi import FastAPI
     from fastapi.responses import Response, StreamingResponse
 
-    client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600, connect=10))
+    upstream_auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600, connect=10), headers=upstream_auth)
     app = FastAPI(title=f"medreason-kit · {recipe.name} via vLLM (not medical advice)")
+    if api_key:
+        app.add_middleware(RequireKey, key=api_key)
 
     async def health(request):
         try:

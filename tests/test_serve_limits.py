@@ -1,13 +1,17 @@
-"""The llama.cpp end over a real socket (uvicorn in a thread, a scripted llama behind the app): a client that
-closes its stream frees the model at once, so the next request's latency is unchanged."""
+"""Both ends of `kit serve` over a real socket (uvicorn in a thread, a scripted llama or a scripted vLLM behind
+the app): a client that closes its stream frees the model at once, so the next request's latency is unchanged;
+with an API key every route but /health wants it, on both ends; a bind beyond loopback without a key is refused."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
 import pytest
+from openai import AuthenticationError, OpenAI
 
 from kit.recipe import load_recipe
 from kit.serve import create_app
@@ -40,17 +44,15 @@ class SlowLlama:
             raise
 
 
-@pytest.fixture(scope="module")
-def live():
-    import uvicorn
-    from transformers import AutoTokenizer
+KEY = "sk-test-key-0123456789"
 
-    from kit.base_model import ensure_tiny
+
+def running(app):
+    """(url, stop) of `app` served by uvicorn in a thread."""
+    import uvicorn
+
     from kit.children import free_port
 
-    recipe = load_recipe("tiny")
-    llm = SlowLlama()
-    app = create_app(recipe, llm, AutoTokenizer.from_pretrained(ensure_tiny(recipe.model.tiny)), 4096, "scripted")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -58,9 +60,29 @@ def live():
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", llm
-    server.should_exit = True
-    thread.join(timeout=10)
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from kit.base_model import ensure_tiny
+
+    return AutoTokenizer.from_pretrained(ensure_tiny(load_recipe("tiny").model.tiny))
+
+
+@pytest.fixture(scope="module")
+def live(tokenizer):
+    llm = SlowLlama()
+    url, stop = running(create_app(load_recipe("tiny"), llm, tokenizer, 4096, "scripted"))
+    yield url, llm
+    stop()
 
 
 def plain(url: str, timeout: float = 10) -> float:
@@ -89,3 +111,74 @@ def test_streams_closed_by_their_clients_leave_the_next_request_unchanged(live):
     while llm.abandoned < 4 and time.time() < deadline:
         time.sleep(0.05)
     assert llm.abandoned == 4 and llm.finished == 6, vars(llm)
+
+
+def test_with_a_key_the_llama_cpp_end_answers_401_without_it_and_200_with_it(tokenizer):
+    url, stop = running(create_app(load_recipe("tiny"), SlowLlama(), tokenizer, 4096, "scripted", api_key=KEY))
+    try:
+        assert httpx.get(f"{url}/health").status_code == 200  # health stays open
+        for wrong in (None, "sk-wrong"):
+            r = httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {wrong}"} if wrong else {})
+            assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+        with pytest.raises(AuthenticationError, match="API key"):
+            OpenAI(base_url=f"{url}/v1", api_key="sk-wrong", max_retries=0).models.list()
+        client = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        assert [m.id for m in client.models.list()] == ["tiny"]
+        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Antidote?"}],
+                                               max_tokens=8)
+        assert reply.choices[0].message.content == "Naloxone."
+        chunks = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Antidote?"}],
+                                                max_tokens=8, stream=True)
+        assert sum(1 for _ in chunks) > 3  # a stream passes through the key check
+    finally:
+        stop()
+
+
+def test_with_a_key_the_vllm_end_s_proxy_asks_for_it_and_sends_it_on_to_vllm():
+    """The proxy in front of a scripted vLLM that, like vLLM with VLLM_API_KEY, wants the key itself."""
+    from fastapi.testclient import TestClient
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+
+    from kit.vllm_end import preset_proxy
+
+    seen = []
+
+    async def chat(request):
+        seen.append(request.headers.get("authorization"))
+        if request.headers.get("authorization") != f"Bearer {KEY}":
+            return JSONResponse({"error": {"message": "Unauthorized"}}, 401)
+        return JSONResponse({"id": "x", "object": "chat.completion", "created": 0, "model": "tiny", "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Naloxone."}}]})
+
+    upstream = Starlette()
+    upstream.add_route("/v1/chat/completions", chat, methods=["POST"])
+
+    url, stop = running(upstream)
+    try:
+        proxy = TestClient(preset_proxy(load_recipe("tiny"), url, api_key=KEY))
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "Antidote?"}]}
+        r = proxy.post("/v1/chat/completions", json=body)
+        assert r.status_code == 401 and seen == []  # stopped at the proxy, never forwarded
+        r = proxy.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "Naloxone."
+        assert seen == [f"Bearer {KEY}"]
+    finally:
+        stop()
+
+
+def test_a_bind_beyond_loopback_without_a_key_is_refused_naming_the_flag(monkeypatch, capsys):
+    from kit.chat_api import KeyRequired, served_key
+
+    monkeypatch.delenv("KIT_API_KEY", raising=False)
+    assert served_key("127.0.0.1") is None
+    with pytest.raises(KeyRequired, match="--api-key"):
+        served_key("0.0.0.0")
+    assert served_key("0.0.0.0", no_api_key=True) is None and "anyone" in capsys.readouterr().out
+    monkeypatch.setenv("KIT_API_KEY", KEY)
+    assert served_key("0.0.0.0") == KEY
+    monkeypatch.delenv("KIT_API_KEY")
+    proc = subprocess.run([sys.executable, "-m", "kit", "serve", "--recipe", "tiny", "--host", "0.0.0.0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--api-key" in proc.stderr and "--no-api-key" in proc.stderr and "KIT_API_KEY" in proc.stderr
