@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --backend openai")
     p.add_argument("--model", default=None)
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                   help="a login for the demo (default $KIT_DEMO_AUTH; with --share and none, a password is made and shown)")
+    p.add_argument("--no-auth", action="store_true", help="with --share: a public link with no login, meaning to")
     p.add_argument("--share", action="store_true", help="public gradio.live link (off by default)")
     return parser
 
@@ -154,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import launch
 
-            launch(recipe, args.backend, base_url=args.base_url, model=args.model, share=args.share, port=args.port)
+            launch(recipe, args.backend, base_url=args.base_url, model=args.model, share=args.share, port=args.port,
+                   auth=args.auth, no_auth=args.no_auth)
             return 0
         if args.command == "launch":
             from .launch import run as run_launch

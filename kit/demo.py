@@ -14,6 +14,7 @@ a Qwen3.5/3.6 checkpoint's video processor), a short clip, sent as a `video_url`
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,10 +238,41 @@ def make_backend(recipe: Recipe, kind: str = "local", base_url: str | None = Non
     raise ValueError(f"unknown backend '{kind}' (local, gguf, openai)")
 
 
+AUTH_ENV = "KIT_DEMO_AUTH"
+
+
+def demo_login(share: bool, auth: str | None = None, no_auth: bool = False) -> tuple[str, str] | None:
+    """The login Gradio asks for (its own `auth`): `auth` as "user:password" (else $KIT_DEMO_AUTH); with a public
+    link and none given, a password made here and printed once (workshops paste share links into chat rooms);
+    `no_auth` for an open link that is meant.
+
+    >>> demo_login(False), demo_login(False, "ward:s3cret")
+    (None, ('ward', 's3cret'))
+    """
+    auth = auth or os.environ.get(AUTH_ENV)
+    if auth:
+        user, sep, password = auth.partition(":")
+        if not (sep and user and password):
+            raise ValueError(f"--auth wants user:password, not {auth[:3]}… (${AUTH_ENV} likewise)")
+        return user, password
+    if share and not no_auth:
+        password = secrets.token_urlsafe(9)
+        print(f"[kit] the public link asks for a login: user 'kit', password '{password}' (shown once; "
+              f"--auth user:password to choose one, --no-auth for an open link)", flush=True)
+        return "kit", password
+    if share:
+        print("[kit] warning: the public link has no login (--no-auth): anyone with it can use this GPU", flush=True)
+    return None
+
+
 def launch(recipe: Recipe, backend: str = "local", *, base_url: str | None = None, model: str | None = None,
-           share: bool = False, port: int | None = None, block: bool = True, inline: bool = False):
-    """Start the demo on 127.0.0.1 (public link only with share=True). Returns the app (call .close())."""
+           share: bool = False, port: int | None = None, block: bool = True, inline: bool = False,
+           auth: str | None = None, no_auth: bool = False):
+    """Start the demo on 127.0.0.1 (public link only with share=True, behind a login unless `no_auth`: see
+    `demo_login`). Returns the app (call .close())."""
+    login = demo_login(share, auth, no_auth)
     app = build_app(recipe, make_backend(recipe, backend, base_url, model))
     app.launch(server_name="127.0.0.1", server_port=port, share=share, prevent_thread_lock=not block,
-               show_error=True, inline=inline)
+               show_error=True, inline=inline, auth=login,
+               auth_message="medreason-kit demo: not medical advice, not validated for clinical use" if login else None)
     return app

@@ -197,3 +197,28 @@ def test_an_uploaded_clip_travels_as_a_video_url_part_and_a_backend_without_vide
         f.truncate(MAX_CLIP_MB * 2**20 + 1)
     with pytest.raises(ValueError, match="long.webm is 16.0 MB; send a clip of at most 16 MB"):
         user_content([{"path": str(big)}, "x"])
+
+
+def test_a_demo_with_a_login_refuses_requests_until_logged_in_and_share_makes_a_password(capsys, monkeypatch):
+    import httpx
+
+    from kit.demo import demo_login, launch
+    from kit.recipe import load_recipe
+
+    monkeypatch.delenv("KIT_DEMO_AUTH", raising=False)
+    user, password = demo_login(share=True)
+    assert user == "kit" and len(password) >= 12 and password in capsys.readouterr().out  # shown once
+    assert demo_login(share=True, no_auth=True) is None and "no login" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="user:password"):
+        demo_login(False, "nopassword")
+    app = launch(load_recipe("tiny"), "openai", base_url="http://127.0.0.1:9/v1", block=False, port=None,
+                 auth="ward:s3cret-pass")
+    try:
+        url = app.local_url.rstrip("/")
+        assert httpx.get(f"{url}/config").status_code == 401
+        with httpx.Client() as client:
+            assert client.post(f"{url}/login", data={"username": "ward", "password": "wrong"}).status_code >= 400
+            assert client.post(f"{url}/login", data={"username": "ward", "password": "s3cret-pass"}).status_code == 200
+            assert client.get(f"{url}/config").status_code == 200
+    finally:
+        app.close()
