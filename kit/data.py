@@ -19,7 +19,7 @@ from .base_model import tokenizer_path
 from .benchmarks import items
 from .formatting import END_TOKENS, LETTERS, MCQ_INSTRUCTION, THINK_CLOSE, THINK_OPEN, join_reasoning
 from .modeling import load_tokenizer
-from .recipe import DatasetSpec, Recipe
+from .recipe import DatasetSpec, Recipe, trainer_setting
 from .runs import Timer, metrics_header, start_stage, write_metrics
 from .sources import DataError, load_rows
 
@@ -248,7 +248,7 @@ def length_warnings(recipe: Recipe, lengths: dict) -> list[tuple[str, str]]:
     if not answers:
         return out
     need = p95(answers)
-    budgets = [("rl", "rl.trainer.max_completion_length", recipe.rl.trainer.get("max_completion_length", 256),
+    budgets = [("rl", "rl.trainer.max_completion_length", trainer_setting(recipe, "rl", "max_completion_length"),
                 "many completions will be cut off before their answer"),
                ("eval", "eval.max_new_tokens", recipe.eval.max_new_tokens,
                 "many answers will be cut off while still thinking and count as unparseable")]

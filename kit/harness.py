@@ -129,7 +129,8 @@ def run(recipe: Recipe, limit: int | None = None, overrides: list[str] | None = 
     print(f"[kit] harness: {', '.join(tasks)} through lm-evaluation-harness {lm_eval.__version__}, "
           f"local-chat-completions against `kit serve`")
     key = secrets.token_urlsafe(24)  # the server this run starts asks for a key of its own; lm-eval sends it
-    with Server(recipe.name, overrides=overrides, timeout_s=600, api_key=key) as url, _environ(OPENAI_API_KEY=key):
+    with Server(recipe.name, overrides=overrides, timeout_s=600, api_key=key, log=out / "server.log") as url, \
+            _environ(OPENAI_API_KEY=key):
         results = lm_eval.simple_evaluate(
             model="local-chat-completions",
             model_args={"base_url": f"{url}/chat/completions", "model": recipe.name, "num_concurrent": 1,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .base_model import model_path
 from .children import ChildServer, free_port
-from .recipe import Recipe, load_recipe
+from .recipe import Recipe, load_recipe, trainer_setting
 from .rl import rollout_engine
 from .runs import runs_root
 from .runtime import TRANSFORMERS, VLLM_CPU, LaunchError, split_gpus, visible_gpus, vllm_settings, wants_server
@@ -51,7 +51,7 @@ def rollout_server_command(recipe: Recipe, host: str, port: int, gpus: int) -> l
     from trl.scripts.vllm_serve import ScriptArguments, build_command
 
     settings = vllm_settings(torch.cuda.is_available(), 0.9)
-    max_len = recipe.model.max_seq_length + recipe.rl.trainer.get("max_completion_length", 256)
+    max_len = recipe.model.max_seq_length + trainer_setting(recipe, "rl", "max_completion_length")
     args = ScriptArguments(model=model_path(recipe), host=host, port=port, tensor_parallel_size=max(gpus, 1),
                            max_model_len=max_len, enable_prefix_caching=True, log_level="warning",
                            dtype=settings["dtype"], gpu_memory_utilization=settings["gpu_memory_utilization"])

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base_model import SHAPES, SHAPE_PREFIX, model_path, shape_config, shape_text_config
-from .recipe import Recipe
+from .recipe import Recipe, trainer_setting
 from .runs import stage_dir
 from .runtime import Sharding, world_size
 
@@ -197,7 +197,7 @@ def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None)
     sft = recipe.sft.trainer
     ckpt = sft.get("activation_checkpointing", sft.get("gradient_checkpointing", True))
     if recipe.data.sft:
-        b, seq = sft.get("per_device_train_batch_size", 8), n.sft
+        b, seq = trainer_setting(recipe, "sft", "per_device_train_batch_size"), n.sft
         eb = sft.get("per_device_eval_batch_size", 8)
         out.append(Estimate("sft (train step)", {
             "weights": w, "LoRA + optimiser": trainable(c, sft.get("optim", "adamw_torch")),
@@ -209,7 +209,7 @@ def estimate(recipe: Recipe, c: Counts, unsloth: bool, n: Lengths | None = None)
             f"logits ({eb} × {seq} tokens)": logits(c, eb * seq, unsloth)}))
     rl = recipe.rl.trainer
     if recipe.data.rl:
-        b, comp = rl.get("per_device_train_batch_size", 8), rl.get("max_completion_length", 256)
+        b, comp = trainer_setting(recipe, "rl", "per_device_train_batch_size"), trainer_setting(recipe, "rl", "max_completion_length")
         tokens = b * (prompt + comp)
         rl_ckpt = rl.get("activation_checkpointing", rl.get("gradient_checkpointing", True))
         terms = {"weights": w, "LoRA + optimiser": trainable(c, rl.get("optim", "adamw_torch")),
@@ -262,8 +262,8 @@ def per_gpu(recipe: Recipe, c: Counts, stages: list[Estimate], processes: int, s
         rl = recipe.rl.trainer
         # TRL generates per_device batch × steps_per_generation (default: the accumulation steps) × processes
         steps = rl.get("steps_per_generation", rl.get("gradient_accumulation_steps", 1))
-        batch = rl.get("per_device_train_batch_size", 8) * steps * processes
-        tokens = n.prompt + rl.get("max_completion_length", 256)
+        batch = trainer_setting(recipe, "rl", "per_device_train_batch_size") * steps * processes
+        tokens = n.prompt + trainer_setting(recipe, "rl", "max_completion_length")
         # vLLM takes 0.9 of each server GPU and queues what its KV cache does not hold: the weights must fit
         out.append(Estimate(f"rl rollout server (vLLM, per GPU of {server_gpus}; the batch at once)", {
             f"weights (16-bit, 1/{server_gpus})": c.total * 2 / server_gpus,

@@ -386,6 +386,26 @@ RENAMED_TRAINER_ARGS = {"activation_checkpointing": "gradient_checkpointing",
                         "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}
 
 
+def trainer_setting(recipe: "Recipe", stage: str, key: str):
+    """A trainer setting as the stage's TRL config will have it: the recipe's `<stage>.trainer.<key>`, else the
+    default of the installed TRL's own config class (GRPOConfig for rl, SFTConfig for sft), read from it rather
+    than copied here, so that it follows TRL (its max_completion_length default is 512, not the 256 once copied).
+
+    >>> trainer_setting(load_recipe("tiny"), "rl", "max_completion_length")
+    192
+    """
+    section = {"rl": recipe.rl.trainer, "sft": recipe.sft.trainer}[stage]
+    if key in section:
+        return section[key]
+    import trl
+
+    fields = {f.name: f for f in dataclasses.fields(trl.GRPOConfig if stage == "rl" else trl.SFTConfig)}
+    if key not in fields:
+        raise RecipeError(f"'{stage}.trainer.{key}' is not a setting of TRL's {stage} config")
+    field = fields[key]
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
 def check_trainer_keys(trainer: dict, config_cls, where: str) -> dict:
     """The recipe's trainer section as arguments of the installed TRL config class.
 

@@ -46,6 +46,11 @@ def finished(texts: list[str], completion_ids=None, stop_ids=()) -> list[bool]:
     return [parse(t).finished for t in texts]
 
 
+# The names TRL logs the rewards by (`rewards/<name>/mean`): their functions' `__name__`, read by the hacking watch
+FORMAT_REWARD = "format_reward"
+JUDGE_REWARD = "judge"
+
+
 def format_reward(completions, completion_ids=None, stop_ids=(), **kwargs) -> list[float]:
     """1.0 for a finished completion with one well-formed reasoning block closed by `</think>` and a
     non-empty conclusion, else 0.0 (the eval's strict adherence). A completion cut off by the token limit
@@ -68,7 +73,7 @@ def make_format_reward(stop_ids: list[int]):
     def reward(completions, completion_ids=None, **kwargs) -> list[float]:
         return format_reward(completions, completion_ids, stop_ids)
 
-    reward.__name__ = "format_reward"
+    reward.__name__ = FORMAT_REWARD
     return reward
 
 
@@ -96,7 +101,7 @@ class JudgeReward:
     (1, 0.25)
     """
 
-    __name__ = "judge"
+    __name__ = JUDGE_REWARD
 
     def __init__(self, judge: Judge, *, incorrect_floor: float = 0.1, error_fallback: str = "rule",
                  num_generations: int | None = None):

@@ -23,8 +23,8 @@ from .formatting import final_answer
 from .generation import HFEngine, Sampling, choose, prompt_texts, stop_token_ids
 from .judge import Judge
 from .modeling import Loaded, load_model, unsloth_fast_inference_problem
-from .recipe import Recipe, RecipeError
-from .rewards import JudgeReward, completion_text, format_reward, make_format_reward
+from .recipe import Recipe, RecipeError, trainer_setting
+from .rewards import FORMAT_REWARD, JUDGE_REWARD, JudgeReward, completion_text, format_reward, make_format_reward
 from .runs import metrics_header, require, stage_dir, start_stage, write_metrics
 from .runtime import (TRANSFORMERS, UNSLOTH, gather, has_cuda, how_launched, import_end, is_main, peak_memory_mb,
                       sharded, start_processes, wait_for_main)
@@ -177,7 +177,7 @@ def build_rewards(recipe: Recipe, cache_path: Path | None, stop_ids: list[int],
     cfg = recipe.rl.judge
     judge = Judge(cfg, cache_path=cache_path, count_tokens=count_tokens)
     judge_reward = JudgeReward(judge, incorrect_floor=cfg.incorrect_floor, error_fallback=cfg.error_fallback,
-                               num_generations=recipe.rl.trainer.get("num_generations", 8))
+                               num_generations=trainer_setting(recipe, "rl", "num_generations"))
     available = {"format": make_format_reward(stop_ids), "judge": judge_reward}
     unknown = sorted(set(recipe.rl.reward_weights) - set(available))
     if unknown:
@@ -230,12 +230,16 @@ def clipping_watch():
     return ClippingWatch()
 
 
-def hacking_watch(window: int = 8):
+def hacking_watch(judge_name: str = JUDGE_REWARD, format_name: str | None = FORMAT_REWARD, window: int = 8):
     """A callback that says, once each, when the policy looks like it is learning the judge rather than the
     task: the same conclusion for most completions across different questions for three logged steps
     running, or, over the last `window` logged steps, the judged reward rising while the format reward (or,
-    for an LLM judge, the rule judge graded in its shadow) falls."""
+    for an LLM judge, the rule judge graded in its shadow) falls. The rewards are named as TRL logs them (their
+    functions' `__name__`, which the stage passes in); a series the logs do not carry is said, not skipped."""
     from transformers import TrainerCallback
+
+    judged_key = f"rewards/{judge_name}/mean"
+    format_key = f"rewards/{format_name}/mean" if format_name else None
 
     class HackingWatch(TrainerCallback):
         def __init__(self):
@@ -243,7 +247,12 @@ def hacking_watch(window: int = 8):
             self.converged, self.said = 0, set()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "rewards/judge/mean" not in logs:
+            series = sorted(k for k in logs or {} if k.startswith("rewards/") and k.endswith("/mean"))
+            for key in (judged_key, format_key):
+                if series and key and key not in logs:
+                    self.say(f"missing {key}", f"the hacking watch finds no {key} in the trainer's logs (they carry "
+                                               f"{', '.join(series)}): it cannot watch that reward in this run", "")
+            if not logs or judged_key not in logs:
                 return
             self.history.append(logs)
             prompts = max(1, args.per_device_train_batch_size // max(1, args.num_generations))
@@ -262,18 +271,18 @@ def hacking_watch(window: int = 8):
                         return None
                     return sum(values[half:]) / (window - half) - sum(values[:half]) / half
 
-                judged = change("rewards/judge/mean")
-                for key, label in (("rewards/format_reward/mean", "the format reward"), ("judge/rule_reward", "the rule judge's reward")):
+                judged = change(judged_key)
+                for key, label in ((format_key, "the format reward"), ("judge/rule_reward", "the rule judge's reward")):
                     other = change(key)
                     if judged is not None and other is not None and judged > 0.05 and other < -0.05:
                         self.say(key, f"the judged reward rose by {judged:+.2f} over the last {window} steps while "
                                       f"{label} fell by {other:+.2f} (step {state.global_step}): read the conclusions "
                                       f"(log_completions) before trusting the judge")
 
-        def say(self, key: str, message: str):
+        def say(self, key: str, message: str, prefix: str = "reward hacking? "):
             if key not in self.said:
                 self.said.add(key)
-                print(f"[kit] ⚠ reward hacking? {message}", flush=True)
+                print(f"[kit] ⚠ {prefix}{message}", flush=True)
 
     return HackingWatch()
 
@@ -353,7 +362,7 @@ def prepare(recipe: Recipe) -> RLSession:
                           processing_class=loaded.tokenizer)
     restore_full_module_dtypes(loaded, trainer.model)
     trainer.add_callback(clipping_watch())
-    trainer.add_callback(hacking_watch())
+    trainer.add_callback(hacking_watch(judge_reward.__name__, next((f.__name__ for f in funcs if f.__name__ != judge_reward.__name__), None)))
     for warning in budget_warnings(recipe, stage_dir(recipe, "data") / "lengths.json") if is_main() else []:
         print(f"[kit] ⚠ {warning}")
     if is_main():

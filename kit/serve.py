@@ -320,20 +320,25 @@ def served_tokenizer(recipe: Recipe, chat_template: str | None = None):
 
 
 class Server(ChildServer):
-    """The kit's server in a child process, for notebooks and tests: `with Server(recipe) as url:`."""
+    """The kit's server in a child process, for notebooks and tests: `with Server(recipe) as url:`. Its output
+    (vLLM's request and throughput lines among it) goes to `log`, by default runs/<recipe>/serve/server-<port>.log,
+    and the start says where."""
 
     def __init__(self, recipe_name: str, port: int = 0, overrides: list[str] | None = None, timeout_s: float = 120,
-                 args: list[str] | None = None, python: str | None = None, api_key: str | None = None):
+                 args: list[str] | None = None, python: str | None = None, api_key: str | None = None,
+                 log: Path | None = None):
         port = port or free_port()
         self.api_key = api_key
+        log = log or stage_dir(recipe_name, "serve") / f"server-{port}.log"
         self.port, self.url = port, f"http://127.0.0.1:{port}/v1"
         cmd = [python or sys.executable, "-m", "kit", "serve", "--recipe", recipe_name, "--port", str(port), *(args or [])]
         for o in overrides or []:
             cmd += ["--set", o]
         env = {**os.environ, API_KEY_ENV: api_key} if api_key else None  # a key in the environment, not in `ps`
         # the server stops its vLLM group within its own grace
-        super().__init__(cmd, f"http://127.0.0.1:{port}/health", timeout_s, env=env, grace_s=30)
+        super().__init__(cmd, f"http://127.0.0.1:{port}/health", timeout_s, env=env, log=log, grace_s=30)
 
     def __enter__(self) -> str:
+        print(f"[kit] starting `kit serve` on {self.url}; its log: {self.log}", flush=True)
         super().__enter__()
         return self.url

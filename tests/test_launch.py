@@ -260,3 +260,32 @@ def test_inside_a_sharded_launch_nothing_generates_alone_and_the_adapter_change_
     session = SimpleNamespace(lora_before={}, start_adapter=str(start), trainer=None)
     assert adapter_change(session, end) == 0.25
     assert adapter_change(SimpleNamespace(lora_before={}, start_adapter=None, trainer=None), end) is None
+
+
+def test_a_recipe_without_max_completion_length_gets_trls_default_everywhere():
+    """The memory estimate, the rollout server's context and the data stage's warning read the setting as the
+    built GRPOConfig will have it: TRL's own default where the recipe leaves it out (512 in TRL 1.15/1.16)."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from kit.data import length_warnings
+    from kit.memory import Counts, Lengths, estimate
+    from kit.recipe import trainer_setting
+
+    trl_default = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}["max_completion_length"]
+    recipe = load_recipe("tiny")
+    del recipe.rl.trainer["max_completion_length"]
+    assert trainer_setting(recipe, "rl", "max_completion_length") == trl_default
+    cmd = " ".join(rollout_server_command(recipe, "127.0.0.1", 8123, gpus=1))
+    assert f"--max-model-len {recipe.model.max_seq_length + trl_default}" in cmd
+    warnings = length_warnings(recipe, {"sft": [100] * 20, "sft_completion": [trl_default + 50] * 20})
+    assert any(f"rl.trainer.max_completion_length {trl_default}" in w for _, w in warnings), warnings
+    assert not any("rl.trainer" in w for _, w in length_warnings(recipe, {"sft": [100] * 20,
+                                                                          "sft_completion": [trl_default - 50] * 20}))
+    counts = Counts(total=10**8, text=10**8, linear=9 * 10**7, lora=10**6, full=0, hidden=512, intermediate=2048,
+                    layers=8, vocab=32000, kv_bytes_per_token=4096, state_bytes_per_sequence=0, vision_language=False)
+    longer = load_recipe("tiny")
+    longer.rl.trainer["max_completion_length"] = trl_default * 2
+    rl_memory = lambda r: next(e for e in estimate(r, counts, False, Lengths(256, 64)) if e.stage.startswith("rl"))  # noqa: E731
+    assert rl_memory(recipe).total < rl_memory(longer).total  # the default's tokens, not a copied 256

@@ -89,3 +89,26 @@ def test_judge_reward_reads_question_from_prompts_when_no_column():
 def test_bad_fallback_name():
     with pytest.raises(ValueError, match="error_fallback"):
         JudgeReward(Judge("rule"), error_fallback="zero")
+
+
+def test_the_hacking_watch_follows_the_reward_names_and_says_when_a_series_is_missing(capsys):
+    """The watch reads the series TRL logs by each reward function's name: renamed functions keep it working, and
+    a series the logs do not carry is said once instead of silently turning the alarm off."""
+    from types import SimpleNamespace
+
+    from kit.rl import hacking_watch
+
+    args, state = SimpleNamespace(per_device_train_batch_size=8, num_generations=4), SimpleNamespace(global_step=9)
+    watch = hacking_watch("judge_v2", "well_formed", window=8)
+    for step in range(8):  # the judged reward rises while the format reward falls
+        watch.on_log(args, state, None, logs={"rewards/judge_v2/mean": 0.2 + 0.1 * step,
+                                               "rewards/well_formed/mean": 1.0 - 0.1 * step})
+    out = capsys.readouterr().out
+    assert "reward hacking?" in out and "the format reward fell" in out and "finds no" not in out
+
+    blind = hacking_watch()  # the kit's own names, against logs from renamed rewards
+    for _ in range(3):
+        blind.on_log(args, state, None, logs={"rewards/judge_v2/mean": 0.5, "rewards/well_formed/mean": 1.0})
+    out = capsys.readouterr().out
+    assert out.count("finds no rewards/judge/mean") == 1 and "rewards/judge_v2/mean" in out
+    assert out.count("finds no rewards/format_reward/mean") == 1

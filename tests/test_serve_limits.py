@@ -182,3 +182,32 @@ def test_a_bind_beyond_loopback_without_a_key_is_refused_naming_the_flag(monkeyp
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--api-key" in proc.stderr and "--no-api-key" in proc.stderr and "KIT_API_KEY" in proc.stderr
+
+
+CHATTY = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        print("request line " * 5000, flush=True)  # ~65 KB a request, as vLLM's log lines add up over a run
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+print("x" * 200_000, flush=True)  # more than a pipe holds before anyone asks
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_child_server_that_writes_far_more_than_a_pipe_holds_still_answers(tmp_path):
+    from kit.children import ChildServer, free_port
+
+    port = free_port()
+    with ChildServer([sys.executable, "-c", CHATTY, str(port)], f"http://127.0.0.1:{port}/health", 30) as child:
+        for _ in range(10):  # ~850 KB written in all; a pipe nobody drains blocks the child at 64 KiB
+            assert httpx.get(f"http://127.0.0.1:{port}/x", timeout=10).text == "ok"
+        assert len(child.output(10**7)) > 800_000
+        own_log = child.log
+    assert not own_log.exists()  # a temporary log goes with the server
+    log = tmp_path / "server.log"
+    with ChildServer([sys.executable, "-c", CHATTY, str(port)], f"http://127.0.0.1:{port}/health", 30, log=log):
+        httpx.get(f"http://127.0.0.1:{port}/x", timeout=10)
+    assert log.stat().st_size > 200_000  # a log asked for is kept
