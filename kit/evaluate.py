@@ -26,7 +26,7 @@ from .base_model import model_path
 from .benchmarks import filter_name, harness_filter, loglikelihood
 from .capacity import check_capacity
 from .data import read_jsonl
-from .formatting import END_TOKENS, THINK_CLOSE, extract_choice, final_answer, opens_thinking, parse
+from .formatting import THINK_CLOSE, extract_choice, final_answer, opens_thinking, parse
 from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory, prompt_texts,
                          say_once, vllm_adapter_problem)
 from .judge import Judge
@@ -201,11 +201,7 @@ def close_thinking(text: str) -> tuple[str, bool]:
     >>> close_thinking("still weighing A and<|im_end|>")
     ('still weighing A and', True)
     """
-    if THINK_CLOSE in text:
-        return text.split(THINK_CLOSE, 1)[0], False
-    for tok in END_TOKENS:
-        text = text.replace(tok, "")
-    return text, True
+    return parse(text).reasoning, THINK_CLOSE not in text  # the kit's one split (formatting.parse)
 
 
 def budget_curve(recipe: Recipe, generators: "Generators", run_systems: list, items: dict[str, list[dict]],

@@ -92,9 +92,8 @@ def final_answer(text: str) -> str:
     >>> final_answer("long reasoning </think>\\n\\nThe answer is B.<|im_end|>")
     'The answer is B.'
     """
-    for tok in END_TOKENS:
-        text = text.replace(tok, "")
-    return text.rsplit(THINK_CLOSE, 1)[-1].strip()
+    p = parse(text)
+    return p.answer if THINK_CLOSE in text else p.reasoning  # with no `</think>`, `parse` calls it all reasoning
 
 
 # Explicit answer statements, in English and Chinese. Only the text after </think> is searched.

@@ -218,8 +218,8 @@ def _stream(generate, lock, cid, created, model_id, thinking, parse):
                 full += piece
                 buffer += piece
                 if in_reasoning:
-                    if THINK_CLOSE in buffer:
-                        before, after = buffer.split(THINK_CLOSE, 1)
+                    if THINK_CLOSE in buffer:  # at the first `</think>`: a stream cannot wait for a later one
+                        before, after = buffer.split(THINK_CLOSE, 1)  # (`parse` splits the whole text at the last)
                         if before.rstrip():
                             yield chunk({"reasoning_content": before.rstrip()})
                         in_reasoning, buffer = False, after.lstrip()
