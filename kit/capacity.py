@@ -114,9 +114,12 @@ def plan(recipe, gpus: dict[str, float], need: float, disk: float) -> int:
     return 0
 
 
-def budget_warnings(recipe) -> list[str]:
+def budget_warnings(recipe, sections: tuple[str, ...] | None = None) -> list[str]:
     """The recipe's token budgets against the lengths the data stage measured (with the real tokenizer, also
-    offline on the bundled samples), when it has run."""
-
+    offline on the bundled samples), when it has run; only those of `sections` where given (the rl stage: a
+    thinking budget below what SFT teaches cuts most completions before their answer, and whole groups then
+    score alike)."""
     path = stage_dir(recipe, "data") / "lengths.json"
-    return [w for _, w in length_warnings(recipe, json.loads(path.read_text()))] if path.exists() else []
+    if not path.exists():
+        return []
+    return [w for section, w in length_warnings(recipe, json.loads(path.read_text())) if sections is None or section in sections]

@@ -9,7 +9,7 @@ verifiable problems graded by the RL stage's judge (`open`), and the format. Eac
 n and a 95% Wilson interval, beside its unparseable and truncation rates. Every system sees the same
 items and seeds, so two systems are compared item by item: McNemar's exact test (statsmodels) for one
 completion per item, a paired permutation test with a paired-bootstrap interval (scipy) for the
-per-item mean of k samples. Writes `runs/<recipe>/eval/`: `results.json`, `results.md` (our table, the
+per-item mean of k samples. Writes `runs/<recipe>/eval/`: `metrics.json`, `results.md` (our table, the
 harness-format table with the protocol, the comparisons, the published figures of the models the kit
 reproduces), `accuracy.png`, `outputs.jsonl`.
 """
@@ -373,7 +373,7 @@ def run(recipe: Recipe) -> dict:
 
 
 def write(out: Path, metrics: dict, items: dict[str, list[dict]], generated: dict[str, dict]) -> None:
-    """results.json and metrics.json (per-item vectors left out), outputs.jsonl (every completion with the
+    """metrics.json (per-item vectors left out), outputs.jsonl (every completion with the
     choice read from it), results.md and accuracy.png."""
     with (out / "outputs.jsonl").open("w", encoding="utf-8") as f:
         for name, res in metrics["results"].items():
@@ -390,7 +390,6 @@ def write(out: Path, metrics: dict, items: dict[str, list[dict]], generated: dic
         for figures in res["tasks"].values():
             figures.pop("picks", None)
             figures.pop("correct", None)
-    (out / "results.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     (out / "results.md").write_text(results_table(metrics), encoding="utf-8")
     bar_plot(metrics["results"], out / "accuracy.png")
     if metrics.get("budgets"):

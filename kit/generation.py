@@ -261,6 +261,7 @@ class HFEngine:
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
         kwargs = dict(**inputs, streamer=streamer, max_new_tokens=s.max_new_tokens, do_sample=not s.greedy,
                       temperature=s.temperature or None, top_p=s.top_p, top_k=s.top_k or None,
+                      min_p=(s.min_p or None) if not s.greedy else None,  # as `generate` applies it
                       repetition_penalty=s.repetition_penalty, pad_token_id=tok.pad_token_id,
                       eos_token_id=stop_token_ids(tok))
         worker = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)

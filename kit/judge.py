@@ -303,19 +303,25 @@ def concurrency_share(total: int, processes: int) -> int:
     return max(1, -(-int(total) // processes))
 
 
+_FROM_CONFIG = object()  # an argument left to the JudgeConfig (whose defaults are the only ones)
+
+
 class Judge:
     def __init__(self, preset_or_config: str | JudgeConfig = "rule", *, base_url: str | None = None,
-                 model: str | None = None, api_key: str | None = None, max_concurrency: int = 16,
-                 timeout_s: float = 60, max_retries: int = 4, cache_path: str | Path | None = None,
-                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, screen: tuple | list = SCREENS,
-                 max_conclusion_tokens: int | None = 256, count_tokens=None):
-        if isinstance(preset_or_config, JudgeConfig):
-            cfg = preset_or_config
-            preset, base_url, model = cfg.preset, base_url or cfg.base_url, model or cfg.model
-            max_concurrency, timeout_s, max_retries = cfg.max_concurrency, cfg.timeout_s, cfg.max_retries
-            key_env, screen, max_conclusion_tokens = cfg.api_key_env, cfg.screen or SCREENS, cfg.max_conclusion_tokens
-        else:
-            preset, key_env = preset_or_config, None
+                 model: str | None = None, api_key: str | None = None, max_concurrency: int | None = None,
+                 timeout_s: float | None = None, max_retries: int | None = None, cache_path: str | Path | None = None,
+                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, screen: tuple | list | None = None,
+                 max_conclusion_tokens=_FROM_CONFIG, count_tokens=None):
+        """A judge from a recipe's `JudgeConfig`, or from a preset name with JudgeConfig's defaults; an argument
+        given here wins over the config's."""
+        cfg = preset_or_config if isinstance(preset_or_config, JudgeConfig) else JudgeConfig(preset=preset_or_config)
+        preset, base_url, model, key_env = cfg.preset, base_url or cfg.base_url, model or cfg.model, cfg.api_key_env
+        max_concurrency = cfg.max_concurrency if max_concurrency is None else max_concurrency
+        timeout_s = cfg.timeout_s if timeout_s is None else timeout_s
+        max_retries = cfg.max_retries if max_retries is None else max_retries
+        screen = (cfg.screen or SCREENS) if screen is None else screen
+        if max_conclusion_tokens is _FROM_CONFIG:
+            max_conclusion_tokens = cfg.max_conclusion_tokens
         if unknown := sorted(set(screen) - set(SCREENS)):
             raise JudgeConfigError(f"rl.judge.screen: unknown check(s) {unknown}; the checks are {', '.join(SCREENS)}")
         self.checks, self.max_conclusion_tokens = tuple(screen), max_conclusion_tokens

@@ -20,9 +20,6 @@ from .base_model import model_path, tokenizer_path
 from .recipe import Recipe
 from .runtime import TRANSFORMERS, UNSLOTH, Sharding, has_cuda, pick_end
 
-UNSLOTH = "unsloth"
-TRANSFORMERS = "transformers+peft"
-
 
 @dataclass
 class Loaded:

@@ -16,16 +16,16 @@ from pathlib import Path
 
 from .base_model import model_path
 from .calibration import check as calibrate_judge
-from .capacity import check_capacity
+from .capacity import budget_warnings, check_capacity
 from .cards import model_card
-from .data import length_warnings, read_jsonl
+from .data import read_jsonl
 from .formatting import final_answer
 from .generation import HFEngine, Sampling, choose, prompt_texts, stop_token_ids
 from .judge import Judge
 from .modeling import Loaded, load_model, unsloth_fast_inference_problem
 from .recipe import Recipe, RecipeError, trainer_setting
 from .rewards import FORMAT_REWARD, JUDGE_REWARD, JudgeReward, completion_text, format_reward, make_format_reward
-from .runs import metrics_header, require, stage_dir, start_stage, write_metrics
+from .runs import metrics_header, require, start_stage, write_metrics
 from .runtime import (TRANSFORMERS, UNSLOTH, gather, has_cuda, how_launched, import_end, is_main, peak_memory_mb,
                       sharded, start_processes, wait_for_main)
 from .screen import reference_screen_rate
@@ -204,14 +204,6 @@ def check_references(recipe: Recipe, rows: list[dict]) -> dict:
     return rate
 
 
-def budget_warnings(recipe: Recipe, lengths_path: Path) -> list[str]:
-    """A thinking budget below what the SFT data teaches cuts most completions before their answer: whole
-    groups then score alike and nothing is learned. Compared with the data stage's measured lengths."""
-    if not lengths_path.exists():
-        return []
-    return [w for section, w in length_warnings(recipe, json.loads(lengths_path.read_text())) if section == "rl"]
-
-
 def clipping_watch():
     """A callback that says, once and loudly, when most completions hit the token limit."""
     from transformers import TrainerCallback
@@ -363,7 +355,7 @@ def prepare(recipe: Recipe) -> RLSession:
     restore_full_module_dtypes(loaded, trainer.model)
     trainer.add_callback(clipping_watch())
     trainer.add_callback(hacking_watch(judge_reward.__name__, next((f.__name__ for f in funcs if f.__name__ != judge_reward.__name__), None)))
-    for warning in budget_warnings(recipe, stage_dir(recipe, "data") / "lengths.json") if is_main() else []:
+    for warning in budget_warnings(recipe, sections=("rl",)) if is_main() else []:
         print(f"[kit] ⚠ {warning}")
     if is_main():
         print(f"[kit] {recipe.rl.algorithm.upper()} (importance_sampling_level={config.importance_sampling_level}, "

@@ -240,7 +240,7 @@ def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, failure(proc)
     out = shared_runs / "tiny" / "eval"
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "metrics.json").read_text())
     systems = results["results"]
     assert {"base", "sft", "gguf-q4_k_m"} <= set(systems)  # rl too when the RL test ran first
     assert results["items"] == {t: min(8, n) for t, n in TINY_TASKS.items()} | {"open": 8}

@@ -151,7 +151,7 @@ def test_launch_runs_sft_and_gspo_as_one_two_process_job_then_the_rest_once(tmp_
     assert counts["graded"] + counts["broken_format"] + counts["skipped"] == 2 * 8 * 2, counts
     assert json.loads((runs / "tiny" / "rl" / "judge_ledger.json").read_text())["reward_counts"] == counts
     assert (runs / "tiny" / "export" / "gguf" / "tiny-q8_0.gguf").exists()
-    assert (runs / "tiny" / "eval" / "results.json").exists()
+    assert (runs / "tiny" / "eval" / "metrics.json").exists()
 
 
 @pytest.mark.slow

@@ -78,11 +78,14 @@ def test_vllm_rollouts_reach_trls_config(tmp_path):
     assert not rl.build_config(recipe, tmp_path, rl.vllm_args(recipe, "hf", TRANSFORMERS)).use_vllm
 
 
-def test_a_budget_below_the_sft_lengths_is_warned_about(tmp_path):
-    lengths = tmp_path / "lengths.json"
-    lengths.write_text(json.dumps({"sft": list(range(100, 300)), "rl": [40, 50, 60]}))
-    assert rl.budget_warnings(load_recipe("tiny", ["rl.trainer.max_completion_length=240"]), lengths) == []
-    (warning,) = rl.budget_warnings(load_recipe("tiny", ["rl.trainer.max_completion_length=160"]), lengths)
+def test_a_budget_below_the_sft_lengths_is_warned_about(tmp_path, monkeypatch):
+    from kit.capacity import budget_warnings
+
+    monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path))
+    (tmp_path / "tiny" / "data").mkdir(parents=True)
+    (tmp_path / "tiny" / "data" / "lengths.json").write_text(json.dumps({"sft": list(range(100, 300)), "rl": [40, 50, 60]}))
+    assert budget_warnings(load_recipe("tiny", ["rl.trainer.max_completion_length=240"]), ("rl",)) == []
+    (warning,) = budget_warnings(load_recipe("tiny", ["rl.trainer.max_completion_length=160"]), ("rl",))
     assert "below the 95th percentile" in warning and "~240 tokens" in warning
 
 

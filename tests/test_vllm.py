@@ -56,7 +56,7 @@ def test_eval_serves_every_system_from_one_vllm_engine_with_lora_requests(lora_r
     proc = kit(vllm_python, "eval", "--recipe", "tiny", *sets(
         *LORA_ONLY, *SHORT, "eval.generation=vllm", "eval.max_items=6", "eval.max_new_tokens=40",
         "eval.decoding=sampled", "eval.samples=2"), env=env)
-    results = json.loads((runs / "tiny" / "eval" / "results.json").read_text())
+    results = json.loads((runs / "tiny" / "eval" / "metrics.json").read_text())
     assert results["engine"] == "vllm"
     systems = results["results"]
     assert systems["base"]["engine"] == "vllm (base on one engine)"
