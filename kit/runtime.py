@@ -182,6 +182,20 @@ def cpu_threads(env=os.environ) -> int:
 VLLM_CPU = {"dtype": "bfloat16", "gpu_memory_utilization": 0.15, "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}}
 
 
+def vllm_distribution() -> str | None:
+    """Which vLLM is installed: "vllm" (the CUDA build), "vllm-cpu" (the CPU build, a distribution of its own
+    whose package is still `vllm`), or None. The one place that tells them apart."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            version(name)
+            return name
+        except PackageNotFoundError:
+            continue
+    return None
+
+
 def vllm_settings(cuda: bool, gpu_memory_utilization: float) -> dict:
     """A vLLM engine's dtype and memory share: the recipe's share and the model's dtype on a GPU, the CPU
     build's settings (and environment, `env`) elsewhere.

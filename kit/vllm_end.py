@@ -16,7 +16,7 @@ from .formatting import THINK_CLOSE, THINK_OPEN
 from .generation import GenerationError, say_once, vllm_adapter_problem
 from .recipe import Recipe
 from .runs import TRAINED, stage_adapter, stage_dir
-from .runtime import VLLM_CPU
+from .runtime import VLLM_CPU, vllm_distribution
 
 
 def served_adapters(recipe: Recipe) -> dict[str, Path]:
@@ -102,13 +102,9 @@ def has_think_tokens(tokenizer) -> bool:
 def vllm_serve_head(model: str) -> list[str]:
     """`vllm serve MODEL`. The CPU build (distribution vllm-cpu) breaks that CLI, which reads its own version
     under the name vllm; its OpenAI server module takes the same arguments with `--model`."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version("vllm")
-        return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model]
-    except PackageNotFoundError:
+    if vllm_distribution() == "vllm-cpu":
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model]
 
 
 def with_preset(recipe: Recipe, body: dict) -> tuple[dict, str, dict]:
