@@ -6,19 +6,19 @@ from __future__ import annotations
 import math
 
 
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion (successes may be a mean times n).
+def wilson(successes: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (successes may be a mean times n): statsmodels'
+    `proportion_confint(method="wilson")`.
 
     >>> [round(x, 3) for x in wilson(8, 10)]
     [0.49, 0.943]
     """
     if n == 0:
         return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(successes, n, alpha=alpha, method="wilson")
+    return (max(0.0, float(low)), min(1.0, float(high)))
 
 
 def proportion(successes: int, n: int) -> dict:

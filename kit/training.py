@@ -3,6 +3,7 @@ from, the resumable training loop that saves the adapter, and the dtypes of full
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -35,9 +36,20 @@ def fresh_checkpoints(ckpt_dir: Path, recipe: Recipe, stage: str) -> None:
 
 
 def last_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest complete checkpoint (one whose trainer state was written), or None."""
-    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    """The newest complete checkpoint (one whose trainer state was written), or None. Not transformers'
+    `get_last_checkpoint`, which takes the newest folder even when a kill during the save left it half-written."""
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if _complete(p)]
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last (after the weights, the optimiser and the RNG states): a
+    checkpoint holds it, whole, only once everything else is written."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def train_resumable(trainer, resume: str | None, adapter_dir: Path, loaded) -> float:

@@ -140,3 +140,21 @@ def test_every_training_log_line_carries_the_peak_gpu_memory_on_a_gpu(monkeypatc
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**30)
     handler.on_log(args, state, TrainerControl(), {"loss": 0.5})
     assert printed[-1] == {"loss": 0.5, "peak_gpu_mib": 3072}
+
+
+def test_resuming_skips_a_checkpoint_a_kill_left_half_written(tmp_path):
+    """The Trainer writes trainer_state.json last: a checkpoint without it, or with it cut short, was killed
+    during its save, and the run resumes from the newest whole one."""
+    import json
+
+    from kit.training import last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    for step, state in ((2, json.dumps({"global_step": 2})), (4, json.dumps({"global_step": 4})), (6, None),
+                        (8, '{"global_step": 8, "log_hist')):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
