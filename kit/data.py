@@ -302,7 +302,9 @@ def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, n
 
 
 def split(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Seeded shuffle, then hold out `val_fraction` (at least one row when there are two or more)."""
+    """Seeded shuffle, then hold out `val_fraction` (at least one row when there are two or more). Not
+    `Dataset.train_test_split`: the rows are plain dicts written as JSONL, and its rounding and shuffle would
+    move every row and with it every figure measured so far (bench/RESULTS.md)."""
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     n_val = max(1, round(len(rows) * val_fraction)) if len(rows) > 1 and val_fraction > 0 else 0

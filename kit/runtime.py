@@ -77,7 +77,8 @@ def how_launched() -> dict:
 
 
 def is_main() -> bool:
-    """The process that writes a stage's files (the only one, or rank 0 of several)."""
+    """The process that writes a stage's files (the only one, or rank 0 of several). Read from the launcher's
+    environment, so that it answers before the process group exists (accelerate's PartialState would start it)."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -93,22 +94,21 @@ def start_processes() -> None:
 
 
 def wait_for_main() -> None:
-    """Every process waits here until the main process has written what the others read next."""
-    import torch.distributed as dist
+    """Every process waits here until the main process has written what the others read next (accelerate's
+    `wait_for_everyone`)."""
+    if world_size() > 1:
+        from accelerate import PartialState
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        PartialState().wait_for_everyone()
 
 
 def gather(value) -> list:
-    """`value` from every process, in rank order (one process: [value])."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
+    """`value` from every process, in rank order (one process: [value]): accelerate's `gather_object`."""
+    if world_size() == 1:
         return [value]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, value)
-    return out
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
 
 
 @dataclass
