@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .recipe import Recipe
+from .runs import TRAINED
 
 NOT_MEDICAL_ADVICE = (
     "**Not medical advice.** This model's outputs are not medical advice and are not validated for "
@@ -18,7 +19,7 @@ def model_card(recipe: Recipe, stage: str, metrics: dict, *, base: str | None = 
     lines = [
         "---",
         f"base_model: {base}",
-        "library_name: peft" if stage in ("sft", "rl") else "library_name: transformers",
+        "library_name: peft" if stage in TRAINED else "library_name: transformers",
         "tags: [medical, reasoning, lora, unsloth, trl]",
         "---",
         f"# {recipe.name} · {stage}",

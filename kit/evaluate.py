@@ -277,7 +277,7 @@ def comparisons(results: dict, seed: int = 0) -> list[dict]:
     stage, per task."""
     names = list(results)
     pairs = list(zip(names, names[1:]))
-    trained = [n for n in names if n in ("sft", "rl")]
+    trained = [n for n in names if n in TRAINED]
     if trained and ("base", trained[-1]) not in pairs and "base" in names:
         pairs.append(("base", trained[-1]))
     out = []

@@ -24,7 +24,7 @@ from .formatting import opens_thinking
 from .generation import STOP_TOKENS, free_memory
 from .modeling import load_model
 from .recipe import PRESETS, SAMPLING_KEYS, Recipe
-from .runs import GGUF_PREFERENCE, Timer, final_adapter, metrics_header, start_stage, write_metrics
+from .runs import GGUF_PREFERENCE, QUANTS, Timer, final_adapter, metrics_header, start_stage, write_metrics
 from .runtime import UNSLOTH, import_end, peak_memory_mb
 
 VERIFY_PROMPT = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
@@ -205,7 +205,7 @@ def verify_gguf(path: Path, expected_arch: str | None, expected_kind: str, token
         raise ExportError(f"{path.name}: architecture {info['architecture']!r}, expected {expected_arch!r}")
     if not info["tensor_count"]:
         raise ExportError(f"{path.name}: no tensors")
-    wanted = {"q4_k_m": "Q4_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K", "q8_0": "Q8_0", "f16": "F16", "q4_0": "Q4_0"}[expected_kind]
+    wanted = QUANTS[expected_kind].tensor_type
     if wanted not in info["tensor_types"]:
         raise ExportError(f"{path.name}: no {wanted} tensors (types: {info['tensor_types']}); the quantisation "
                           f"fell back — tensor widths must be multiples of 256 for K-quants")

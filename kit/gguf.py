@@ -21,14 +21,14 @@ from pathlib import Path
 
 from .errors import KitError
 from .gguf_convert import FORCED
-from .runs import cache_dir
+from .runs import QUANTS, cache_dir
 from .runtime import cpu_threads
 
 # where Qwen's chat template puts an image (inside <|vision_start|>…<|vision_end|>); llama.cpp's multimodal
 # library (libmtmd) puts the image's embeddings there
 IMAGE_PLACEHOLDER = "<|image_pad|>"
 # llama.cpp file types (llama.h: enum llama_ftype)
-FTYPES = {"q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q4_0": 2}
+FTYPES = {kind: q.ftype for kind, q in QUANTS.items() if kind != "f16"}  # what llama.cpp's quantiser makes
 
 
 class GGUFError(KitError, RuntimeError):

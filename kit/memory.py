@@ -32,14 +32,13 @@ from pathlib import Path
 
 from .base_model import SHAPES, SHAPE_PREFIX, model_path, shape_config, shape_text_config
 from .recipe import Recipe, trainer_setting
-from .runs import stage_dir
+from .runs import QUANTS, stage_dir
 from .runtime import Sharding, world_size
 
 GiB = 2**30
 PROMPT_TOKENS = 512
 MARGIN = 1.10
-# Bytes per weight in each GGUF type (llama.cpp block sizes: q8_0 34 B per 32, q4_k_m ~4.85 bits).
-GGUF_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_k_m": 4.85 / 8, "q5_k_m": 5.7 / 8, "q6_k": 6.56 / 8, "q4_0": 18 / 32}
+GGUF_BYTES = {kind: q.bytes_per_weight for kind, q in QUANTS.items()}  # bytes per weight in each GGUF type
 # What GPUs report to PyTorch (total_memory), GiB.
 GPUS = {"T4": 14.74, "L4": 22.03, "A100-40GB": 39.39, "H100": 79.19}
 

@@ -18,19 +18,19 @@ from pathlib import Path
 from .capacity import check_capacity
 from .cards import NOT_MEDICAL_ADVICE
 from .plots import loss_curve, reward_curve
-from .recipe import Recipe
+from .recipe import STAGES as RECIPE_STAGES, Recipe
 from .rl import trend_line
 from .runs import runs_root, stage_dir
 
 # The one list of stages, in order: name → (its module, whose run(recipe) returns the stage's metrics; what it
 # does). The CLI's stage commands and `make data|sft|rl|export` are these.
-STAGES = {
-    "data": ("kit.data", "load, validate, format and measure the datasets"),
-    "sft": ("kit.sft", "supervised fine-tuning (LoRA) on reasoning + answer"),
-    "rl": ("kit.rl", "GSPO / GRPO with the judge reward, from the SFT adapter"),
-    "export": ("kit.export", "merge into a 16-bit base, GGUF (f16, q8_0, q4_k_m), verify each file"),
-    "eval": ("kit.evaluate", "base vs SFT vs RL vs GGUF on the same items, with 95% intervals"),
-}
+STAGES = dict(zip(RECIPE_STAGES, (  # recipe.STAGES, each with its module and what it does
+    ("kit.data", "load, validate, format and measure the datasets"),
+    ("kit.sft", "supervised fine-tuning (LoRA) on reasoning + answer"),
+    ("kit.rl", "GSPO / GRPO with the judge reward, from the SFT adapter"),
+    ("kit.export", "merge into a 16-bit base, GGUF (f16, q8_0, q4_k_m), verify each file"),
+    ("kit.evaluate", "base vs SFT vs RL vs GGUF on the same items, with 95% intervals"),
+), strict=True))
 
 
 def is_done(recipe: Recipe, stage: str) -> bool:

@@ -50,7 +50,7 @@ class TinyModelConfig:
 @dataclass
 class ModelConfig:
     name_or_path: str = "builtin:tiny"  # hub id, local folder, or builtin:tiny
-    params_b: float = 0.002  # billions of parameters, used to refuse impossible runs early
+    params_b: float = 0.002  # billions of parameters, as the recipe states them for messages (the estimates count the model's own)
     load_in_4bit: bool = False  # NF4 through Unsloth / bitsandbytes
     max_seq_length: int = 512  # tokens; longer rows are dropped and counted
     dtype: str = "auto"  # auto = bf16 on a GPU that has it, else fp32
@@ -269,8 +269,9 @@ class Recipe:
 PLACEMENT = [("rl", "vllm_server_url"), ("rl", "vllm_server_gpus")]
 
 # Stages in order, each with the recipe sections it adds to what the earlier ones read.
-STAGE_SECTIONS = [("data", ["model", "data"]), ("sft", ["lora", "sft"]), ("rl", ["rl"]),
-                  ("export", ["export", "sampling"]), ("eval", ["eval"])]
+STAGES = ("data", "sft", "rl", "export", "eval")  # the one list of the pipeline's stages, in order
+# each stage's recipe sections (a stage's hash covers its own and every earlier stage's)
+STAGE_SECTIONS = list(zip(STAGES, (["model", "data"], ["lora", "sft"], ["rl"], ["export", "sampling"], ["eval"])))
 
 
 def _build(cls, data, where: str):

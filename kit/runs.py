@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .recipe import Recipe, save_resolved
@@ -14,6 +15,22 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = Path(__file__).parent / "samples"  # the bundled dataset samples
 TRAINED = ("sft", "rl")  # the stages that write an adapter, in training order
 GGUF_PREFERENCE = ("q4_k_m", "q8_0", "f16")  # the GGUF a server, the demo and the eval take, in this order
+
+
+@dataclass(frozen=True)
+class Quant:
+    """A GGUF type: llama.cpp's file type id (what its quantiser is asked for), the tensor type most of the file's
+    weights then carry (what the export verifies), and bytes per weight (llama.cpp's block sizes: q8_0 is 34 B per
+    32 weights, q4_k_m ~4.85 bits; what the disk and memory estimates use)."""
+
+    ftype: int
+    tensor_type: str
+    bytes_per_weight: float
+
+
+# The one table of GGUF types, for the quantiser (kit/gguf.py), the export's check and the estimates (kit/memory.py)
+QUANTS = {"f16": Quant(1, "F16", 2.0), "q8_0": Quant(7, "Q8_0", 34 / 32), "q4_k_m": Quant(15, "Q4_K", 4.85 / 8),
+          "q5_k_m": Quant(17, "Q5_K", 5.7 / 8), "q6_k": Quant(18, "Q6_K", 6.56 / 8), "q4_0": Quant(2, "Q4_0", 18 / 32)}
 
 
 def runs_root() -> Path:

