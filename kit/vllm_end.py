@@ -139,6 +139,19 @@ def with_reasoning_content(reply: dict) -> dict:
     return reply
 
 
+async def _closing_upstream(stream, response):
+    """The upstream stream, closed as soon as the client goes away (Starlette cancels this): closing vLLM's
+    response makes vLLM abort the request, so a Stop button frees its slot at once."""
+    import anyio
+
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):  # Starlette's cancellation would stop the close itself
+            await response.aclose()
+
+
 async def _sse_with_reasoning_content(lines):
     async for line in lines:
         if line.startswith("data: {"):
@@ -172,11 +185,15 @@ def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = Non
     if api_key:
         app.add_middleware(RequireKey, key=api_key)
 
+    def starting():
+        return Response(json.dumps(error_body("vLLM is starting (or has stopped): retry shortly", 503)), 503,
+                        media_type="application/json", headers={"retry-after": "5"})
+
     async def health(request):
         try:
             r = await client.get("/health")
         except httpx.TransportError:  # vLLM still loading
-            return Response(b"vLLM is starting", 503)
+            return Response(b"vLLM is starting", 503, headers={"retry-after": "5"})
         return Response(r.content, r.status_code)
 
     async def forward(request):  # a plain Starlette endpoint: the request as it came
@@ -200,12 +217,15 @@ def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = Non
             content = json.dumps(body).encode()
         upstream_req = client.build_request(request.method, f"/v1/{path}", content=content,
                                             headers={"content-type": "application/json"})
-        r = await client.send(upstream_req, stream=True)
+        try:
+            r = await client.send(upstream_req, stream=True)
+        except httpx.TransportError:  # vLLM still loading (or gone): what the openai client retries
+            return starting()
         chat = request.method == "POST" and path == "chat/completions"
         if "text/event-stream" in r.headers.get("content-type", ""):
             stream = _sse_with_reasoning_content(r.aiter_lines()) if chat else r.aiter_raw()
-            return StreamingResponse(stream, status_code=r.status_code, media_type="text/event-stream",
-                                     headers=headers, background=None)
+            return StreamingResponse(_closing_upstream(stream, r), status_code=r.status_code,
+                                     media_type="text/event-stream", headers=headers, background=None)
         data = await r.aread()
         await r.aclose()
         if chat and r.status_code == 200:
@@ -213,7 +233,10 @@ def preset_proxy(recipe: Recipe, upstream: str, variables: set[str] | None = Non
         return Response(data, r.status_code, media_type=r.headers.get("content-type"), headers=headers)
 
     async def metrics(request):  # vLLM's Prometheus metrics, the speculative acceptance counters among them
-        r = await client.get("/metrics")
+        try:
+            r = await client.get("/metrics")
+        except httpx.TransportError:
+            return starting()
         return Response(r.content, r.status_code, media_type=r.headers.get("content-type"))
 
     app.add_route("/health", health, methods=["GET"])

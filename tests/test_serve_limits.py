@@ -211,3 +211,55 @@ def test_a_child_server_that_writes_far_more_than_a_pipe_holds_still_answers(tmp
     with ChildServer([sys.executable, "-c", CHATTY, str(port)], f"http://127.0.0.1:{port}/health", 30, log=log):
         httpx.get(f"http://127.0.0.1:{port}/x", timeout=10)
     assert log.stat().st_size > 200_000  # a log asked for is kept
+
+
+def test_the_vllm_end_s_proxy_answers_503_while_vllm_starts_and_passes_a_closed_stream_on():
+    """Before vLLM listens, every route but /health is an OpenAI-shaped 503 with Retry-After (not a 500 and a
+    traceback); a client that closes its stream makes the proxy close vLLM's, so vLLM aborts the request."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+
+    from kit.children import free_port
+    from kit.vllm_end import preset_proxy
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there yet
+    url, stop = running(preset_proxy(load_recipe("tiny"), dead))
+    try:
+        for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions")):
+            r = httpx.request(method, f"{url}{path}", json={"messages": [{"role": "user", "content": "?"}]})
+            assert r.status_code == 503 and r.headers["retry-after"] and "starting" in r.json()["error"]["message"]
+        assert httpx.get(f"{url}/health").status_code == 503
+    finally:
+        stop()
+
+    seen = {"sent": 0, "closed": False}
+
+    async def chat(request):
+        async def events():
+            try:
+                for i in range(2000):
+                    seen["sent"] += 1
+                    yield f'data: {{"id": "x", "object": "chat.completion.chunk", "choices": [{{"index": 0, "delta": {{"content": "w{i} "}}}}]}}\n\n'
+                    await asyncio.sleep(0.01)
+            finally:
+                seen["closed"] = True
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    upstream = Starlette()
+    upstream.add_route("/v1/chat/completions", chat, methods=["POST"])
+    up_url, stop_up = running(upstream)
+    url, stop = running(preset_proxy(load_recipe("tiny"), up_url))
+    try:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=10,
+                          json={"messages": [{"role": "user", "content": "?"}], "stream": True}) as r:
+            lines = r.iter_lines()
+            assert [next(lines) for _ in range(4)]
+        deadline = time.time() + 5
+        while not seen["closed"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert seen["closed"] and seen["sent"] < 1000, seen  # vLLM's stream ended with the client's, not at its end
+    finally:
+        stop()
+        stop_up()
