@@ -22,6 +22,7 @@ request, which is why the llama.cpp end is served by the app below rather than b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 from . import gguf
@@ -68,13 +70,101 @@ def split_message(text: str, opened: bool) -> dict:
     return {"role": "assistant", "content": p.answer, "reasoning_content": p.reasoning}
 
 
+class Slots:
+    """One llama.cpp context: one generation at a time, and a bounded line for it. A request takes its place in
+    the line when it arrives (`reserve`: None when `max_waiting` are already waiting, so it is turned away with
+    a 429 at once instead of piling up) and leaves it when the model is its (`held`)."""
+
+    def __init__(self, max_waiting: int):
+        self.max_waiting, self.waiting = max_waiting, 0
+        self._lock, self._count = threading.Lock(), threading.Lock()
+
+    def reserve(self):
+        with self._count:
+            if self.waiting >= self.max_waiting:
+                return None
+            self.waiting += 1
+        return _Place(self)
+
+    @contextlib.contextmanager
+    def held(self, place: "_Place"):
+        try:
+            self._lock.acquire()
+        finally:
+            place.leave()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
+class _Place:
+    """A place in the line; leaving it twice is leaving it once (a stream that never started leaves it when
+    its generator is collected)."""
+
+    def __init__(self, slots: Slots):
+        self.slots, self.here = slots, True
+
+    def leave(self) -> None:
+        with self.slots._count:
+            if self.here:
+                self.here = False
+                self.slots.waiting -= 1
+
+
+MAX_BODY_BYTES = 32 * 2**20  # a request's body: room for a few images as base64
+MAX_IMAGES = 8  # images in one request
+
+
+class LimitBody:
+    """ASGI middleware: a body over `max_bytes` (by its Content-Length, or as it arrives) is an OpenAI-shaped 413
+    before anything reads it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send):
+        body = json.dumps(error_body(f"the request body is over {self.max_bytes // 2**20} MiB", 413)).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "", vision=None,
-               api_key: str | None = None):
+               api_key: str | None = None, max_waiting: int = 16, max_body_bytes: int = MAX_BODY_BYTES,
+               max_images: int = MAX_IMAGES):
     """FastAPI app: /v1/models and /v1/chat/completions (plain and streamed) over a llama.cpp model, with the
     model's own chat template rendering the conversation, the tools and `chat_template_kwargs`, and TRL's
     response parser for Qwen3.5/3.6 (`trl.chat_template_utils`) reading reasoning, answer and tool calls
     back out of the completion. With `vision` (`gguf.vision`: the GGUF's projector) images are read too. With
-    `api_key`, every route but /health wants it (`chat_api.RequireKey`)."""
+    `api_key`, every route but /health wants it (`chat_api.RequireKey`). Limits: one generation at a time and at
+    most `max_waiting` requests waiting (then a 429 with Retry-After), a body of `max_body_bytes` (413),
+    `max_images` per request (400); `max_tokens` past the context is cut to what fits, and the reply says so
+    (`x-kit-max-tokens`); a prompt that leaves no room is a 400 naming the lengths."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
     from trl.chat_template_utils import add_response_schema, parse_response
@@ -88,11 +178,12 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
               "calls cannot be read (requests with tools get a 400)")
     variables = template_variables(tokenizer)
     announce_template(variables)
-    lock = threading.Lock()  # one llama.cpp context: one generation at a time
+    slots = Slots(max_waiting)
     model_id = recipe.name
     app = FastAPI(title=f"medreason-kit · {recipe.name} (not medical advice)")
+    app.add_middleware(LimitBody, max_bytes=max_body_bytes)
     if api_key:
-        app.add_middleware(RequireKey, key=api_key)
+        app.add_middleware(RequireKey, key=api_key)  # added last, so checked first
 
     @app.exception_handler(HTTPException)
     def openai_error(request, exc: HTTPException):  # the shape the openai client reads its message from
@@ -117,6 +208,7 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise HTTPException(400, "'messages' must be a non-empty list")
+
         try:
             values, preset, thinking = request_sampling(recipe, body)
             tools = check_tools(body.get("tools"))
@@ -124,6 +216,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
                 raise BadRequest("tools: this model's chat template has no tool-call format the kit can read (TRL's "
                                  "parsers know Qwen's and a few others'); send the request without tools")
             messages, images = template_messages(messages, vision is not None)
+            if len(images) > max_images:
+                raise BadRequest(f"{len(images)} images in one request; this server takes at most {max_images}")
             choice = body.get("tool_choice", "auto")
             if choice not in ("auto", "none", None):
                 raise BadRequest(f"tool_choice {choice!r} is not supported on the llama.cpp end (it cannot force a "
@@ -139,25 +233,41 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         except Exception as e:
             raise HTTPException(400, f"could not apply the chat template: {e}") from None
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 512)
-        if len(prompt_ids) + max_tokens > n_ctx:
-            raise HTTPException(400, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the "
-                                     f"context of {n_ctx} tokens")
+        asked = body.get("max_tokens") or body.get("max_completion_tokens")
+        try:
+            max_tokens = int(asked or 512)
+        except (TypeError, ValueError):
+            raise HTTPException(400, f"max_tokens must be an integer, not {asked!r}") from None
+        if max_tokens < 1:
+            raise HTTPException(400, f"max_tokens must be at least 1, not {max_tokens}")
+        room = n_ctx - len(prompt_ids)
+        if room < 1:
+            raise HTTPException(400, f"the prompt ({len(prompt_ids)} tokens) fills the context of {n_ctx} tokens: "
+                                     f"shorten the conversation, or serve with a longer --max-model-len")
+        clamped = bool(asked) and max_tokens > room  # the reply says so; a default that does not fit just shrinks
+        max_tokens = min(max_tokens, room)
         params = dict(prompt=prompt, max_tokens=max_tokens, stop=STOP_TOKENS, seed=body.get("seed"),
                       temperature=values["temperature"], top_p=values["top_p"], top_k=values["top_k"],
                       min_p=values["min_p"], presence_penalty=values["presence_penalty"],
                       repeat_penalty=values["repetition_penalty"])
         headers = {"x-kit-preset": preset, "x-kit-sampling": json.dumps(values)}
+        if clamped:
+            headers["x-kit-max-tokens"] = f"{max_tokens} (asked {asked}; the prompt's {len(prompt_ids)} tokens leave that of {n_ctx})"
         if ignored:
             headers[IGNORED_HEADER] = ", ".join(ignored)
+        place = slots.reserve()
+        if place is None:
+            return JSONResponse(error_body(f"the server is busy ({slots.waiting} requests waiting for the model): "
+                                           f"retry shortly", 429), status_code=429, headers={"retry-after": "5"})
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
         generate = lambda stream: complete(llm, params, images, vision, stream=stream)  # noqa: E731
         if body.get("stream"):
-            return StreamingResponse(_closing(_stream(generate, lock, cid, created, model_id, thinking,
-                                                      lambda text: parse(prompt_ids, text, tools))),
-                                     media_type="text/event-stream", headers=headers)
+            events = _closing(_stream(generate, slots, place, cid, created, model_id, thinking,
+                                      lambda text: parse(prompt_ids, text, tools)))
+            weakref.finalize(events, place.leave)  # a stream cancelled before it started still leaves the line
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         try:
-            with lock:
+            with slots.held(place):
                 out = generate(False)
         except ValueError as e:  # llama.cpp's multimodal path: the images do not fit the context, say
             raise HTTPException(400, str(e)) from None
@@ -195,7 +305,7 @@ async def _closing(events):
             await run_in_threadpool(events.close)
 
 
-def _stream(generate, lock, cid, created, model_id, thinking, parse):
+def _stream(generate, slots, place, cid, created, model_id, thinking, parse):
     """Server-sent events: reasoning deltas go to `reasoning_content` until `</think>`, then `content`; from
     a `<tool_call>` on, the text is held back and sent as `tool_calls` once parsed at the end."""
     in_reasoning, buffer, full, calling, finish = thinking, "", "", False, "stop"
@@ -206,7 +316,7 @@ def _stream(generate, lock, cid, created, model_id, thinking, parse):
                                                                       "finish_reason": finish}]}) + "\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    with lock:
+    with slots.held(place):
         try:
             parts = generate(True)
         except ValueError as e:  # as the OpenAI API streams an error: the client raises it

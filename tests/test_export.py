@@ -55,9 +55,12 @@ def test_server_answers_the_openai_client_with_thinking_on_and_off(export_metric
         assert off.usage.completion_tokens >= 1
         chunks = list(client.chat.completions.create(model="tiny", messages=q, max_tokens=32, stream=True))
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+        raw = client.chat.completions.with_raw_response.create(model="tiny", messages=q, max_tokens=100_000)
+        assert "asked 100000" in raw.headers["x-kit-max-tokens"]  # cut to what the context holds, and said
+        assert raw.parse().usage.completion_tokens <= 2048
         too_long = client.with_options(max_retries=0).chat.completions
-        with pytest.raises(Exception, match="exceeds the context"):
-            too_long.create(model="tiny", messages=q, max_tokens=100_000)
+        with pytest.raises(Exception, match="fills the context"):
+            too_long.create(model="tiny", messages=[{"role": "user", "content": "naloxone " * 3000}], max_tokens=8)
 
 
 def test_split_reasoning_table():

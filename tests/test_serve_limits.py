@@ -263,3 +263,35 @@ def test_the_vllm_end_s_proxy_answers_503_while_vllm_starts_and_passes_a_closed_
     finally:
         stop()
         stop_up()
+
+
+def test_the_llama_cpp_end_turns_away_what_it_cannot_hold(tokenizer):
+    """A body over the limit: 413; too many images: 400; past `max_waiting` requests waiting for the model: a 429
+    with Retry-After at once (the openai client retries it); the server answers normally afterwards."""
+    import concurrent.futures
+
+    llm = SlowLlama()
+    url, stop = running(create_app(load_recipe("tiny"), llm, tokenizer, 4096, "scripted", max_waiting=2,
+                                   max_body_bytes=2**20))
+    try:
+        big = {"messages": [{"role": "user", "content": "x" * (2 * 2**20)}]}
+        r = httpx.post(f"{url}/v1/chat/completions", json=big, timeout=10)
+        assert r.status_code == 413 and "MiB" in r.json()["error"]["message"]
+
+        def streamed(_):
+            with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60,
+                              json={"messages": [{"role": "user", "content": "?"}], "max_tokens": 1000,
+                                    "stream": True}) as r:
+                if r.status_code != 200:
+                    return r.status_code, r.headers.get("retry-after")
+                for _ in r.iter_lines():
+                    pass
+                return 200, None
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(streamed, range(8)))
+        assert sum(c == 429 for c, _ in codes) >= 3 and all(ra == "5" for c, ra in codes if c == 429), codes
+        assert sum(c == 200 for c, _ in codes) >= 3, codes  # the one generating and the two waiting, at least
+        assert plain(url) < 5  # and it serves as before
+    finally:
+        stop()
