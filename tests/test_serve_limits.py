@@ -295,3 +295,30 @@ def test_the_llama_cpp_end_turns_away_what_it_cannot_hold(tokenizer):
         assert plain(url) < 5  # and it serves as before
     finally:
         stop()
+
+
+def test_bench_serve_s_load_against_the_llama_cpp_app_completes_or_429s_and_leaves_it_answering(tokenizer):
+    """A short run of bench/bench_serve.py's load (32 clients, some streaming and closing early) against the app
+    with a scripted model: no request errors, the line overflows into 429s, and the server answers after."""
+    import asyncio
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_serve", Path(__file__).parent.parent / "bench" / "bench_serve.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    class Quick(SlowLlama):
+        def _pieces(self):
+            for i in range(20):
+                time.sleep(0.002)
+                yield {"choices": [{"text": "word ", "finish_reason": "length" if i == 19 else None}]}
+
+    url, stop = running(create_app(load_recipe("tiny"), Quick(), tokenizer, 4096, "scripted", max_waiting=8))
+    try:
+        figures = asyncio.run(bench.load(f"{url}/v1", clients=32, seconds=4, model="tiny"))
+        assert figures["errors"] == 0, figures["error_examples"]
+        assert figures["completed"] >= 20 and figures["closed_early"] >= 1 and figures["rejected_429"] >= 1, figures
+        assert bench.answers(f"{url}/v1")
+    finally:
+        stop()
