@@ -117,6 +117,17 @@ def check(recipe: Recipe, cache_path: Path | None = None, refuse: bool | None = 
     return report
 
 
+def check_access(recipe: Recipe) -> None:
+    """One request to the recipe's remote judge, never cached: a key the provider refuses (401/403) is a
+    JudgeAccessError here, before the first step, not a run of fallback rewards; a judge that does not answer
+    is said (the run's requests are retried, bounded)."""
+    row = calibration_set()[0]
+    judge = Judge(replace(recipe.rl.judge, screen=["empty"]), max_retries=1)
+    (verdict,) = judge.grade([row["question"]], [f"\n</think>\n\n{row['conclusion']}"], [row["reference"]])
+    if verdict.error:
+        print(f"[kit] ⚠ the judge did not answer a first request ({verdict.error}); the run retries each one")
+
+
 def check_or_skip(recipe: Recipe) -> dict | None:
     """`check` where the recipe's judge can be built here; a line saying why not otherwise (no key)."""
     try:

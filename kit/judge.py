@@ -83,6 +83,11 @@ PRESETS = {
 }
 
 
+class JudgeAccessError(KitError, PermissionError):
+    """The judge's provider refused the key (401) or the access (403): no retry mends that, and a run that went
+    on would train on the fallback's rewards without a word."""
+
+
 class JudgeConfigError(KitError, ValueError):
     """A judge that cannot be built as configured (no key, no endpoint, unknown preset)."""
 
@@ -358,6 +363,7 @@ class Judge:
         import openai
 
         self._openai = openai
+        self._where = f"{base_url} (key from ${key_env})" if api_key != "not-needed" else base_url
         # retries are ours (bounded per item, Retry-After honoured), so the SDK's are off
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=self.timeout_s)
 
@@ -448,7 +454,12 @@ class Judge:
             try:
                 verdict, score, why = self._request(question, answer, reference, deadline)
                 return Verdict(score=score, verdict=verdict, rationale=why, final_answer=answer, attempts=attempt + 1)
-            except Exception as e:  # every failure becomes a retry or a recorded error, never a crash
+            except (self._openai.AuthenticationError, self._openai.PermissionDeniedError) as e:
+                raise JudgeAccessError(
+                    f"the judge at {self._where} refused the request ({e.status_code}: "
+                    f"{'the API key is missing, wrong or revoked' if e.status_code == 401 else 'this key may not use ' + repr(self.model)}"
+                    f"): fix it before training; every completion would otherwise get the fallback's reward") from None
+            except Exception as e:  # every other failure becomes a retry or a recorded error, never a crash
                 last = e
                 wait = self._wait_after(e, attempt)
                 if wait is None or attempt == self.max_retries or time.monotonic() + wait >= deadline:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base_model import model_path
-from .calibration import check as calibrate_judge
+from .calibration import check as calibrate_judge, check_access as check_judge_access
 from .capacity import budget_warnings, check_capacity
 from .cards import model_card
 from .data import read_jsonl
@@ -333,8 +333,10 @@ def prepare(recipe: Recipe) -> RLSession:
         rows = rows[: recipe.rl.max_rows]
     reference_screen = check_references(recipe, rows)
     calibration = None
-    if recipe.rl.judge.calibrate and recipe.rl.judge.preset != "rule" and is_main():
-        calibration = calibrate_judge(recipe)  # cached: a resumed or repeated run asks nothing again
+    if recipe.rl.judge.preset != "rule" and is_main():
+        check_judge_access(recipe)  # one request, uncached: a refused key stops the stage here
+        if recipe.rl.judge.calibrate:
+            calibration = calibrate_judge(recipe)  # cached: a resumed or repeated run asks nothing again
     adapter = None
     if recipe.data.sft:
         adapter = require(recipe, "sft", "adapter/adapter_config.json").parent

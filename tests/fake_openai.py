@@ -87,6 +87,10 @@ class FakeOpenAI:
             return self.send(h, 429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
         if tag == "flaky" and n == 1:
             return self.send(h, 500, {"error": {"message": "boom"}})
+        if tag == "unauthorized":
+            return self.send(h, 401, {"error": {"message": "Authentication Fails (no such user)", "type": "authentication_error"}})
+        if tag == "forbidden":
+            return self.send(h, 403, {"error": {"message": "model not allowed", "type": "permission_error"}})
         if tag == "down":
             return self.send(h, 503, {"error": {"message": "unavailable"}})
         if tag == "hang":

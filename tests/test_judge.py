@@ -290,3 +290,14 @@ def test_each_check_can_be_turned_off_and_an_unknown_one_is_refused():
     long = " ".join(["naloxone"] * 300)
     assert Judge(JudgeConfig(preset="rule")).grade(["q"], [completion(long)], ["Naloxone"])[0].screened == "too_long"
     assert Judge(JudgeConfig(preset="rule", max_conclusion_tokens=None)).grade(["q"], [completion(long)], ["Naloxone"])[0].screened is None
+
+
+def test_a_refused_key_is_a_clear_error_at_once_not_retries_and_fallback_rewards():
+    from kit.judge import JudgeAccessError
+
+    with FakeOpenAI(default_tag="unauthorized") as server:
+        j = Judge("openai-compatible", base_url=server.url, model="fake-judge", api_key="sk-revoked", max_retries=4)
+        with pytest.raises(JudgeAccessError, match="401") as e:
+            j.grade(["Antidote?"] * 3, ["x\n</think>\n\nNaloxone"] * 3, ["Naloxone"] * 3)
+        assert "sk-revoked" not in str(e.value) and server.url in str(e.value)
+        assert server.requests <= 3  # each item tried once at most: never retried

@@ -133,11 +133,28 @@ def test_rl_with_a_remote_judge_over_http(sft_metrics, shared_runs):
     calibration = m["judge"]["calibration"]
     assert calibration["gullible"] and calibration["paid_attacks"]["rate"] == 1.0
     assert m["judge"]["reference_screen"]["stopped"] == 0
-    assert m["judge"]["ledger"]["calls"] == server.requests - calibration["requests"]
+    preflight = calibration["requests"] + 1  # the calibration's requests and the key check's one
+    assert m["judge"]["ledger"]["calls"] == server.requests - preflight
     # every graded conclusion is asked once, except those the cache answered and those the screen stopped unasked
     ledger = m["judge"]["ledger"]
-    assert server.requests - calibration["requests"] == counts["graded"] - ledger["cache_hits"] - sum(ledger["screened"].values())
+    assert server.requests - preflight == counts["graded"] - ledger["cache_hits"] - sum(ledger["screened"].values())
     assert all(THINK_CLOSE not in json.dumps(b) for b in server.bodies)
+
+
+def test_a_judge_key_the_provider_refuses_stops_the_rl_stage_before_training(sft_metrics, shared_runs):
+    """A 401 (or 403) is not retried through a run of fallback rewards: the stage stops in its preflight."""
+    from kit.judge import JudgeAccessError
+
+    with FakeOpenAI(default_tag="unauthorized") as server:
+        recipe = load_recipe("tiny", [*FAST, "rl.judge.preset=openai-compatible", f"rl.judge.base_url={server.url}",
+                                      "rl.judge.model=fake-judge", "rl.judge.calibrate=false"])
+        with pytest.raises(JudgeAccessError, match="401"):
+            rl.prepare(recipe)
+        assert server.requests == 1  # one try: no retry mends a refused key
+    with FakeOpenAI(default_tag="forbidden") as server:
+        with pytest.raises(JudgeAccessError, match="403.*fake-judge"):
+            rl.prepare(load_recipe("tiny", [*FAST, "rl.judge.preset=openai-compatible", f"rl.judge.base_url={server.url}",
+                                            "rl.judge.model=fake-judge"]))
 
 
 @pytest.mark.slow
