@@ -11,6 +11,7 @@ Every file written is checked; a failed check fails the stage with its reason.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -232,6 +233,27 @@ def run(recipe: Recipe) -> dict:
     import_end()
     check_capacity(recipe, ["export"])
     out = start_stage(recipe, "export")
+    try:
+        return _run(recipe, out)
+    except (OSError, gguf.GGUFError) as e:  # a full disk, here or in llama.cpp's converter (its stderr says so)
+        if not (isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e)):
+            raise
+        raise ExportError(f"the disk holding {out} is full: {disk_needed(recipe, out)}; free space there (or point "
+                          f"KIT_RUNS_DIR at a larger disk) and run `python -m kit export --recipe {recipe.name}` again "
+                          f"(a stopped export is not taken as finished)") from None
+
+
+def disk_needed(recipe: Recipe, out: Path) -> str:
+    """What the export writes, from the kit's estimate (kit.memory.disk), against what is free at `out`."""
+    from .memory import counted, disk
+
+    sizes = disk(recipe, counted(recipe))
+    need = sum(v for k, v in sizes.items() if k.startswith(("merged", "GGUF")))
+    return (f"the export writes about {need / 1e9:.2f} GB (merged model and GGUF files), and "
+            f"{shutil.disk_usage(out).free / 1e9:.2f} GB are free")
+
+
+def _run(recipe: Recipe, out: Path) -> dict:
     adapter = final_adapter(recipe)
     if adapter is None:
         raise ExportError(f"no adapter to export for recipe '{recipe.name}': run "

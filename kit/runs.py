@@ -59,6 +59,7 @@ def start_stage(recipe: Recipe, stage: str, *, quiet: bool = False) -> Path:
     if not is_main():  # one writer: the main process (the others find the folder after `wait_for_main`)
         return out
     out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # not finished until this run writes it again (`finished`)
     path = save_resolved(recipe, out)
     if not quiet:
         print(f"[kit] {stage} · recipe {recipe.name} ({recipe.hash()}) → {out}")
@@ -91,9 +92,17 @@ def final_adapter(recipe: Recipe | str) -> Path | None:
     return next((a for stage in reversed(TRAINED) if (a := stage_adapter(recipe, stage))), None)
 
 
+def finished(recipe: Recipe | str, stage: str) -> bool:
+    """Whether `stage` ran to its end: its metrics.json is written last (atomically), and removed when the stage
+    starts again, so a stage stopped midway, or stopped while it ran again, is not finished."""
+    return (stage_dir(recipe, stage) / "metrics.json").exists()
+
+
 def gguf_file(recipe: Recipe, prefer: str | None = None, kinds: tuple[str, ...] = GGUF_PREFERENCE) -> Path | None:
     """The run's GGUF file: the `prefer`red quantization where it was written, else the first of `kinds` that
-    was; None where the export wrote none of them."""
+    was; None where the export wrote none of them, or has not finished (a killed export's files are not taken)."""
+    if not finished(recipe, "export"):
+        return None
     folder = stage_dir(recipe, "export") / "gguf"
     return next((path for kind in ([prefer] if prefer else []) + list(kinds)
                  if (path := folder / f"{recipe.name}-{kind}.gguf").exists()), None)

@@ -43,15 +43,15 @@ from .generation import STOP_TOKENS, GenerationError, choose
 from .gguf import complete
 from .modeling import load_tokenizer
 from .recipe import Recipe
-from .runs import gguf_file, stage_dir
+from .runs import finished, gguf_file, stage_dir
 from .vllm_end import preset_proxy, vllm_command
 
 
 def find_gguf(recipe: Recipe, prefer: str | None = None) -> Path:
     path = gguf_file(recipe, prefer)
     if path is None:
-        raise FileNotFoundError(f"no GGUF in {stage_dir(recipe, 'export') / 'gguf'}: run "
-                                f"`python -m kit export --recipe {recipe.name}` first")
+        raise FileNotFoundError(f"no GGUF in {stage_dir(recipe, 'export') / 'gguf'} from a finished export: run "
+                                f"`python -m kit export --recipe {recipe.name}`")
     return path
 
 
@@ -420,7 +420,7 @@ def served_tokenizer(recipe: Recipe, chat_template: str | None = None):
     from transformers import AutoTokenizer
 
     merged = stage_dir(recipe, "export") / "merged"
-    if (merged / "tokenizer_config.json").exists():
+    if finished(recipe, "export") and (merged / "tokenizer_config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(merged)
     else:
         tokenizer = load_tokenizer(recipe)

@@ -15,7 +15,7 @@ from .export import is_mtp
 from .formatting import THINK_CLOSE, THINK_OPEN
 from .generation import GenerationError, say_once, vllm_adapter_problem
 from .recipe import Recipe
-from .runs import TRAINED, stage_adapter, stage_dir
+from .runs import TRAINED, finished, stage_adapter, stage_dir
 from .runtime import VLLM_CPU, vllm_distribution
 
 
@@ -53,9 +53,9 @@ def vllm_command(recipe: Recipe, host: str, port: int, lora: bool = False, max_m
             extra += ["--hf-overrides", json.dumps(recipe.export.yarn_update(AutoConfig.from_pretrained(model).to_dict()))]
     else:
         merged = stage_dir(recipe, "export") / "merged"
-        if not (merged / "config.json").exists():
-            raise FileNotFoundError(f"{merged} is missing: run `python -m kit export --recipe {recipe.name}` first, "
-                                    f"or serve the adapters with --lora")
+        if not finished(recipe, "export") or not (merged / "config.json").exists():
+            raise FileNotFoundError(f"{merged} is missing, or the export that wrote it did not finish: run "
+                                    f"`python -m kit export --recipe {recipe.name}`, or serve the adapters with --lora")
         model, name, extra = str(merged), recipe.name, []
     if chat_template:
         extra += ["--chat-template", str(Path(chat_template).resolve())]

@@ -210,3 +210,45 @@ def test_speculative_decoding_asks_vllm_for_the_models_own_mtp_layers(runs_dir):
     cmd = vllm_command(recipe, "127.0.0.1", 8001, speculative="mtp")
     assert json.loads(cmd[cmd.index("--speculative-config") + 1]) == {"method": "mtp", "num_speculative_tokens": 2}
     assert "--speculative-config" not in vllm_command(recipe, "127.0.0.1", 8001)
+
+
+def test_a_stopped_export_leaves_nothing_a_later_stage_takes_for_finished(tmp_path, monkeypatch):
+    """The export's files count only once its metrics.json is written (last); starting the stage again removes
+    it, so an export killed while it reruns is not finished either."""
+    from kit.recipe import load_recipe
+    from kit.runs import finished, gguf_file, start_stage
+    from kit.serve import find_gguf
+
+    monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path))
+    recipe = load_recipe("tiny")
+    gguf_dir = tmp_path / "tiny" / "export" / "gguf"
+    gguf_dir.mkdir(parents=True)
+    (gguf_dir / "tiny-q4_k_m.gguf").write_bytes(b"GGUF half-written")
+    assert gguf_file(recipe) is None and not finished(recipe, "export")
+    with pytest.raises(FileNotFoundError, match="finished export"):
+        find_gguf(recipe)
+    (tmp_path / "tiny" / "export" / "metrics.json").write_text("{}")
+    assert gguf_file(recipe) == gguf_dir / "tiny-q4_k_m.gguf"
+    start_stage(recipe, "export", quiet=True)  # the export runs again...
+    assert gguf_file(recipe) is None  # ...and until it ends, its old files are not the run's
+
+
+def test_a_full_disk_during_export_is_an_export_error_naming_the_folder_and_the_bytes(tmp_path, monkeypatch):
+    import errno
+
+    from kit import export
+    from kit.recipe import load_recipe
+
+    monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path))
+    monkeypatch.setattr(export, "check_capacity", lambda *a, **k: None)
+    monkeypatch.setattr(export, "final_adapter", lambda recipe: tmp_path / "sft" / "adapter")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "merge", full)
+    with pytest.raises(export.ExportError, match=r"disk holding .*export is full: the export writes about [\d.]+ GB"):
+        export.run(load_recipe("tiny"))
+    monkeypatch.setattr(export, "merge", lambda *a: (_ for _ in ()).throw(PermissionError("read-only")))
+    with pytest.raises(PermissionError):  # another OS error is not called a full disk
+        export.run(load_recipe("tiny"))
