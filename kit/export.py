@@ -22,6 +22,7 @@ from .capacity import check_capacity
 from .cards import NOT_MEDICAL_ADVICE, model_card
 from .errors import KitError
 from .formatting import opens_thinking
+from .memory import counted, disk
 from .generation import STOP_TOKENS, free_memory
 from .modeling import load_model
 from .recipe import PRESETS, SAMPLING_KEYS, Recipe
@@ -245,8 +246,6 @@ def run(recipe: Recipe) -> dict:
 
 def disk_needed(recipe: Recipe, out: Path) -> str:
     """What the export writes, from the kit's estimate (kit.memory.disk), against what is free at `out`."""
-    from .memory import counted, disk
-
     sizes = disk(recipe, counted(recipe))
     need = sum(v for k, v in sizes.items() if k.startswith(("merged", "GGUF")))
     return (f"the export writes about {need / 1e9:.2f} GB (merged model and GGUF files), and "

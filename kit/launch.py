@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .base_model import model_path
+from .chat_api import is_loopback
 from .children import ChildServer, free_port
 from .recipe import Recipe, load_recipe, trainer_setting
 from .rl import rollout_engine
@@ -155,6 +156,10 @@ def serve_rollouts(recipe: Recipe, host: str, port: int) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # so that the server's group is stopped, not orphaned
+    if not is_loopback(host):  # TRL's client carries no key, so the server cannot ask for one
+        print(f"[kit] ⚠ the rollout server on {host}:{port} takes no key (TRL's client sends none): anyone who can "
+              f"reach this port can generate with it and push weights into it. Keep it on a private network, or "
+              f"use --host 127.0.0.1 with the trainer on this machine.", flush=True)
     server = RolloutServer(recipe, port, gpus, host=host)
     try:
         with server as url:

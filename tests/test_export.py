@@ -203,6 +203,7 @@ def test_speculative_decoding_asks_vllm_for_the_models_own_mtp_layers(runs_dir):
     merged.mkdir(parents=True)
     (merged / "config.json").write_text("{}")
     load_tokenizer(recipe).save_pretrained(merged)
+    (merged.parent / "metrics.json").write_text("{}")  # as a finished export leaves it
     with pytest.raises(GenerationError, match="has no multi-token-prediction tensors"):
         vllm_command(recipe, "127.0.0.1", 8001, speculative="mtp")
     (merged / "model.safetensors.index.json").write_text(json.dumps(
