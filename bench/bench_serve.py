@@ -128,6 +128,18 @@ def answers(url: str, model: str = "tiny", api_key: str = "unused") -> bool:
         return False
 
 
+def processor() -> str:
+    """The CPU's model name, and whether it has AMX (timings differ twofold between such machines)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    return f"{name}{' with AMX' if ' amx_tile' in info else ''}"
+
+
 def kit(python: str, *args: str, env: dict) -> None:
     subprocess.run([python, "-m", "kit", *args], cwd=ROOT, env=env, check=True)
 
@@ -154,10 +166,7 @@ def main():
     runs = Path(args.runs or tempfile.mkdtemp(prefix="bench-serve-"))
     env = prepare(runs)
     os.environ["KIT_RUNS_DIR"] = env["KIT_RUNS_DIR"]
-    import platform
-
-    print(f"[bench] {args.clients} clients for {args.seconds:.0f} s per end; processor: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores")
+    print(f"[bench] {args.clients} clients for {args.seconds:.0f} s per end; processor: {processor()}, {os.cpu_count()} cores")
     for end in args.ends.split(","):
         python = str(ROOT / ".venv-vllm" / "bin" / "python") if end == "vllm" else sys.executable
         server = Server("tiny", overrides=[*LORA_ONLY, *SHORT], args=["--engine", end, "--max-model-len", "2048"],
