@@ -138,3 +138,20 @@ def kill_after_checkpoint(stage: str, sets: list[str], ckpts, pattern: str = "ch
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
     proc.wait()
+
+
+def half_write_next_checkpoint(ckpts, every: int) -> str:
+    """What a SIGKILL during a save leaves: the next checkpoint's folder with its weights cut short and no
+    trainer_state.json (the Trainer writes that last). Returns the newest complete checkpoint's name, the one a
+    resumed run must start from."""
+    import shutil
+
+    done = max((p for p in ckpts.glob("checkpoint-*") if (p / "trainer_state.json").exists()),
+               key=lambda p: int(p.name.split("-")[1]))
+    half = ckpts / f"checkpoint-{int(done.name.split('-')[1]) + every}"
+    shutil.rmtree(half, ignore_errors=True)
+    shutil.copytree(done, half)
+    (half / "trainer_state.json").unlink()
+    for weights in half.glob("*.safetensors"):
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    return done.name

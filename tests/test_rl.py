@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import kill_after_checkpoint
+from conftest import half_write_next_checkpoint, kill_after_checkpoint
 from fake_openai import FakeOpenAI
 from kit import rl
 from kit.recipe import RecipeError, load_recipe
@@ -163,8 +163,9 @@ def test_interrupted_rl_resumes(sft_metrics, shared_runs):
                                         "rl.trainer.max_completion_length=48"]), [])
     shutil.rmtree(shared_runs / "tiny" / "rl", ignore_errors=True)
     kill_after_checkpoint("rl", sets, shared_runs / "tiny" / "rl" / "checkpoints")
+    whole = half_write_next_checkpoint(shared_runs / "tiny" / "rl" / "checkpoints", every=2)  # killed mid-save
     done = subprocess.run([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sets], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, failure(done)
     m = json.loads((shared_runs / "tiny" / "rl" / "metrics.json").read_text())
-    assert m["resumed_from"] and m["resumed_from"].startswith("checkpoint-") and m["steps"] == 12
+    assert m["resumed_from"] == whole and m["steps"] == 12

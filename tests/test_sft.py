@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from conftest import kill_after_checkpoint
+from conftest import half_write_next_checkpoint, kill_after_checkpoint
 from kit.recipe import load_recipe
 from child import failure
 
@@ -45,11 +45,14 @@ def test_interrupted_sft_resumes_instead_of_restarting(runs_dir):
     assert kit("data", "--recipe", "tiny").returncode == 0
     kill_after_checkpoint("sft", sets, runs_dir / "tiny" / "sft" / "checkpoints", "checkpoint-20")
     assert not (runs_dir / "tiny" / "sft" / "metrics.json").exists()
+    # and as if the kill had come during the next save: a half-written checkpoint after the last whole one
+    whole = half_write_next_checkpoint(runs_dir / "tiny" / "sft" / "checkpoints", every=10)
     done = kit("sft", "--recipe", "tiny", *sets)
     assert done.returncode == 0, failure(done)
     assert "resuming from" in done.stdout
     m = json.loads((runs_dir / "tiny" / "sft" / "metrics.json").read_text())
-    assert m["resumed_from"] in ("checkpoint-20", "checkpoint-30") and m["steps"] == 40
+    assert m["resumed_from"] == whole and m["steps"] == 40  # the half-written one was passed over, not loaded
+    assert (runs_dir / "tiny" / "sft" / "adapter" / "adapter_model.safetensors").exists()
     # a changed recipe does not resume from the old run's checkpoints
     again = kit("sft", "--recipe", "tiny", *sets, "--set", "lora.r=8", "--set", "sft.trainer.max_steps=10")
     assert again.returncode == 0 and "starting afresh" in again.stdout and "resuming" not in again.stdout
