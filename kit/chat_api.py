@@ -93,6 +93,11 @@ def request_sampling(recipe: Recipe, body: dict) -> tuple[dict, str, bool]:
     ('thinking-precise', True, 0.6, 5)
     """
     kwargs = template_kwargs(body)
+    if body.get("preset") is not None and not isinstance(body["preset"], str):
+        raise BadRequest(f"preset must be a name (thinking, thinking-precise, instruct), not {body['preset']!r}")
+    for k in SAMPLING_KEYS:
+        if body.get(k) is not None and (isinstance(body[k], bool) or not isinstance(body[k], (int, float))):
+            raise BadRequest(f"{k} must be a number, not {body[k]!r}")
     name = body.get("preset") or ("thinking" if kwargs.get("enable_thinking", True) else "instruct")
     try:
         preset = recipe.sampling.named(name)
@@ -192,8 +197,17 @@ def template_messages(messages: list, vision: bool = False) -> tuple[list, list[
     tool calls' arguments, which the OpenAI wire format carries as JSON strings, as objects."""
     out, images = [], []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise BadRequest(f"messages[{i}] must be an object with a 'role'")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise BadRequest(f"messages[{i}].content must be a string or a list of parts")
+        if isinstance(content, list) and not all(isinstance(p, dict) for p in content):
+            raise BadRequest(f"messages[{i}].content's parts must be objects with a 'type'")
+        calls = m.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(
+                isinstance(c, dict) and isinstance(c.get("function") or {}, dict) for c in calls)):
+            raise BadRequest(f"messages[{i}].tool_calls must be a list of objects, each with a 'function' object")
         if isinstance(m.get("content"), list):
             kinds = [p.get("type") if isinstance(p, dict) else type(p).__name__ for p in m["content"]]
             allowed = ("text", "image_url") if vision else ("text",)
@@ -207,7 +221,7 @@ def template_messages(messages: list, vision: bool = False) -> tuple[list, list[
                     if part.get("type") == "image_url":
                         images.append(read_image(part.get("image_url"), f"messages[{i}].content[{j}]"))
             else:
-                m = {**m, "content": "".join(p.get("text", "") for p in m["content"])}
+                m = {**m, "content": "".join(str(p.get("text") or "") for p in m["content"])}
         calls = m.get("tool_calls") or []
         if calls:
             m = {**m, "tool_calls": [dict(c) for c in calls]}

@@ -112,6 +112,23 @@ class _Place:
                 self.slots.waiting -= 1
 
 
+# What the endpoint reads of an OpenAI chat request, for its OpenAPI schema (what clients and fuzzers see); the
+# handler itself takes any JSON object and answers what it cannot use with a 400 naming it
+CHAT_REQUEST_SCHEMA = {
+    "type": "object", "required": ["messages"],
+    "properties": {
+        "model": {"type": "string"},
+        "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
+            "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}, {"type": "null"}]},
+            "reasoning_content": {"type": "string"}, "tool_calls": {"type": "array"}, "tool_call_id": {"type": "string"}}}},
+        "max_tokens": {"type": "integer"}, "max_completion_tokens": {"type": "integer"},
+        "temperature": {"type": "number"}, "top_p": {"type": "number"}, "top_k": {"type": "integer"},
+        "min_p": {"type": "number"}, "presence_penalty": {"type": "number"}, "repetition_penalty": {"type": "number"},
+        "seed": {"type": "integer"}, "stream": {"type": "boolean"}, "preset": {"type": "string"},
+        "chat_template_kwargs": {"type": "object"}, "tools": {"type": "array"}, "tool_choice": {},
+    },
+}
 MAX_BODY_BYTES = 32 * 2**20  # a request's body: room for a few images as base64
 MAX_IMAGES = 8  # images in one request
 
@@ -166,6 +183,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
     `max_images` per request (400); `max_tokens` past the context is cut to what fits, and the reply says so
     (`x-kit-max-tokens`); a prompt that leaves no room is a 400 naming the lengths."""
     from fastapi import FastAPI, HTTPException
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
     from trl.chat_template_utils import add_response_schema, parse_response
 
@@ -185,9 +204,15 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
     if api_key:
         app.add_middleware(RequireKey, key=api_key)  # added last, so checked first
 
-    @app.exception_handler(HTTPException)
-    def openai_error(request, exc: HTTPException):  # the shape the openai client reads its message from
-        return JSONResponse(error_body(exc.detail, exc.status_code), status_code=exc.status_code)
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's and the router's own (404, 405)
+    def openai_error(request, exc: StarletteHTTPException):  # the shape the openai client reads its message from
+        return JSONResponse(error_body(str(exc.detail), exc.status_code), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)  # a body that is not a JSON object, say
+    def invalid_request(request, exc: RequestValidationError):
+        where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:3])
+        return JSONResponse(error_body(f"the request is not what this endpoint reads ({where})", 400), status_code=400)
 
     @app.get("/v1/models")
     def models():
@@ -203,7 +228,8 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return parse_response(tokenizer, ids, prefix=prompt_ids, tools=tools)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": CHAT_REQUEST_SCHEMA}}}})
     def chat(body: dict):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
