@@ -4,7 +4,6 @@ OpenAI shape the openai client reads. A scripted model behind the app; the templ
 
 from __future__ import annotations
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
