@@ -1,6 +1,7 @@
 """schemathesis against the llama.cpp end's OpenAPI schema (FastAPI writes it; the chat route declares what it
-reads of an OpenAI request): generated requests, valid and not, never get a 500, and every error is the
-OpenAI shape the openai client reads. A scripted model behind the app; the template and the parser are real."""
+reads of an OpenAI request): generated requests, valid and not (schemathesis' coverage and fuzzing phases),
+never get a 500, and every error is the OpenAI shape the openai client reads. A scripted model behind the app;
+the chat template and the parser are real."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ class QuickLlama:
 
 
 def app():
+    """Built at collection, as schemathesis reads the schema then (its pytest plugin cannot take it from a
+    fixture under this pytest); the tiny model is built once and cached, so this costs a second or two."""
     from transformers import AutoTokenizer
 
     from kit.base_model import ensure_tiny
 
     recipe = load_recipe("tiny")
     return create_app(recipe, QuickLlama(), AutoTokenizer.from_pretrained(ensure_tiny(recipe.model.tiny)), 4096,
-                      "scripted", api_key=None)
+                      "scripted")
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", app())
