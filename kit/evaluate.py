@@ -173,6 +173,11 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
     generators, out = Generators(recipe), {}
     try:
         run_systems = systems(recipe)
+        per_system = len(prompts) * (1 if sampling.greedy else sampling.n)
+        print(f"[kit] eval: about to generate {per_system} completions for each of {len(run_systems)} systems "
+              f"({', '.join(n for n, _ in run_systems)}), {per_system * len(run_systems)} in all, up to "
+              f"{sampling.max_new_tokens} tokens each (at most {per_system * len(run_systems) * sampling.max_new_tokens:,} "
+              f"tokens); each system's rate and time follow it")
         for name, path in run_systems:
             print(f"[kit] eval: {name} on {', '.join(f'{len(v)} {k}' for k, v in items.items())} items, {sampling.describe()}")
             with Timer() as t:
@@ -184,6 +189,10 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
             out[name] = {"engine": engine, "seconds": round(t.seconds, 1),
                          "generated_tokens_per_second": round(tokens / t.seconds, 1) if t.seconds else None,
                          "completions": by_task}
+            left = len(run_systems) - len(out)
+            print(f"[kit] eval: {name} took {t.seconds:.0f} s ({out[name]['generated_tokens_per_second']} tokens/s on "
+                  f"{engine})" + (f"; about {left * t.seconds:.0f} s more for the other {left} systems" if left else ""),
+                  flush=True)
         budgets = budget_curve(recipe, generators, run_systems, items, tokenizer, sampling) if recipe.eval.budgets else None
     finally:
         generators.close()

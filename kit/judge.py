@@ -36,6 +36,7 @@ from pathlib import Path
 
 from .errors import KitError
 from .formatting import LETTERS, extract_choice, final_answer
+from .progress import bar
 from .screen import SCREENS, count_words, hedges, norm, screen, tokens
 from .recipe import JudgeConfig
 from .runtime import world_size
@@ -474,7 +475,15 @@ class Judge:
         """Verdicts in input order; `answers` are full completions (reasoning is stripped here)."""
         if not len(questions) == len(answers) == len(references):
             raise ValueError(f"grade() needs equal lengths, got {len(questions)}, {len(answers)}, {len(references)}")
-        if self._client is None or self.max_concurrency == 1 or len(answers) <= 1:
+        if self._client is None or len(answers) <= 1:  # the rule judge: no requests, nothing to wait for
             return [self._grade_one(q, a, r) for q, a, r in zip(questions, answers, references)]
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(answers))) as pool:
-            return list(pool.map(self._grade_one, questions, answers, references))
+        out = []
+        with bar(len(answers), f"judging ({self.model})", unit="answer") as progress, \
+                ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(answers))) as pool:
+            for verdict in pool.map(self._grade_one, questions, answers, references):
+                out.append(verdict)
+                ledger = self.ledger.as_dict()
+                progress.set_postfix(requests=ledger["calls"], cached=ledger["cache_hits"], retries=ledger["retries"],
+                                     screened=sum(ledger["screened"].values()), refresh=False)
+                progress.update()
+        return out

@@ -301,3 +301,20 @@ def test_a_refused_key_is_a_clear_error_at_once_not_retries_and_fallback_rewards
             j.grade(["Antidote?"] * 3, ["x\n</think>\n\nNaloxone"] * 3, ["Naloxone"] * 3)
         assert "sk-revoked" not in str(e.value) and server.url in str(e.value)
         assert server.requests <= 3  # each item tried once at most: never retried
+
+
+def test_progress_bars_are_off_where_nobody_watches_and_on_when_asked(monkeypatch, capsys):
+    """KIT_PROGRESS: off (0) and on (1) by one switch; by default a bar is drawn only on a terminal or in a
+    notebook, so CI logs stay readable. The judge's bar counts answers and says requests, cache hits, screened."""
+    from kit.progress import enabled
+
+    monkeypatch.setenv("KIT_PROGRESS", "0")
+    assert not enabled()
+    monkeypatch.delenv("KIT_PROGRESS")
+    assert not enabled()  # pytest captures stderr: not a terminal
+    monkeypatch.setenv("KIT_PROGRESS", "1")
+    with FakeOpenAI() as server:
+        j = Judge("openai-compatible", base_url=server.url, model="fake-judge", api_key="sk-test")
+        j.grade(["Antidote?"] * 4, ["x\n</think>\n\nNaloxone", "x\n</think>\n\nThought process:"] * 2, ["Naloxone"] * 4)
+    err = capsys.readouterr().err
+    assert "judging (fake-judge)" in err and "4/4" in err and "screened=2" in err

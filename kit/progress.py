@@ -1,0 +1,40 @@
+"""Progress bars for the kit's long loops (generation, the judge's grading): tqdm's `auto` bar, a widget in a
+notebook and a line on a terminal, with a rate and an ETA. Off where output is neither (CI logs, files), and
+switched by one variable: KIT_PROGRESS=0 turns them off, KIT_PROGRESS=1 on everywhere.
+
+    with bar(len(prompts), "generating", unit="prompt") as b:
+        for ...: b.update()
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ENV = "KIT_PROGRESS"
+
+
+def enabled() -> bool:
+    """Whether bars are drawn: as KIT_PROGRESS says, else where someone watches (a terminal or a notebook)."""
+    value = os.environ.get(ENV, "auto").strip().lower()
+    if value in ("0", "false", "off", "no"):
+        return False
+    if value in ("1", "true", "on", "yes"):
+        return True
+    return _in_notebook() or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _in_notebook() -> bool:
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython else None
+    except Exception:  # noqa: BLE001 - an IPython that cannot say is not a notebook
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def bar(total: int | None, desc: str, unit: str = "it", **kwargs):
+    """A tqdm bar (`tqdm.auto`), disabled where `enabled()` says no."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, **kwargs)
