@@ -1,5 +1,5 @@
-"""Progress bars for the kit's long loops (generation, the judge's grading): tqdm's `auto` bar, a widget in a
-notebook and a line on a terminal, with a rate and an ETA. Off where output is neither (CI logs, files), and
+"""Progress bars for the kit's long loops (generation, the judge's grading): tqdm's bar, a line redrawn in place
+on a terminal and in a notebook, with a rate and an ETA. Off where output is neither (CI logs, files), and
 switched by one variable: KIT_PROGRESS=0 turns them off, KIT_PROGRESS=1 on everywhere.
 
     with bar(len(prompts), "generating", unit="prompt") as b:
@@ -34,7 +34,9 @@ def _in_notebook() -> bool:
 
 
 def bar(total: int | None, desc: str, unit: str = "it", **kwargs):
-    """A tqdm bar (`tqdm.auto`), disabled where `enabled()` says no."""
-    from tqdm.auto import tqdm
+    """A tqdm bar, disabled where `enabled()` says no. tqdm's text bar, also in a notebook (it redraws in place
+    there too): its widget bar sends comm messages that notebook runners such as nbval wait on and time out."""
+    from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, **kwargs)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, mininterval=0.5,
+                file=sys.stderr, **kwargs)
