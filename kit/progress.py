@@ -35,7 +35,8 @@ def _in_notebook() -> bool:
 
 def bar(total: int | None, desc: str, unit: str = "it", **kwargs):
     """A tqdm bar, disabled where `enabled()` says no. tqdm's text bar, also in a notebook (it redraws in place
-    there too): its widget bar sends comm messages that notebook runners such as nbval wait on and time out."""
+    there too): with its widget bar, the workshop notebook's eval cell timed out under nbval once (waiting for
+    output); with the text bar it passed, alone and in the full suite."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, mininterval=0.5,
