@@ -54,6 +54,52 @@ def served_key(host: str, api_key: str | None = None, no_api_key: bool = False, 
     return key
 
 
+async def send_error(send, status: int, message: str, headers: list | None = None) -> None:
+    """An OpenAI-shaped error sent from ASGI middleware, before any route sees the request."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": json.dumps(error_body(message, status)).encode()})
+
+
+MAX_BODY_BYTES = 32 * 2**20  # a request's body: room for a few images as base64
+
+
+class LimitBody:
+    """ASGI middleware: a body over `max_bytes` (by its Content-Length, or as it arrives) is an OpenAI-shaped 413
+    before anything reads it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send):
+        await send_error(send, 413, f"the request body is over {self.max_bytes // 2**20} MiB")
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class RequireKey:
     """ASGI middleware: every route but /health wants `Authorization: Bearer <key>` (what the openai client sends
     as its api_key); anything else gets an OpenAI-shaped 401, which the client raises as AuthenticationError.
@@ -68,12 +114,8 @@ class RequireKey:
             auth = headers.get(b"authorization", b"")
             token = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
             if not hmac.compare_digest(token, self.key):
-                body = json.dumps(error_body("missing or wrong API key: send it as `Authorization: Bearer <key>` "
-                                             "(the openai client's api_key)", 401)).encode()
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
-                await send({"type": "http.response.body", "body": body})
-                return
+                return await send_error(send, 401, "missing or wrong API key: send it as `Authorization: Bearer <key>` "
+                                                   "(the openai client's api_key)", [(b"www-authenticate", b"Bearer")])
         await self.app(scope, receive, send)
 
 

@@ -16,10 +16,10 @@ table, then the agreement), `samples.jsonl`, `agreement.json`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
+from unittest import mock
 from pathlib import Path
 
 from .benchmarks import HARNESS_INVALID, PREFIX, config, is_harness, manager, offline_data
@@ -130,7 +130,7 @@ def run(recipe: Recipe, limit: int | None = None, overrides: list[str] | None = 
           f"local-chat-completions against `kit serve`")
     key = secrets.token_urlsafe(24)  # the server this run starts asks for a key of its own; lm-eval sends it
     with Server(recipe.name, overrides=overrides, timeout_s=600, api_key=key, log=out / "server.log") as url, \
-            _environ(OPENAI_API_KEY=key):
+            mock.patch.dict(os.environ, OPENAI_API_KEY=key):
         results = lm_eval.simple_evaluate(
             model="local-chat-completions",
             model_args={"base_url": f"{url}/chat/completions", "model": recipe.name, "num_concurrent": 1,
@@ -160,18 +160,3 @@ def run(recipe: Recipe, limit: int | None = None, overrides: list[str] | None = 
     print(table)
     print("\n".join(lines[-len(agreed) - 2:]))
     return {"tasks": tasks, "results": results["results"], "agreement": agreed}
-
-
-@contextlib.contextmanager
-def _environ(**values):
-    """These environment variables while the block runs, then as they were."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -34,7 +34,7 @@ import weakref
 from pathlib import Path
 
 from . import gguf
-from .chat_api import (API_KEY_ENV, IGNORED_HEADER, BadRequest, RequireKey, announce_template, check_tools, error_body,
+from .chat_api import (API_KEY_ENV, IGNORED_HEADER, MAX_BODY_BYTES, BadRequest, LimitBody, RequireKey, announce_template, check_tools, error_body,
                        ignored_kwargs, openai_tool_calls, request_sampling, served_key, template_messages,
                        template_variables)
 from .children import ChildServer, die_with_parent, free_port, stop_group
@@ -129,46 +129,7 @@ CHAT_REQUEST_SCHEMA = {
         "chat_template_kwargs": {"type": "object"}, "tools": {"type": "array"}, "tool_choice": {},
     },
 }
-MAX_BODY_BYTES = 32 * 2**20  # a request's body: room for a few images as base64
 MAX_IMAGES = 8  # images in one request
-
-
-class LimitBody:
-    """ASGI middleware: a body over `max_bytes` (by its Content-Length, or as it arrives) is an OpenAI-shaped 413
-    before anything reads it."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send):
-        body = json.dumps(error_body(f"the request body is over {self.max_bytes // 2**20} MiB", 413)).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "", vision=None,
@@ -234,7 +195,6 @@ def create_app(recipe: Recipe, llm, tokenizer, n_ctx: int = 2048, label: str = "
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise HTTPException(400, "'messages' must be a non-empty list")
-
         try:
             values, preset, thinking = request_sampling(recipe, body)
             tools = check_tools(body.get("tools"))
