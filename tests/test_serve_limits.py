@@ -291,7 +291,7 @@ def test_the_llama_cpp_end_turns_away_what_it_cannot_hold(tokenizer):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(streamed, range(8)))
         assert sum(c == 429 for c, _ in codes) >= 3 and all(ra == "5" for c, ra in codes if c == 429), codes
-        assert sum(c == 200 for c, _ in codes) >= 3, codes  # the one generating and the two waiting, at least
+        assert sum(c == 200 for c, _ in codes) >= 2, codes  # the line's two places at least (all may arrive first)
         assert plain(url) < 5  # and it serves as before
     finally:
         stop()
