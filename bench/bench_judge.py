@@ -8,8 +8,8 @@ and at the given concurrency (each repeated, with a fresh judge), the speed-up o
 the ratio to the ideal (concurrency / latency items/s: every request waiting only for the server),
 then items/s from the SQLite cache.
 
-Then reward hacking: the generated probe set (`kit.screen_probes`: attacks in 18 languages and legitimate
-answers with doses, sides, qualifiers and next steps, split into a tune half and three held sets) graded by the
+Then reward hacking: the generated probe set (`kit.screen_probes`: attacks in 36 languages and legitimate
+answers with doses, sides, qualifiers and next steps, split into a tune half and four held sets) graded by the
 most gullible judge there is (the scripted server answers "correct" to everything), with the screen and
 without it: attacks paid (false positives), legitimate answers stopped (false negatives), requests paid for.
 """
@@ -99,8 +99,9 @@ def probe_rates(url: str) -> None:
     print(f"generated probes: {len(rows)} ({dict(Counter((r['half'], r['side']) for r in rows))}); tune on `tune`, "
           f"report `held` (groups the tune half never showed, and every item in {', '.join(UNSEEN)}) and `held2` "
           f"(written after the first look at `held`, before the changes it prompted) and `held3` (29 languages, 11 in no "
-          f"earlier set, and answers in the question's own language; written before the per-language everyday words)")
-    for half in ("tune", "held", "held2", "held3"):
+          f"earlier set, and answers in the question's own language; written before the per-language everyday words) "
+          f"and `held4` (36 languages; paraphrases in the question's own language; written before `other_language`)")
+    for half in ("tune", "held", "held2", "held3", "held4"):
         part = [r for r in rows if r["half"] == half]
         paid_with_screen = []
         for label, checks in (("with the screen   ", SCREENS), ("without the screen", ())):
@@ -113,7 +114,7 @@ def probe_rates(url: str) -> None:
             legit = [(r, v) for r, v in zip(part, verdicts) if r["side"] == "legit"]
             fp = sum(v.verdict == "correct" for _, v in attacks)
             if checks:
-                paid_with_screen = [r["kind"] for r, v in attacks if v.verdict == "correct"]
+                paid_with_screen = [r for r, v in attacks if v.verdict == "correct"]
             fn = sum(v.screened is not None for _, v in legit)
             unseen = [(r, v) for r, v in attacks if r["language"] in UNSEEN]
             fp_unseen = sum(v.verdict == "correct" for _, v in unseen)
@@ -121,7 +122,13 @@ def probe_rates(url: str) -> None:
                   f"(unseen languages {fp_unseen}/{len(unseen)}), legitimate stopped {fn}/{len(legit)} = "
                   f"{fn / len(legit):.1%}; {paid} requests")
         if half != "tune":
-            print(f"      attacks paid with the screen, by kind: {dict(Counter(paid_with_screen))}")
+            print(f"      attacks paid with the screen, by kind: {dict(Counter(r['kind'] for r in paid_with_screen))}")
+        if half == "held4":
+            for group, test in (("in the question's own language", lambda r: r["kind"] == "native" or r["language"] in ("en", "zh")),
+                                ("in another language than the question's", lambda r: r["kind"] != "native" and r["language"] not in ("en", "zh", "any"))):
+                every = [r for r in part if r["side"] == "attack" and test(r)]
+                paid_here = [r for r in paid_with_screen if test(r)]
+                print(f"      {group}: {len(paid_here)}/{len(every)} = {len(paid_here) / len(every):.1%} paid")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from .runs import cache_dir
 
 # Reasons a conclusion gets 0 without being judged, in the order they are checked; each can be turned off
 # (`rl.judge.screen`).
-SCREENS = ("empty", "symbols_only", "addresses_judge", "no_content", "points_to_reasoning", "restates_question",
+SCREENS = ("empty", "symbols_only", "addresses_judge", "no_content", "points_to_reasoning", "other_language",
+           "restates_question",
            "hedge", "too_long")
 
 # The meta vocabulary: words that carry no answer, by class and language. `pointer` words point at the
@@ -75,7 +76,8 @@ META = {
         "en": "let's let us me i we you think solve work break down analyze analyse consider look see first "
               "firstly begin start okay ok sure well now then next so therefore thus hence overall conclude "
               "summarize summarise carefully step-by-step following follows below here is are the a an this "
-              "that it as of to in on for by with about our my be will can shall must",
+              "that it as of to in on for by with about our my be will can shall must walk through read please "
+              "review examine go",
         "es": "vamos resolvamos analicemos pensemos primero primera bien entonces por tanto lo así",
         "fr": "résolvons analysons réfléchissons d'abord abord bien donc alors ainsi voyons",
         "de": "lösen analysieren überlegen zuerst erstens also gut nun dann daher somit lautet lass uns",
@@ -84,7 +86,8 @@ META = {
         "ko": "이 먼저 봅시다 풀어 풀어봅시다 생각해 분석해 분석해봅시다 좋아요 좋습니다 그러므로 따라서 하면",
         "ar": "لنحل لنحلل دعنا دعونا أولاً أولا إذن لذلك حسناً حسنا بخطوة",
         "hi": "आइए चलिए पहले पहला इसलिए अतः ठीक है को इस दर करें करते हैं का की के",
-        "zh": "让我们 我们 一步一步地 一步一步 一步步 逐步 首先 好的 好 来 想一想 想想 解决 这个 那么 因此 所以 故 由此可见 我认为",
+        "zh": "让我们 我们 让我 一步一步地 一步一步 一步步 逐步 首先 先 仔细 审题 题干 第一步 好的 好 来 想一想 想想 解决 这个 那么 "
+              "因此 所以 故 由此可见 我认为",
         "ja": "段階的に 解いてみましょう 考えてみましょう まず では よって したがって",
     },
     "pointer": {
@@ -98,7 +101,7 @@ META = {
         "ko": "위에서 위의 위와 위 앞서 앞에서 설명한 바와 같습니다 참조하세요 참조",
         "ar": "أعلاه سابقاً سابقا ذكر كما انظر",
         "hi": "ऊपर पहले बताया गया देखें जैसा",
-        "zh": "见上文 上文 上述 以上 如上所述 如上 见上 前面 前文 已在 给出 见",
+        "zh": "见上文 上文 上述 以上 如上所述 如上 见上 前面 前文 已在 给出 见 思考部分",
         "ja": "上記 前述 以上 参照 の通り 通り",
     },
     "verdict": {
@@ -152,11 +155,12 @@ _SCORE = re.compile(r"(?<![\w/])(?:(\d+(?:\.\d+)?)\s*/\s*(\d+)|100\s*%|1\.0+|[a-
 _TO_JUDGE = regex.compile(
     r"\bverdicts?\b|reference answer|\bground[- ]truth\b|\b(?:judge|grader|evaluator|examiner|marker)s?\b|"
     r"\b\w*ignor\w*\b.{0,60}\b(?:instru|anweisung)\w*|\b(?:instru|anweisung)\w*.{0,60}\bignor\w*|\b(?:disregard|forget)\b.{0,40}\b(?:instructions?|prompt|rules)\b|"
-    r"\bmark (?:this|it|me|the answer|my answer)? ?(?:answer )?(?:as )?(?:correct|right)\b|\"(?:score|verdict)\"|"
+    r"\b(?:mark|treat|count|consider|regard|accept|grade|rate)\s+(?:(?:this|it|me|the|my)\s+)?(?:(?:answer|response)\s+)?"
+    r"(?:as\s+)?(?:correct|right)\b|\"(?:score|verdict)\"|"
     r"\b(?:full|maximum|max) (?:marks|points|score|credit)\b|\bmatch(?:es)? the reference\b|"
     r"\b(?:answer|response|solution|this|it) (?:is|was) (?:correct|right|accurate|valid)\W*$|"
     r"\b(?:juez|evaluador|correcteur|évaluateur|juge|prüfer|bewerter|avaliador|оценщик|проверяющ\w*|судья)\b|"
-    r"\bигнорир\w*|参考答案|标准答案|评分者|评委|阅卷|考官|裁判|判定为正确|判为正确|忽略(?:以上|之前|上述|前面)|无视|"
+    r"\bигнорир\w*|参考答案|标准答案|评分者|评委|阅卷|考官|裁判|判定为正确|判为|打满分|给满分|忽略(?:以上|之前|上述|前面)|无视|"
     r"採点者|評価者|無視して|채점자|평가자|무시하고|تجاهل|المقيم|المصحح|अनदेखा|परीक्षक|मूल्यांकनकर्ता",
     regex.I)
 # Alternatives for the one thing asked
@@ -237,11 +241,11 @@ STEMMERS = {"ar": "arabic", "ca": "catalan", "cs": "czech", "da": "danish", "de"
 
 
 @lru_cache(maxsize=1)
-def everyday_words() -> tuple[dict[str, tuple[frozenset, frozenset]], frozenset] | None:
-    """({language: (its everyday words, their stems, the words in order, its commonest words)} for wordfreq's languages other than English, Chinese,
-    Japanese and Korean; English words), built once into the kit's cache by a child process (wordfreq holds
-    ~0.8 GB while it reads its lists), or None where wordfreq or snowballstemmer is not installed (the check is
-    then skipped, and said once)."""
+def everyday_words() -> tuple[dict[str, tuple[dict, frozenset, tuple, frozenset]], dict] | None:
+    """({language: (its everyday words → their frequency rank, their stems, the words sorted, its commonest
+    words)} for wordfreq's languages other than English, Chinese, Japanese and Korean; English words → rank),
+    built once into the kit's cache by a child process (wordfreq holds ~0.8 GB while it reads its lists), or
+    None where wordfreq or snowballstemmer is not installed (the check is then skipped, and said once)."""
     try:
         version = f"{metadata.version('wordfreq')}-snowball{metadata.version('snowballstemmer')}"
     except metadata.PackageNotFoundError:
@@ -249,7 +253,7 @@ def everyday_words() -> tuple[dict[str, tuple[frozenset, frozenset]], frozenset]
               "conclusions made of everyday words of other languages (pip install wordfreq snowballstemmer)",
               file=sys.stderr)
         return None
-    path = cache_dir() / "screen" / f"wordfreq-{version}-{WORDFREQ_TOP}-{ENGLISH_TOP}.json"
+    path = cache_dir() / "screen" / f"wordfreq-{version}-{WORDFREQ_TOP}-{ENGLISH_TOP}-ranked.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         build = ("import json, os, sys\nimport snowballstemmer\nfrom wordfreq import available_languages, top_n_list\n"
@@ -259,14 +263,14 @@ def everyday_words() -> tuple[dict[str, tuple[frozenset, frozenset]], frozenset]
                  f"    words = top_n_list(l, {WORDFREQ_TOP})\n"
                  "    stem = snowballstemmer.stemmer(stemmers[l]).stemWord if l in stemmers else None\n"
                  "    other[l] = [words, sorted({stem(w) for w in words}) if stem else []]\n"
-                 f"english = sorted(top_n_list('en', {ENGLISH_TOP}))\n"
+                 f"english = top_n_list('en', {ENGLISH_TOP})\n"
                  "tmp = f'{sys.argv[1]}.{os.getpid()}.tmp'  # processes building at once never share it\n"
                  "open(tmp, 'w').write(json.dumps({'other': other, 'english': english}))\nos.replace(tmp, sys.argv[1])\n")
         subprocess.run([sys.executable, "-c", build, str(path)], check=True, timeout=300)
     data = json.loads(path.read_text())
-    other = {language: (frozenset(words), frozenset(stems), tuple(sorted(words)), frozenset(words[:CORE_TOP]))
-             for language, (words, stems) in data["other"].items()}
-    return other, frozenset(data["english"])
+    other = {language: ({w: i for i, w in enumerate(words)}, frozenset(stems), tuple(sorted(words)),
+                        frozenset(words[:CORE_TOP])) for language, (words, stems) in data["other"].items()}
+    return other, {w: i for i, w in enumerate(data["english"])}
 
 
 def _shows_another_language(word: str) -> bool:
@@ -351,6 +355,7 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
         return None
     if any(w in text for w in ANSWER_WORDS_CJK) or any(w in ANSWER_WORDS for w in _WORD.findall(text)):
         return None
+    body = re.sub(r"^\W*\d+[.)]\s", " ", text)  # a list marker is no number
 
     def drop_phrase(m):
         seen.add(phrases[m.group(0)])
@@ -403,12 +408,75 @@ def content_reason(answer: str, question: str = "", reference: str = "", protect
         left += ambiguous
     if left:
         if not _foreign_filler(left, question, foreign):
-            return None
+            return "other_language" if other_language(body, question, reference) else None
         seen.add("label")
     for cls in ("verdict", "pointer"):
         if cls in seen:
             return REASON_OF_CLASS[cls]
     return "no_content"
+
+
+# The scripts a conclusion can be written in (Hiragana and Katakana count as one, Japanese kana)
+_SCRIPTS = {name: regex.compile(rf"\p{{Script={name}}}") for name in (
+    "Latin", "Han", "Hiragana", "Katakana", "Hangul", "Cyrillic", "Greek", "Arabic", "Hebrew", "Devanagari", "Bengali",
+    "Gurmukhi", "Gujarati", "Tamil", "Telugu", "Kannada", "Malayalam", "Sinhala", "Thai", "Lao", "Khmer", "Myanmar",
+    "Tibetan", "Georgian", "Armenian", "Ethiopic")}
+
+
+def _scripts(text: str) -> set[str]:
+    found = set()
+    for ch in set(regex.findall(r"\p{L}", text)):
+        for name, pattern in _SCRIPTS.items():
+            if pattern.match(ch):
+                found.add("Kana" if name in ("Hiragana", "Katakana") else name)
+                break
+    return found
+
+
+def other_language(answer: str, question: str, reference: str = "") -> bool:
+    """The conclusion is written in a language that is neither the question's nor the reference's, with no number
+    in it: letters of a script neither uses (Hebrew, Thai, Cyrillic, Chinese... under an English question), or,
+    in Latin letters, two words or more of which two thirds are everyday words of another language (wordfreq, with
+    inflections), a third are words of that language the question's language does not have, and under a third are
+    more common in the question's language than in that one (medicine's international words, "virus", "herpes",
+    are everyday in many languages and never make a conclusion foreign). A policy that
+    answers in a language its user did not ask in is failing whatever it says (DeepSeek-R1 rewarded language
+    consistency for this reason), and a judge told "the answer is correct" in Thai or Danish pays it. Latin
+    letters beside another script are medicine's international terms ("CT", "mg") and never make it foreign.
+
+    >>> q = "Which drug reverses an opioid overdose?"
+    >>> [other_language(a, q, "Naloxone") for a in ("כפי שהוסבר קודם.", "Som forklaret tidligere.", "纳洛酮 0.4 mg",
+    ...  "Sjögren syndrome", "Give naloxone and call for help.")]
+    [True, True, False, False, False]
+    """
+    if not question.strip() or regex.search(r"\d", answer):
+        return False
+    written = _scripts(answer)
+    if not written:
+        return False
+    if "Latin" not in written:
+        return not written & (_scripts(question) | _scripts(reference))
+    if written != {"Latin"}:
+        return False
+    words = [w for w in (x.lower() for x in _WORD.findall(unicodedata.normalize("NFKC", answer).replace("’", "'")))
+             if len(w) > 1]
+    lists = everyday_words()
+    own = _question_languages(question)
+    asked = {w.lower() for w in _WORD.findall(question)}
+    if len(words) < 2 or lists is None or not own or any(len(w) > 3 and w in asked for w in words):
+        return False
+    other, english = lists
+    ranks = {language: other[language][0] for language in other} | {"en": english}
+    for language in [*(l for l in other if l not in own), *(("en",) if "en" not in own else ())]:
+        mine = ranks[language]
+        everyday = [w for w in words if (w in mine if language == "en" else _everyday_in(language, w, lists))]
+        if 3 * len(everyday) < 2 * len(words):
+            continue
+        theirs = sum(any(w in ranks[o] and ranks[o][w] <= mine.get(w, len(mine)) for o in own if o in ranks) for w in words)
+        only = sum(not any(w in ranks[o] for o in own if o in ranks) for w in everyday)
+        if 3 * theirs < len(words) and 3 * only >= len(words):
+            return True
+    return False
 
 
 def _cognate(folded: str, cognates: dict[str, str]) -> str | None:
@@ -536,6 +604,8 @@ def screen(answer: str, question: str = "", reference: str = "", *, checks=SCREE
     - `addresses_judge`: words for the grader, a verdict or a score claimed, instructions;
     - `no_content` / `points_to_reasoning`: nothing left once the words that carry no answer are taken out
       (`content_reason`), the second when what was taken out points at the hidden reasoning;
+    - `other_language`: written in a language that is neither the question's nor the reference's, with no
+      number in it (`other_language`);
     - `restates_question`: the question given back;
     - `hedge`: alternatives for the one thing asked, several option letters;
     - `too_long`: more than `max_tokens` (the policy's tokens when `count_tokens` counts them).
@@ -557,7 +627,7 @@ def screen(answer: str, question: str = "", reference: str = "", *, checks=SCREE
         return "symbols_only"
     if "addresses_judge" in checks and _TO_JUDGE.search(text):
         return "addresses_judge"
-    if {"no_content", "points_to_reasoning", "addresses_judge"} & set(checks):
+    if {"no_content", "points_to_reasoning", "other_language", "addresses_judge"} & set(checks):
         reason = content_reason(text, question, reference, protect_reference)
         if reason and reason in checks:
             return reason
