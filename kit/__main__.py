@@ -103,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
     p.add_argument("--tasks", default=None, help="comma-separated: only these of the recipe's tasks (default: all)")
 
+    p = sub.add_parser("dashboard", help="trackio's dashboard of the recipe's live training curves (runs/trackio/)")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
+
+    p = sub.add_parser("compare", help="two runs side by side: eval tables with paired tests, settings that differ, "
+                                       "both runs' training curves on one figure")
+    p.add_argument("a", help="a recipe's runs folder (runs/<recipe>) or a recipe name")
+    p.add_argument("b", help="the other")
+    p.add_argument("--out", default="compare.png", help="the figure of both runs' curves (default: compare.png)")
+
     p = sub.add_parser("demo", help="Gradio chat with the reasoning shown apart from the answer")
     p.add_argument("--recipe", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -136,7 +149,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "recipe":
             print(load_recipe(args.name, args.set).to_yaml(), end="")
             return 0
+        if args.command == "compare":
+            from pathlib import Path
+
+            from .compare import compare, curves, table
+
+            result = compare(args.a, args.b)
+            print(table(result))
+            print(f"[kit] both runs' curves → {curves(result, Path(args.out))}")
+            return 0
+        from .tracking import point_at_runs
+
+        point_at_runs()  # before a stage imports TRL: the tracker reads its folder then
         recipe = load_recipe(args.recipe, args.set)
+        if args.command == "dashboard":
+            from .tracking import dashboard
+
+            dashboard(recipe.name, args.host, args.port, open_browser=not args.no_browser)
+            return 0
         if args.command == "check":
             from .calibration import check_or_skip
             from .capacity import preflight

@@ -17,9 +17,13 @@ reproduces), `accuracy.png`, `outputs.jsonl`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
+import os
 import random
+import re
+import shutil
 from pathlib import Path
 
 from .base_model import model_path
@@ -38,6 +42,7 @@ from .runs import (TRAINED, Timer, gguf_file, metrics_header, require, stage_ada
                    write_metrics)
 from .runtime import import_end, peak_memory_mb
 from .stats import mean_over_samples, paired_test, proportion
+from .tracking import log_run, point_at_runs
 
 
 def sample_items(rows: list[dict], k: int, seed: int) -> list[dict]:
@@ -170,6 +175,10 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
     one); all prompts of a system go to its engine at once, and the budgets to the same engine."""
     order = [(task, it) for task, its in items.items() for it in its]
     prompts = prompt_texts(tokenizer, [it["prompt"] for _, it in order])
+    by_task_prompts: dict[str, list[str]] = {task: [] for task in items}
+    for (task, _), prompt in zip(order, prompts):
+        by_task_prompts[task].append(prompt)
+    kept = Finished(stage_dir(recipe, "eval") / "partial", recipe.stage_hash("eval"), sampling)
     generators, out = Generators(recipe), {}
     try:
         run_systems = systems(recipe)
@@ -180,14 +189,22 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
               f"tokens); each system's rate and time follow it")
         for name, path in run_systems:
             print(f"[kit] eval: {name} on {', '.join(f'{len(v)} {k}' for k, v in items.items())} items, {sampling.describe()}")
+            by_task: dict[str, list] = {}
+            engine, tokens, reused = "reused from an earlier, stopped eval", 0, []
             with Timer() as t:
-                completions, engine = generators(name, path, prompts, sampling)
-            by_task: dict[str, list] = {task: [] for task in items}
-            for (task, _), cs in zip(order, completions):
-                by_task[task].append(cs)
-            tokens = sum(c.tokens for cs in completions for c in cs)
+                for task, task_prompts in by_task_prompts.items():  # one task at a time: each is kept once made
+                    by_task[task] = kept.load(name, path, task, task_prompts)
+                    if by_task[task] is None:
+                        by_task[task], engine = generators(name, path, task_prompts, sampling)
+                        kept.save(name, path, task, task_prompts, by_task[task])
+                        tokens += sum(c.tokens for cs in by_task[task] for c in cs)
+                    else:
+                        reused.append(task)
+            if reused:
+                print(f"[kit] eval: {name}: {len(reused)} of {len(items)} tasks reused from an earlier eval that was stopped "
+                      f"({', '.join(reused)})")
             out[name] = {"engine": engine, "seconds": round(t.seconds, 1),
-                         "generated_tokens_per_second": round(tokens / t.seconds, 1) if t.seconds else None,
+                         "generated_tokens_per_second": round(tokens / t.seconds, 1) if t.seconds and tokens else None,
                          "completions": by_task}
             left = len(run_systems) - len(out)
             print(f"[kit] eval: {name} took {t.seconds:.0f} s ({out[name]['generated_tokens_per_second']} tokens/s on "
@@ -197,6 +214,48 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
     finally:
         generators.close()
     return out, generators.engine, generators.why, budgets
+
+
+class Finished:
+    """The completions an eval has made, per system and task, kept as it goes (`eval/partial/<system>/<task>.jsonl`),
+    so that a rerun of an eval that was stopped (a Colab session that timed out at 80%) makes only what is left.
+    Each file is stamped with what made it: the eval's stage hash, the decoding, the prompts, and the system's
+    weights (their files' sizes and times); a stamp that differs is made again. A finished eval removes them.
+    Every engine seeds each call, so a task made again gives what it gave before (vLLM's CPU build seeds its
+    engine once instead: there a resumed eval's samples differ from an uninterrupted one's)."""
+
+    def __init__(self, root: Path, stage_hash: str, sampling: Sampling):
+        self.root, self.base = root, {"stage_hash": stage_hash, "sampling": repr(sampling)}
+
+    def _stamp(self, path: Path | None, prompts: list[str]) -> dict:
+        files = [] if path is None else sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]
+        weights = [[str(f.name), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+        digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()
+        return {**self.base, "prompts": digest, "weights": weights}
+
+    def _file(self, system: str, task: str) -> Path:
+        return self.root / re.sub(r"[^\w.-]", "_", system) / (re.sub(r"[^\w.-]", "_", task) + ".jsonl")
+
+    def load(self, system: str, path: Path | None, task: str, prompts: list[str]) -> list[list[Completion]] | None:
+        try:
+            lines = self._file(system, task).read_text(encoding="utf-8").splitlines()
+            if not lines or json.loads(lines[0]) != self._stamp(path, prompts) or len(lines) - 1 != len(prompts):
+                return None
+            return [[Completion(**c) for c in json.loads(line)] for line in lines[1:]]
+        except (OSError, ValueError, TypeError):  # absent, or cut short by the kill: made again
+            return None
+
+    def save(self, system: str, path: Path | None, task: str, prompts: list[str], completions: list[list[Completion]]):
+        file = self._file(system, task)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
+        lines = [json.dumps(self._stamp(path, prompts))]
+        lines += [json.dumps([dataclasses.asdict(c) for c in cs], ensure_ascii=False) for cs in completions]
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(tmp, file)  # whole or absent, whenever the eval is killed
+
+    def clear(self):
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- accuracy against the thinking budget
@@ -351,6 +410,7 @@ def harness_beside(recipe: Recipe, items: dict[str, list[dict]], generated: dict
 
 
 def run(recipe: Recipe) -> dict:
+    point_at_runs()  # before TRL is imported: the tracker reads its folder then
     end = import_end()
     check_capacity(recipe, ["eval"])
     out = start_stage(recipe, "eval")
@@ -377,7 +437,11 @@ def run(recipe: Recipe) -> dict:
                "engine_reason": why, "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()},
                "results": results, "comparisons": compared, "budgets": budgets, "end": end, **peak_memory_mb()}
     write(out, metrics, items, generated)
+    Finished(out / "partial", recipe.stage_hash("eval"), sampling).clear()  # finished: nothing to resume
     print(results_table(metrics))
+    log_run(recipe, "eval", {f"{system}/{task}/accuracy": f["accuracy"]["value"] for system, r in results.items()
+                             for task, f in r["tasks"].items() if f["accuracy"]["value"] is not None},
+            {"items": metrics["items"], "decoding": metrics["decoding"], "engine": engine})
     return metrics
 
 

@@ -21,6 +21,7 @@ from .plots import loss_curve, reward_curve
 from .recipe import STAGES as RECIPE_STAGES, Recipe
 from .rl import trend_line
 from .runs import runs_root, stage_dir
+from .tracking import default_report_to, project, tracking_dir
 
 # The one list of stages, in order: name → (its module, whose run(recipe) returns the stage's metrics; what it
 # does). The CLI's stage commands and `make data|sft|rl|export` are these.
@@ -168,6 +169,14 @@ def key_figures(stage: str, m: dict) -> str:
     return ""
 
 
+def _where(path: Path) -> str:
+    """A folder as the summary names it: inside the runs folder, relative to it."""
+    try:
+        return f"`runs/{path.resolve().relative_to(runs_root())}`"
+    except ValueError:
+        return f"`{path}`"
+
+
 def write_summary(recipe: Recipe, times: dict, status: dict, total: float) -> Path:
     root = runs_root() / recipe.name
     metrics = {s: json.loads((stage_dir(recipe, s) / "metrics.json").read_text())
@@ -185,6 +194,11 @@ def write_summary(recipe: Recipe, times: dict, status: dict, total: float) -> Pa
     if "rl" in metrics and metrics["rl"]["reward_history"]:
         reward_curve(metrics["rl"]["reward_history"], root / "reward.png")
         lines += ["", "![reward](reward.png)"]
+    if default_report_to() == "trackio":
+        lines += ["", f"Live curves of every step (loss, reward by component, the judge's screened counts, completion "
+                      f"lengths) are in the trackio project `{project(recipe.name)}` ({_where(tracking_dir())}): "
+                      f"`python -m kit dashboard --recipe {recipe.name}` opens them; `python -m kit compare RUN_A RUN_B` "
+                      f"sets two runs side by side."]
     if (root / "eval" / "results.md").exists():
         table = (root / "eval" / "results.md").read_text().split("\n", 2)[2]
         lines += ["", "## Evaluation", "", table.strip(), "", "![accuracy](eval/accuracy.png)"]

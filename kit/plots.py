@@ -57,6 +57,27 @@ def reward_curve(history: list[dict], out: Path | None = None):
     return _finish(fig, ax, "optimiser step", "mean reward", out)
 
 
+def runs_curves(series: dict[str, tuple[list[dict], list[dict]]], out: Path):
+    """Several runs' SFT loss and RL reward, two panels: {label: (loss history, reward history)} (`kit compare`)."""
+    fig, _ = _figure(11, 3.4)
+    fig.clf()
+    loss_ax, reward_ax = fig.subplots(1, 2)
+    for label, (losses, rewards) in series.items():
+        if losses:
+            loss_ax.plot([p["step"] for p in losses], [p["loss"] for p in losses], marker=".", label=label)
+        if rewards:
+            reward_ax.plot([h["step"] for h in rewards], [h.get("reward") for h in rewards], marker=".", label=label)
+    for ax, title, ylabel in ((loss_ax, "SFT", "train loss"), (reward_ax, "RL", "mean reward")):
+        ax.set_title(title)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(ylabel)
+        if ax.lines:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return fig
+
+
 def bar_plot(results: dict, path: Path):
     """Accuracy per task, one bar per system, with 95% intervals."""
     names = list(results)

@@ -29,6 +29,7 @@ from .runs import metrics_header, require, start_stage, write_metrics
 from .runtime import (TRANSFORMERS, UNSLOTH, gather, has_cuda, how_launched, import_end, is_main, peak_memory_mb,
                       sharded, start_processes, wait_for_main)
 from .screen import reference_screen_rate
+from .tracking import point_at_runs
 from .training import fresh_checkpoints, last_checkpoint, restore_full_module_dtypes, train_resumable, trainer_args
 
 # What each algorithm sets unless the recipe says otherwise. GSPO: sequence-level ratios, the GSPO
@@ -320,6 +321,7 @@ def adapter_change(session: RLSession, adapter_dir: Path) -> float | None:
 
 def prepare(recipe: Recipe) -> RLSession:
     """Load the RL prompts, the model (continuing the SFT adapter) and the judge; build the GRPOTrainer."""
+    point_at_runs()  # before TRL is imported: the tracker reads its folder then
     end = import_end()
     import datasets
     from trl import GRPOTrainer

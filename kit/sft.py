@@ -21,6 +21,7 @@ from .modeling import Loaded, load_model
 from .recipe import Recipe, RecipeError
 from .runs import metrics_header, require, start_stage, write_metrics
 from .runtime import how_launched, import_end, is_main, peak_memory_mb, sharded, start_processes, wait_for_main
+from .tracking import point_at_runs
 from .training import fresh_checkpoints, last_checkpoint, restore_full_module_dtypes, train_resumable, trainer_args
 
 
@@ -104,6 +105,7 @@ class SFTSession:
 
 def prepare(recipe: Recipe) -> SFTSession:
     """Load data and model, check the format before training, and build the SFTTrainer."""
+    point_at_runs()  # before TRL is imported: the tracker reads its folder then
     import_end()
     import datasets
     from trl import SFTTrainer

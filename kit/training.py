@@ -11,16 +11,16 @@ from pathlib import Path
 from .modeling import Loaded, compute_dtype
 from .recipe import Recipe, check_trainer_keys
 from .runtime import UNSLOTH, has_cuda, is_main, peak_memory_logger, sharded
+from .tracking import tracker_args
 
 
 def trainer_args(recipe: Recipe, config_cls, section: dict, where: str, defaults: dict) -> dict:
     """A TRL config's arguments: the stage's `defaults`, this machine's precision flags, then the recipe's
-    `section` (each key checked against the installed TRL class); the data seed and no reporting unless set."""
+    `section` (each key checked against the installed TRL class); the data seed, and the tracker
+    (`kit.tracking`: trackio where it is installed, unless the section names its own `report_to`)."""
     args = {**defaults, **precision_args(recipe), **check_trainer_keys(section, config_cls, where)}
     args.setdefault("seed", recipe.data.seed)
-    if args.get("report_to") is None:
-        args["report_to"] = "none"
-    return args
+    return tracker_args(recipe, where.split(".")[0], args)
 
 
 def fresh_checkpoints(ckpt_dir: Path, recipe: Recipe, stage: str) -> None:

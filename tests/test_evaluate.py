@@ -200,6 +200,38 @@ def test_budget_forcing_closes_the_thinking_where_the_model_did_not_and_reads_th
     assert (stage_dir(data_only, "eval") / "budget.png").exists()
 
 
+def test_an_eval_killed_halfway_and_rerun_makes_only_what_it_had_not_finished(data_only, monkeypatch):
+    """The stub stands for the engine; "killed" is an exception out of its fifth call (a task's generation), as a
+    timed-out session would leave it. The rerun makes the tasks that were not finished, and no others."""
+    from kit import evaluate
+
+    data_only.eval.loglikelihood = False
+    stub = _stub_generators(lambda gold, options, ref: f"The answer is {gold}." if gold else ref)
+    made, kill_at = [], [5]
+
+    class Killed(stub):
+        def __call__(self, name, path, prompts, sampling):
+            if len(made) == kill_at[0]:
+                raise KeyboardInterrupt("session timed out")
+            made.append(len(prompts))
+            return super().__call__(name, path, prompts, sampling)
+
+    monkeypatch.setattr(evaluate, "Generators", Killed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.run(data_only)
+    partial = stage_dir(data_only, "eval") / "partial" / "base"
+    assert len(list(partial.glob("*.jsonl"))) == 5
+    first, made[:], kill_at[0] = sum(made), [], 10**6
+    m = evaluate.run(data_only)
+    total = sum(min(6, TINY_TASKS.get(task, 40)) for task in [*TINY_TASKS, "open"])
+    assert len(made) == len(TINY_TASKS) + 1 - 5 and first + sum(made) == total  # each prompt made once, in all
+    assert all(f["accuracy"]["value"] == 1.0 for f in m["results"]["base"]["tasks"].values())
+    assert not partial.exists()  # finished: nothing left to resume
+    made[:] = []
+    evaluate.run(data_only)
+    assert len(made) == len(TINY_TASKS) + 1  # a finished eval run again makes everything again
+
+
 # ---------------------------------------------------------------- paired comparisons
 
 def test_mcnemar_on_discordant_items():
