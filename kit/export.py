@@ -25,6 +25,7 @@ from .formatting import opens_thinking
 from .memory import counted, disk
 from .generation import STOP_TOKENS, free_memory
 from .modeling import load_model
+from .progress import enabled as progress_enabled
 from .recipe import PRESETS, SAMPLING_KEYS, Recipe
 from .runs import GGUF_PREFERENCE, QUANTS, Timer, final_adapter, metrics_header, start_stage, write_metrics
 from .runtime import UNSLOTH, import_end, peak_memory_mb
@@ -77,7 +78,7 @@ def merge(recipe: Recipe, adapter: Path, out: Path) -> dict:
 
         merged = AutoModelForCausalLM.from_pretrained(out, dtype=dtype, device_map=device)
     else:
-        merged = loaded.model.merge_and_unload()  # in place: still one copy
+        merged = loaded.model.merge_and_unload(progressbar=progress_enabled())  # in place: still one copy
         merged.save_pretrained(out)
         loaded.save_tokenizer(out)
     merged.generation_config = generation_config(recipe, tokenizer)

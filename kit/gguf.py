@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .errors import KitError
 from .gguf_convert import FORCED
+from .progress import enabled as progress_enabled
 from .runs import QUANTS, cache_dir
 from .runtime import cpu_threads
 
@@ -91,10 +92,20 @@ def convert(model_dir: Path, out_file: Path, *, outtype: str = "f16", pre_tokeni
     tool = converter_dir()
     cmd = [sys.executable, "-m", "kit.gguf_convert", str(tool), pre_tokenizer, "--", str(model_dir),
            "--outfile", str(out_file), "--outtype", outtype, *(extra_args or [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    # its log (a line per tensor) and gguf-py's "Writing" bar go to the user's stderr where bars are drawn, and
+    # are kept for the error message and the check below either way
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+    shown, said = progress_enabled(), bytearray()
+    while chunk := proc.stdout.read1(4096):
+        said += chunk
+        if shown:
+            sys.stderr.write(chunk.decode(errors="replace"))
+            sys.stderr.flush()
+    proc.wait()
+    output = said.decode(errors="replace")
     if proc.returncode != 0 or not out_file.exists():
-        raise GGUFError(f"convert_hf_to_gguf failed for {model_dir}: {(proc.stderr or proc.stdout)[-1500:]}")
-    return Converted(out_file, inspect(out_file).get("pre_tokenizer"), FORCED not in proc.stderr)
+        raise GGUFError(f"convert_hf_to_gguf failed for {model_dir}: {output[-1500:]}")
+    return Converted(out_file, inspect(out_file).get("pre_tokenizer"), FORCED not in output)
 
 
 def quantize(src: Path, dst: Path, kind: str) -> Path:

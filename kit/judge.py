@@ -371,6 +371,20 @@ class Judge:
     def __repr__(self) -> str:  # never shows the key
         return f"Judge(preset={self.preset!r}, model={self.model!r}, max_concurrency={self.max_concurrency})"
 
+    def estimate(self, requests: int, rows: list[dict]) -> dict:
+        """What `requests` gradings would cost at most: prompt tokens from the rendered request for `rows`
+        (question, reference, a conclusion as long as the screen lets through) at ~3.5 characters a token, the
+        verdict at its 256-token cap, at the preset's prices. An upper bound before training: the screened and
+        the cached are never sent."""
+        if self.preset == "rule" or not rows:
+            return {"requests": 0, "tokens": 0, "usd": 0.0}
+        conclusion = "x " * min(self.max_conclusion_tokens or 256, 256)
+        chars = sum(len(SYSTEM_PROMPT) + len(user_message(r.get("question", ""), conclusion, r.get("reference", "")))
+                    for r in rows) / len(rows)
+        prompt_tokens, out_tokens = requests * chars / 3.5, requests * 256
+        return {"requests": requests, "tokens": round(prompt_tokens + out_tokens),
+                "usd": round((prompt_tokens * self._prices[0] + out_tokens * self._prices[1]) / 1e6, 2)}
+
     # one item ------------------------------------------------------------
     def _request(self, question: str, answer: str, reference: str, deadline: float) -> tuple[str, float, str]:
         remaining = deadline - time.monotonic()

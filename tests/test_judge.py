@@ -318,3 +318,23 @@ def test_progress_bars_are_off_where_nobody_watches_and_on_when_asked(monkeypatc
         j.grade(["Antidote?"] * 4, ["x\n</think>\n\nNaloxone", "x\n</think>\n\nThought process:"] * 2, ["Naloxone"] * 4)
     err = capsys.readouterr().err
     assert "judging (fake-judge)" in err and "4/4" in err and "screened=2" in err
+
+
+def test_a_paid_judge_s_cost_is_bounded_before_training(monkeypatch):
+    """What the RL stage prints before its first step: steps, completions and, for a paid judge, the requests,
+    tokens and cost at most."""
+    from types import SimpleNamespace
+
+    from kit.rl import workload
+
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test")
+    judge = Judge("deepseek")
+    rows = [{"question": "Which drug reverses an opioid overdose? " * 5, "reference": "Naloxone"}]
+    cost = judge.estimate(1000, rows)
+    assert cost["requests"] == 1000 and cost["tokens"] > 1000 * 256
+    assert 0.05 < cost["usd"] < 1.0  # DeepSeek's prices: cents per thousand gradings
+    args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=1, max_steps=-1,
+                           num_train_epochs=1, num_generations=8, max_completion_length=1024)
+    said = workload(SimpleNamespace(args=args), 100, judge, rows)
+    assert "100 steps × 8 completions = 800 completions" in said and "asked at most 800 times" in said
+    assert "free" in workload(SimpleNamespace(args=args), 100, Judge("rule"), rows)
