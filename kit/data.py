@@ -18,6 +18,8 @@ from pathlib import Path
 from .base_model import tokenizer_path
 from .benchmarks import items
 from .formatting import END_TOKENS, LETTERS, MCQ_INSTRUCTION, THINK_CLOSE, THINK_OPEN, join_reasoning
+from .judge import read_rubric
+from .judge.rubric import as_rows as rubric_rows, key as rubric_key
 from .modeling import load_tokenizer
 from .recipe import DatasetSpec, Recipe, trainer_setting
 from .runs import Timer, metrics_header, start_stage, write_metrics
@@ -67,39 +69,57 @@ def control_text(row: dict, kind: str) -> str | None:
     return None
 
 
+def rubric_reason(row: dict, where: str, seen: set) -> str | None:
+    """Why a rubric row is dropped (a think tag or chat token in its question, a duplicate), or None; a rubric that
+    cannot be graded is a RubricError naming `where`, not a row dropped."""
+    question, criteria, _ = read_rubric(row, where)
+    key = (question, rubric_key(criteria, True))
+    if reason := next((f"the question contains '{t}'" for t in CONTROL_STRINGS if t in question), None):
+        return reason
+    if key in seen:
+        return "duplicate row"
+    seen.add(key)
+    return None
+
+
+def row_reason(row: dict, kind: str, seen: set) -> str | None:
+    """Why a row of a column schema is dropped, or None."""
+    reason = None
+    for col in SCHEMAS[kind]:
+        value = row.get(col)
+        if value is None:
+            reason = f"missing field '{col}'"
+        elif col == "options":
+            if not isinstance(value, dict) or len([v for v in value.values() if v]) < 2:
+                reason = "field 'options' is not a mapping of at least two options"
+            elif any(v is not None and not isinstance(v, str) for v in value.values()):
+                reason = "field 'options' has a non-string option"
+        elif not isinstance(value, str):
+            reason = f"field '{col}' is not a string ({type(value).__name__})"
+        elif not value.strip():
+            reason = f"empty field '{col}'"
+        if reason:
+            return reason
+    if kind == "mcq" and row["answer_idx"] not in row["options"]:
+        return "field 'answer_idx' is not one of the option letters"
+    if reason := control_text(row, kind):
+        return reason
+    key = tuple(str(row[c]).strip() for c in SCHEMAS[kind])
+    if key in seen:
+        return "duplicate row"
+    seen.add(key)
+    return None
+
+
 def validate(rows: list[dict], kind: str, source: str) -> Checked:
     """Drop rows with missing, empty or non-string fields, think tags or chat tokens in text, and duplicates,
-    counting each reason."""
+    counting each reason; a rubric that cannot be graded stops here (`kit.judge.read_rubric`)."""
     out = Checked(rows=[])
-    seen = set()
+    seen: set = set()
     for i, row in enumerate(rows):
         if kind == "mcq":
             row = normalise_mcq(row)
-        reason = None
-        for col in SCHEMAS[kind]:
-            value = row.get(col)
-            if value is None:
-                reason = f"missing field '{col}'"
-            elif col == "options":
-                if not isinstance(value, dict) or len([v for v in value.values() if v]) < 2:
-                    reason = "field 'options' is not a mapping of at least two options"
-                elif any(v is not None and not isinstance(v, str) for v in value.values()):
-                    reason = "field 'options' has a non-string option"
-            elif not isinstance(value, str):
-                reason = f"field '{col}' is not a string ({type(value).__name__})"
-            elif not value.strip():
-                reason = f"empty field '{col}'"
-            if reason:
-                break
-        if reason is None and kind == "mcq" and row["answer_idx"] not in row["options"]:
-            reason = "field 'answer_idx' is not one of the option letters"
-        if reason is None:
-            reason = control_text(row, kind)
-        if reason is None:
-            key = tuple(str(row[c]).strip() for c in SCHEMAS[kind])
-            if key in seen:
-                reason = "duplicate row"
-            seen.add(key)
+        reason = rubric_reason(row, f"{source} row {i + 1}", seen) if kind == "rubric" else row_reason(row, kind, seen)
         if reason:
             out.dropped[reason] += 1
             out.first_bad.setdefault(reason, f"{source} row {i + 1}")
@@ -107,7 +127,8 @@ def validate(rows: list[dict], kind: str, source: str) -> Checked:
             out.rows.append(row)
     if not out.rows:
         detail = "; ".join(f"{r} (first at {w})" for r, w in out.first_bad.items()) or "the source is empty"
-        raise DataError(f"no usable rows in {source}: {detail}. Expected columns: {', '.join(SCHEMAS[kind])}")
+        expected = ", ".join(SCHEMAS[kind]) if kind in SCHEMAS else "RaR-Medicine's (question, rubric) or HealthBench's (prompt, rubrics)"
+        raise DataError(f"no usable rows in {source}: {detail}. Expected columns: {expected}")
     return out
 
 
@@ -121,6 +142,15 @@ def format_sft(row: dict, spec: DatasetSpec | None = None) -> dict:
         {"role": "user", "content": row["Question"].strip()},
         {"role": "assistant", "content": assistant_text(row["Complex_CoT"], row["Response"])},
     ]}
+
+
+def format_rubric_rl(row: dict, spec: DatasetSpec | None = None) -> dict:
+    """A rubric row (RaR-Medicine's or HealthBench's schema, read by `kit.judge.read_rubric`) as an RL problem: the
+    question (HealthBench's conversation as its turns), and the criteria the `rubric` reward grades against."""
+    question, criteria, _ = read_rubric(row, "")
+    prompt = row["prompt"] if isinstance(row.get("prompt"), list) else [{"role": "user", "content": question}]
+    return {"prompt": [{"role": m["role"], "content": m["content"]} for m in prompt], "question": question,
+            "reference": (row.get("reference_answer") or "").strip(), "rubric": rubric_rows(criteria)}
 
 
 def format_rl(row: dict, spec: DatasetSpec | None = None) -> dict:
@@ -172,7 +202,7 @@ def format_mcq_rl(row: dict, spec: DatasetSpec | None = None) -> dict:
 
 # (kind of data, schema of the source) -> formatter
 FORMATTERS = {("sft", "sft"): format_sft, ("sft", "mcq"): format_mcq_sft, ("rl", "rl"): format_rl,
-              ("rl", "mcq"): format_mcq_rl, ("mcq", "mcq"): format_mcq}
+              ("rl", "mcq"): format_mcq_rl, ("rl", "rubric"): format_rubric_rl, ("mcq", "mcq"): format_mcq}
 
 
 def render(tokenizer, example: dict) -> str:

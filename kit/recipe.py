@@ -77,7 +77,7 @@ class DatasetSpec:
     max_rows: int | None = None  # take the first N rows after loading (None = all)
     where: dict | None = None  # keep rows whose columns equal these values, e.g. {category: biology}
     language: str | None = None  # recorded in metrics; informational
-    schema: str | None = None  # "mcq": a source in MedQA's multiple-choice schema, as SFT rows ending "The answer is X." or RL problems whose reference is the gold letter
+    schema: str | None = None  # "mcq": a source in MedQA's multiple-choice schema, as SFT rows ending "The answer is X." or RL problems whose reference is the gold letter; "rubric": an RL source of rubric rows (RaR-Medicine's or HealthBench's schema), graded by the `rubric` reward
     task: str | None = None  # eval: the task it scores under (default: medqa, or mmlu_pro_<category> for MMLU-Pro)
 
 
@@ -123,6 +123,9 @@ class JudgeConfig:
     max_paid_attacks: float = 0.05
     refuse_gullible: bool = False
     calibrate: bool = True  # the RL stage's preflight sends the calibration set to a remote judge (cached)
+    # a rubric's criteria graded in one request per conclusion (true), or one request per criterion, as
+    # HealthBench's grader does (false): fewer requests against each criterion judged on its own
+    rubric_batched: bool = True
 
 
 @dataclass

@@ -11,7 +11,8 @@ import re
 import threading
 
 from .formatting import final_answer, join_reasoning, parse
-from .judge import Judge, rule_grade
+from .judge import Judge, RubricError, rule_grade, rule_met, rubric_score
+from .judge.rubric import from_rows
 
 
 # Where a parsed completion keeps its reasoning: TRL parses completions with the tokenizer's response
@@ -49,6 +50,7 @@ def finished(texts: list[str], completion_ids=None, stop_ids=()) -> list[bool]:
 # The names TRL logs the rewards by (`rewards/<name>/mean`): their functions' `__name__`, read by the hacking watch
 FORMAT_REWARD = "format_reward"
 JUDGE_REWARD = "judge"
+RUBRIC_REWARD = "rubric"
 
 
 def format_reward(completions, completion_ids=None, stop_ids=(), **kwargs) -> list[float]:
@@ -121,9 +123,11 @@ class JudgeReward:
     def __call__(self, completions, reference, **kwargs) -> list[float | None]:
         texts = [completion_text(c) for c in completions]
         ok = [parse(t).well_formed for t in texts]
-        idx = [i for i, good in enumerate(ok) if good]
-        rewards: list[float | None] = [0.0] * len(texts)
-        self._count(broken_format=len(texts) - len(idx), graded=len(idx))
+        # a row with a rubric is the rubric reward's (None here: TRL sums the rewards that apply)
+        mine = [not r for r in (kwargs.get("rubric") or [None] * len(texts))]
+        idx = [i for i, good in enumerate(ok) if good and mine[i]]
+        rewards: list[float | None] = [0.0 if m else None for m in mine]
+        self._count(broken_format=sum(m and not good for m, good in zip(mine, ok)), graded=len(idx))
         verdicts = self.judge.grade([_question(kwargs, i) for i in idx], [texts[i] for i in idx],
                                     [reference[i] for i in idx])
         for i, v in zip(idx, verdicts):
@@ -163,6 +167,72 @@ class JudgeReward:
         if verdict == "partially_correct":
             return max(self.floor, float(score))
         return self.floor
+
+
+class RubricReward:
+    """Rubric reward, for the rows that carry a rubric (the others: None, the judge reward's): broken format → 0.0;
+    a conclusion the screen stops → 0.0, unjudged; else the rubric's score (the points of the criteria met over
+    the positive points, clipped to [0, 1]; a met pitfall subtracts); a judge error → the rule grader's score
+    where the criteria carry their terms (the bundled samples), else None, which TRL skips. Logged per call:
+    the met rate of positive criteria and of pitfalls, and criteria met per 100 conclusion tokens, which falls
+    when a policy pads its answers to touch more criteria (length inflation, which rubric rewards invite).
+
+    >>> rubric = [{"text": "names naloxone", "points": 5, "terms": ["naloxone"]},
+    ...           {"text": "recommends flumazenil", "points": -4, "terms": ["flumazenil"]}]
+    >>> reward = RubricReward(Judge("rule"))
+    >>> reward(["x\\n</think>\\n\\nNaloxone", "x\\n</think>\\n\\nNaloxone or flumazenil", "x\\n</think>\\n\\nFlumazenil",
+    ...         "no tag", "x\\n</think>\\n\\nNaloxone"], rubric=[rubric] * 4 + [None], question=["Antidote?"] * 5)
+    [1.0, 0.0, 0.0, 0.0, None]
+    """
+
+    __name__ = RUBRIC_REWARD
+
+    def __init__(self, judge: Judge, num_generations: int | None = None):
+        self.judge, self.num_generations = judge, num_generations
+        self.counts = {"graded": 0, "broken_format": 0, "screened": 0, "judge_errors": 0, "fallbacks": 0, "skipped": 0}
+        self.last: dict[str, float] = {}
+
+    def __call__(self, completions, rubric=None, **kwargs) -> list[float | None]:
+        texts = [completion_text(c) for c in completions]
+        rubric = rubric or [None] * len(texts)
+        ok = [parse(t).well_formed for t in texts]
+        rewards: list[float | None] = [0.0 if r else None for r in rubric]
+        idx = [i for i, r in enumerate(rubric) if r and ok[i]]
+        criteria = {i: from_rows(rubric[i]) for i in idx}
+        self.counts["broken_format"] += sum(bool(r) and not good for r, good in zip(rubric, ok))
+        self.counts["graded"] += len(idx)
+        verdicts = self.judge.grade([_question(kwargs, i) for i in idx], [texts[i] for i in idx], [""] * len(idx),
+                                    [criteria[i] for i in idx])
+        tally = {"positive": [0, 0], "pitfall": [0, 0]}
+        met_total, tokens = 0, 0
+        for i, v in zip(idx, verdicts):
+            if v.screened:
+                self.counts["screened"] += 1
+                continue
+            met = v.met
+            if v.error is not None:
+                self.counts["judge_errors"] += 1
+                try:
+                    met = rule_met(v.final_answer, criteria[i])
+                    self.counts["fallbacks"] += 1
+                except RubricError:
+                    self.counts["skipped"] += 1
+                    rewards[i] = None
+                    continue
+            rewards[i] = rubric_score(criteria[i], met)
+            for c, m in zip(criteria[i], met):
+                tally["pitfall" if c.pitfall else "positive"][0] += m
+                tally["pitfall" if c.pitfall else "positive"][1] += 1
+            met_total += sum(m for c, m in zip(criteria[i], met) if not c.pitfall)
+            tokens += self.judge.count_tokens(v.final_answer)
+        self.last = {f"{kind}_met": hit / n for kind, (hit, n) in tally.items() if n}
+        if tokens:
+            self.last["met_per_100_tokens"] = 100 * met_total / tokens
+        self.last["graded"] = float(len(idx))
+        if callable(log_metric := kwargs.get("log_metric")):
+            for name, value in self.last.items():
+                log_metric(f"rubric/{name}", value)
+        return rewards
 
 
 def signals(conclusions: list[str], screened: list[str | None], group: int | None, count_tokens) -> dict:

@@ -24,7 +24,8 @@ from .generation import HFEngine, Sampling, choose, prompt_texts, stop_token_ids
 from .judge import Judge
 from .modeling import Loaded, load_model, unsloth_fast_inference_problem
 from .recipe import Recipe, RecipeError, trainer_setting
-from .rewards import FORMAT_REWARD, JUDGE_REWARD, JudgeReward, completion_text, format_reward, make_format_reward
+from .rewards import (FORMAT_REWARD, JUDGE_REWARD, JudgeReward, RubricReward, completion_text, format_reward,
+                      make_format_reward)
 from .runs import metrics_header, require, start_stage, write_metrics
 from .runtime import (TRANSFORMERS, UNSLOTH, gather, has_cuda, how_launched, import_end, is_main, peak_memory_mb,
                       sharded, start_processes, wait_for_main)
@@ -179,7 +180,8 @@ def build_rewards(recipe: Recipe, cache_path: Path | None, stop_ids: list[int],
     judge = Judge(cfg, cache_path=cache_path, count_tokens=count_tokens)
     judge_reward = JudgeReward(judge, incorrect_floor=cfg.incorrect_floor, error_fallback=cfg.error_fallback,
                                num_generations=trainer_setting(recipe, "rl", "num_generations"))
-    available = {"format": make_format_reward(stop_ids), "judge": judge_reward}
+    available = {"format": make_format_reward(stop_ids), "judge": judge_reward,
+                 "rubric": RubricReward(judge, num_generations=trainer_setting(recipe, "rl", "num_generations"))}
     unknown = sorted(set(recipe.rl.reward_weights) - set(available))
     if unknown:
         raise RecipeError(f"unknown reward 'rl.reward_weights.{unknown[0]}' (rewards: {', '.join(available)})")
@@ -333,7 +335,11 @@ def prepare(recipe: Recipe) -> RLSession:
     rows = read_jsonl(require(recipe, "data", "rl.jsonl"))
     if recipe.rl.max_rows:
         rows = rows[: recipe.rl.max_rows]
-    reference_screen = check_references(recipe, rows)
+    rubric_rows = sum(bool(r.get("rubric")) for r in rows)
+    if rubric_rows and "rubric" not in recipe.rl.reward_weights:
+        raise RecipeError(f"{rubric_rows} of the {len(rows)} RL rows carry a rubric, but rl.reward_weights has no 'rubric' "
+                          f"weight to grade them by (add one, e.g. --set rl.reward_weights.rubric=1.0)")
+    reference_screen = check_references(recipe, [r for r in rows if not r.get("rubric")] or rows)
     calibration = None
     if recipe.rl.judge.preset != "rule" and is_main():
         check_judge_access(recipe)  # one request, uncached: a refused key stops the stage here
@@ -353,7 +359,8 @@ def prepare(recipe: Recipe) -> RLSession:
     config.reward_weights = weights
     record = RewardRecord([f.__name__ for f in funcs], weights)
     funcs = [record.wrap(f, f.__name__) for f in funcs]
-    dataset = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "question", "reference")} for r in rows])
+    dataset = datasets.Dataset.from_list([{**{k: r[k] for k in ("prompt", "question", "reference")},
+                                           "rubric": r.get("rubric")} for r in rows])
     trainer = GRPOTrainer(model=loaded.model, reward_funcs=funcs, args=config, train_dataset=dataset,
                           processing_class=loaded.tokenizer)
     restore_full_module_dtypes(loaded, trainer.model)
@@ -409,7 +416,7 @@ def preview(session: RLSession, n: int = 4, num_generations: int = 2) -> list[di
 def reward_history(log_history: list[dict]) -> list[dict]:
     keep = ("reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "loss",
             "clip_ratio/region_mean")
-    return [{"step": h["step"], **{k: v for k, v in h.items() if k in keep or k.startswith(("rewards/", "judge/"))}}
+    return [{"step": h["step"], **{k: v for k, v in h.items() if k in keep or k.startswith(("rewards/", "judge/", "rubric/"))}}
             for h in log_history if "reward" in h]
 
 

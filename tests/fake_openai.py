@@ -95,6 +95,18 @@ class FakeOpenAI:
             return self.send(h, 503, {"error": {"message": "unavailable"}})
         if tag == "hang":
             time.sleep(self.hang_s)
+        if '"criteria": [' in text:  # a rubric case: each criterion met when a word of it (5+ letters) is in the answer
+            case = json.loads(text.split("\n", 1)[1].rsplit("\n\nReply", 1)[0])
+            answer = case["candidate_answer"].lower()
+            graded = [{"id": c["id"], "explanation": "scripted",
+                       "criteria_met": any(w in answer for w in re.findall(r"[a-z]{5,}", c["criterion"].lower()))}
+                      for c in case["criteria"]]
+            content = json.dumps({"criteria": graded})
+            return self.send(h, 200, {
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 60 + 20 * len(graded), "completion_tokens": 15 * len(graded),
+                          "total_tokens": 60 + 35 * len(graded)}})
         content = {
             "incorrect": verdict_json("incorrect", 0.0),
             "partial": verdict_json("partially_correct", 0.6),

@@ -17,25 +17,48 @@ GROUND = {"errors", "recipe", "runtime", "runs", "formatting", "children", "imag
 LOCAL_IMPORTS_ALLOWED = {"__main__", "notebook"}
 
 
+def module_name(path: Path) -> str:
+    """kit/screen.py → "screen"; kit/judge/rubric.py → "judge.rubric"; kit/judge/__init__.py → "judge"."""
+    parts = list(path.relative_to(KIT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def kit_imports() -> dict[str, list[tuple[str, bool]]]:
-    """module → [(kit module it imports, whether the import sits inside a function)]."""
-    modules = {p.stem for p in KIT.glob("*.py")}
+    """module → [(kit module it imports, whether the import sits inside a function)], packages' modules included."""
+    paths = [p for p in sorted(KIT.rglob("*.py")) if p.parent == KIT or (p.parent / "__init__.py").exists()]
+    modules = {module_name(p) for p in paths} - {""}
+
+    def resolve(dotted: str) -> str | None:  # the module a dotted name is, or the one it sits in
+        while dotted and dotted not in modules:
+            dotted = dotted.rpartition(".")[0]
+        return dotted or None
+
     out = {}
-    for path in sorted(KIT.glob("*.py")):
+    for path in paths:
+        name = module_name(path)
+        if not name:
+            continue  # kit/__init__.py
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         found = []
 
         def visit(node, in_function: bool):
             for child in ast.iter_child_nodes(node):
                 inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                if isinstance(child, ast.ImportFrom) and child.level == 1:
-                    targets = [child.module.split(".")[0]] if child.module else [a.name for a in child.names]
-                    found.extend((t, in_function) for t in targets if t in modules)
+                targets = []
+                if isinstance(child, ast.ImportFrom) and child.level >= 1:
+                    base = package.split(".") if package else []
+                    base = base[:len(base) - (child.level - 1)] if child.level > 1 else base
+                    prefix = ".".join(base + ([child.module] if child.module else []))
+                    targets = [f"{prefix}.{a.name}".lstrip(".") for a in child.names] if not child.module else \
+                        [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in modules else prefix for a in child.names]
                 elif isinstance(child, ast.ImportFrom) and (child.module or "").startswith("kit."):
-                    found.append((child.module.split(".")[1], in_function))
+                    targets = [child.module[4:]]
+                for t in {resolve(t) for t in targets} - {None, name}:
+                    found.append((t, in_function))
                 visit(child, inside)
 
         visit(ast.parse(path.read_text(encoding="utf-8")), False)
-        out[path.stem] = found
+        out[name] = found
     return out
 
 
