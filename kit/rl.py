@@ -229,7 +229,8 @@ def hacking_watch(judge_name: str = JUDGE_REWARD, format_name: str | None = FORM
     """A callback that says, once each, when the policy looks like it is learning the judge rather than the
     task: the same conclusion for most completions across different questions for three logged steps
     running, or, over the last `window` logged steps, the judged reward rising while the format reward (or,
-    for an LLM judge, the rule judge graded in its shadow) falls. The rewards are named as TRL logs them (their
+    for an LLM judge, the rule judge graded in its shadow) falls, or completions growing while the rubric
+    criteria met per 100 tokens fall (length inflation). The rewards are named as TRL logs them (their
     functions' `__name__`, which the stage passes in); a series the logs do not carry is said, not skipped."""
     from transformers import TrainerCallback
 
@@ -239,6 +240,7 @@ def hacking_watch(judge_name: str = JUDGE_REWARD, format_name: str | None = FORM
     class HackingWatch(TrainerCallback):
         def __init__(self):
             self.history: list[dict] = []
+            self.rubric: list[tuple[float, float]] = []  # (completion length, rubric criteria met per 100 tokens)
             self.converged, self.said = 0, set()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -247,6 +249,7 @@ def hacking_watch(judge_name: str = JUDGE_REWARD, format_name: str | None = FORM
                 if series and key and key not in logs:
                     self.say(f"missing {key}", f"the hacking watch finds no {key} in the trainer's logs (they carry "
                                                f"{', '.join(series)}): it cannot watch that reward in this run", "")
+            self.inflation(logs or {}, state)
             if not logs or judged_key not in logs:
                 return
             self.history.append(logs)
@@ -273,6 +276,20 @@ def hacking_watch(judge_name: str = JUDGE_REWARD, format_name: str | None = FORM
                         self.say(key, f"the judged reward rose by {judged:+.2f} over the last {window} steps while "
                                       f"{label} fell by {other:+.2f} (step {state.global_step}): read the conclusions "
                                       f"(log_completions) before trusting the judge")
+
+        def inflation(self, logs: dict, state):
+            """Rubric rewards invite padding: completions growing while the criteria met per 100 tokens fall."""
+            if "rubric/met_per_100_tokens" not in logs or "completions/mean_length" not in logs:
+                return
+            self.rubric.append((logs["completions/mean_length"], logs["rubric/met_per_100_tokens"]))
+            if len(self.rubric) < window:
+                return
+            (l0, d0), (l1, d1) = [tuple(sum(v) / len(v) for v in zip(*part))
+                                  for part in (self.rubric[-window:-window // 2], self.rubric[-window // 2:])]
+            if l1 > 1.1 * l0 and d1 < 0.9 * d0:
+                self.say("inflation", f"completions grew {l1 / l0 - 1:+.0%} over the last {window} steps while the rubric "
+                                      f"criteria met per 100 tokens fell {d1 / d0 - 1:+.0%} (step {state.global_step}): "
+                                      f"the policy may be padding its answers to touch more criteria")
 
         def say(self, key: str, message: str, prefix: str = "reward hacking? "):
             if key not in self.said:

@@ -112,3 +112,22 @@ def test_the_hacking_watch_follows_the_reward_names_and_says_when_a_series_is_mi
     out = capsys.readouterr().out
     assert out.count("finds no rewards/judge/mean") == 1 and "rewards/judge_v2/mean" in out
     assert out.count("finds no rewards/format_reward/mean") == 1
+
+
+def test_the_hacking_watch_says_when_answers_grow_while_the_rubric_criteria_met_per_token_fall(capsys):
+    from types import SimpleNamespace
+
+    from kit.rl import hacking_watch
+
+    args, state = SimpleNamespace(per_device_train_batch_size=8, num_generations=4), SimpleNamespace(global_step=8)
+    steady = hacking_watch(window=8)
+    for step in range(8):  # longer answers that meet more criteria in proportion: no warning
+        steady.on_log(args, state, None, logs={"completions/mean_length": 100 + 20 * step, "rubric/met_per_100_tokens": 3.0})
+    assert "padding" not in capsys.readouterr().out
+    padded = hacking_watch(window=8)
+    for step in range(8):
+        padded.on_log(args, state, None, logs={"completions/mean_length": 100 + 20 * step,
+                                               "rubric/met_per_100_tokens": 3.0 - 0.25 * step})
+    out = capsys.readouterr().out
+    assert out.count("padding its answers") == 1 and "fell" in out
+
