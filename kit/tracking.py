@@ -74,8 +74,9 @@ def _trackio():
 def log_run(recipe, stage: str, metrics: dict, config: dict | None = None) -> str | None:
     """Log one set of figures (the eval's accuracies) as a run of the recipe's project; its name, or None
     where tracking is off. Never fails the stage: a tracker that cannot write says so and is skipped."""
-    if default_report_to() != "trackio":
-        return None
+    trainers = [section.get("report_to") for section in (recipe.sft.trainer, recipe.rl.trainer)]
+    if default_report_to() != "trackio" or any(r is not None and not _uses_trackio(r) for r in trainers):
+        return None  # the recipe's trainers report elsewhere (or nowhere): the eval follows them
     name = run_name(stage, recipe.stage_hash(stage))
     try:
         trackio = _trackio()

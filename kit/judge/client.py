@@ -147,10 +147,10 @@ class Judge:
                 "usd": round((prompt_tokens * self._prices[0] + out_tokens * self._prices[1]) / 1e6, 2)}
 
     # one request -----------------------------------------------------------
-    def _request(self, messages: list[dict], parse, deadline: float):
+    def _request(self, messages: list[dict], parse, deadline: float, max_tokens: int):
         remaining = deadline - time.monotonic()
         resp = self._client.chat.completions.create(
-            model=self.model, temperature=0, max_tokens=256 if len(messages[-1]["content"]) < 20_000 else 1024,
+            model=self.model, temperature=0, max_tokens=max_tokens,
             messages=messages, timeout=max(0.5, min(self.timeout_s, remaining)),
         )
         usage = getattr(resp, "usage", None)
@@ -226,7 +226,7 @@ class Judge:
             if claimed:
                 self.cache.release(key)
 
-    def _ask(self, messages: list[dict], parse) -> tuple[object, int, str | None]:
+    def _ask(self, messages: list[dict], parse, max_tokens: int = 256) -> tuple[object, int, str | None]:
         """(what `parse` read from the reply, attempts, None), or (None, attempts, the error) once the retries or
         the item's time budget are spent; a refused key raises JudgeAccessError."""
         deadline = time.monotonic() + self.item_budget_s
@@ -236,7 +236,7 @@ class Judge:
                 self.ledger.add(retries=1)
             self.ledger.add(calls=1)
             try:
-                return self._request(messages, parse, deadline), attempt + 1, None
+                return self._request(messages, parse, deadline, max_tokens), attempt + 1, None
             except (self._openai.AuthenticationError, self._openai.PermissionDeniedError) as e:
                 raise JudgeAccessError(
                     f"the judge at {self._where} refused the request ({e.status_code}: "
@@ -269,7 +269,9 @@ class Judge:
             ids = [i for i, _ in group]
             messages = [{"role": "system", "content": RUBRIC_SYSTEM_PROMPT},
                         {"role": "user", "content": rubric_message(question, answer, [(i, c.text) for i, c in group])}]
-            parsed, tries, error = self._ask(messages, lambda text, ids=ids: parse_criteria(text, ids))
+            # a verdict and a sentence per criterion: the reply grows with the criteria asked, not with the prompt
+            parsed, tries, error = self._ask(messages, lambda text, ids=ids: parse_criteria(text, ids),
+                                             max_tokens=64 + 64 * len(group))
             attempts += tries
             if error:
                 return Verdict(score=None, verdict="error", error=error, final_answer=answer, attempts=attempts)
