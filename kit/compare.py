@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import KitError
 from .plots import runs_curves
 from .runs import runs_root
-from .stats import mean_over_samples, paired_test
+from .stats import clipped_mean, mean_over_samples, paired_test
 
 
 class CompareError(KitError):
@@ -83,12 +83,19 @@ def compare(a: str, b: str) -> dict:
     rows = []
     for key in sorted(set(oa) | set(ob)):
         ia, ib = oa.get(key, {}), ob.get(key, {})
-        row = {"system": key[0], "task": key[1],
-               "a": mean_over_samples([v["correct"] for v in ia.values()]) if ia else None,
-               "b": mean_over_samples([v["correct"] for v in ib.values()]) if ib else None}
+        # a rubric task's outputs hold scores (numbers), a right-or-wrong task's true or false
+        scores = any(not isinstance(c, bool) for v in [*ia.values(), *ib.values()] for c in v["correct"])
+
+        def figure(items):
+            if not items:
+                return None
+            per_item = [v["correct"] for v in items.values()]
+            return clipped_mean([sum(c) / len(c) for c in per_item]) if scores else mean_over_samples(per_item)
+
+        row = {"system": key[0], "task": key[1], "a": figure(ia), "b": figure(ib)}
         same = sorted(i for i in set(ia) & set(ib) if ia[i]["question"] == ib[i]["question"])
         if same:
-            row["paired"] = paired_test([ia[i]["correct"] for i in same], [ib[i]["correct"] for i in same])
+            row["paired"] = paired_test([ia[i]["correct"] for i in same], [ib[i]["correct"] for i in same], scores=scores)
         rows.append(row)
     sa, sb = _settings(fa), _settings(fb)
     differ = {k: (sa.get(k), sb.get(k)) for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k) and k != "name"}

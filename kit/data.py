@@ -19,7 +19,7 @@ from .base_model import tokenizer_path
 from .benchmarks import items
 from .formatting import END_TOKENS, LETTERS, MCQ_INSTRUCTION, THINK_CLOSE, THINK_OPEN, join_reasoning
 from .judge import read_rubric
-from .judge.rubric import as_rows as rubric_rows, key as rubric_key
+from .judge.rubric import CJK, as_rows as rubric_rows, key as rubric_key
 from .modeling import load_tokenizer
 from .recipe import DatasetSpec, Recipe, trainer_setting
 from .runs import Timer, metrics_header, start_stage, write_metrics
@@ -153,6 +153,19 @@ def format_rubric_rl(row: dict, spec: DatasetSpec | None = None) -> dict:
             "reference": (row.get("reference_answer") or "").strip(), "rubric": rubric_rows(criteria)}
 
 
+def format_rubric_eval(row: dict, spec: DatasetSpec | None = None) -> dict:
+    """A rubric row as an evaluation item, scored HealthBench's way: the prompt (HealthBench's conversation as
+    given), the criteria, the example's tags (HealthBench's themes), its language, and its task: the recipe's
+    name for the source, else the dataset's (`healthbench`, `rar_medicine`), with `_zh` for the Chinese rows of
+    a source whose language the recipe does not give, so each language has its own table."""
+    item = format_rubric_rl(row, spec)
+    language = (spec.language if spec else None) or ("zh" if CJK.search(item["question"]) else "en")
+    name = (spec.task if spec else None) or ("healthbench" if isinstance(row.get("rubrics"), list) else "rar_medicine")
+    explicit = spec is not None and (spec.task or spec.language)
+    return {**item, "tags": [str(t) for t in row.get("example_tags") or []], "language": language,
+            "task": name if explicit or language == "en" else f"{name}_{language}"}
+
+
 def format_rl(row: dict, spec: DatasetSpec | None = None) -> dict:
     question = row["Open-ended Verifiable Question"].strip()
     return {
@@ -202,7 +215,8 @@ def format_mcq_rl(row: dict, spec: DatasetSpec | None = None) -> dict:
 
 # (kind of data, schema of the source) -> formatter
 FORMATTERS = {("sft", "sft"): format_sft, ("sft", "mcq"): format_mcq_sft, ("rl", "rl"): format_rl,
-              ("rl", "mcq"): format_mcq_rl, ("rl", "rubric"): format_rubric_rl, ("mcq", "mcq"): format_mcq}
+              ("rl", "mcq"): format_mcq_rl, ("rl", "rubric"): format_rubric_rl, ("mcq", "mcq"): format_mcq,
+              ("mcq", "rubric"): format_rubric_eval}
 
 
 def render(tokenizer, example: dict) -> str:

@@ -30,18 +30,20 @@ from .base_model import model_path
 from .benchmarks import filter_name, harness_filter, loglikelihood
 from .capacity import check_capacity
 from .data import read_jsonl
-from .formatting import THINK_CLOSE, extract_choice, final_answer, opens_thinking, parse
+from .formatting import THINK_CLOSE, THINK_OPEN, extract_choice, final_answer, opens_thinking, parse
 from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory, prompt_texts,
                          say_once, vllm_adapter_problem)
-from .judge import Judge
+from .judge import Criterion, Judge
+from .judge.rubric import conversation_text, from_rows, score as rubric_score
 from .modeling import load_model, load_tokenizer
 from .plots import bar_plot, budget_plot
-from .recipe import Recipe, RecipeError
+from .recipe import DatasetSpec, Recipe, RecipeError
 from .reports import results_table
 from .runs import (TRAINED, Timer, gguf_file, metrics_header, require, stage_adapter, stage_dir, start_stage,
                    write_metrics)
 from .runtime import import_end, peak_memory_mb
-from .stats import mean_over_samples, paired_test, proportion
+from .sources import DataError, load_rows
+from .stats import clipped_mean, macro_f1, mean_over_samples, paired_test, proportion
 from .tracking import log_run, point_at_runs
 
 
@@ -162,8 +164,10 @@ def load_items(recipe: Recipe) -> dict[str, list[dict]]:
     for row in read_jsonl(require(recipe, "data", "eval.jsonl")):
         tasks.setdefault(row.get("task", "medqa"), []).append(row)
     items = {task: sample_items(rows, cfg.max_items, cfg.seed) for task, rows in tasks.items()}
-    if (data_dir / "rl.jsonl").exists():
-        items["open"] = sample_items(read_jsonl(data_dir / "rl.jsonl"), cfg.max_items, cfg.seed)
+    if (data_dir / "rl.jsonl").exists():  # the reference-graded problems; a rubric source is an eval task of its own
+        reference_rows = [r for r in read_jsonl(data_dir / "rl.jsonl") if not r.get("rubric")]
+        if reference_rows:
+            items["open"] = sample_items(reference_rows, cfg.max_items, cfg.seed)
     return items
 
 
@@ -280,7 +284,7 @@ def budget_curve(recipe: Recipe, generators: "Generators", run_systems: list, it
     of requests to the one engine. Per budget: accuracy with its interval, the share of forced closes."""
     cfg = recipe.eval
     name, path = next((s for s in reversed(run_systems) if s[0] in ("rl", "sft")), run_systems[0])
-    chosen = [it for task, its in items.items() if task != "open" for it in its[: cfg.budget_items]]
+    chosen = [it for its in items.values() if its and "options" in its[0] for it in its[: cfg.budget_items]]
     prompts = prompt_texts(tokenizer, [it["prompt"] for it in chosen])
     curve = []
     for budget in sorted(set(cfg.budgets)):
@@ -312,11 +316,23 @@ def score_task(items: list[dict], completions: list[list[Completion]], thinking:
             "picks": scored["picks"], "correct": scored["correct"]}
 
 
-def judge_open(judge: Judge, items: list[dict], completions: list[list[Completion]]) -> dict:
+def concluded(text: str, thinking: bool) -> str:
+    """What of a completion goes to the judge (which keeps only the text after `</think>`): nothing when the
+    reasoning was never closed (cut off while thinking: the judge never sees reasoning), else the completion.
+
+    >>> concluded("weighing</think> Naloxone.", True), concluded("still weighing", True), concluded("Naloxone.", False)
+    ('weighing</think> Naloxone.', '', 'Naloxone.')
+    """
+    if THINK_CLOSE in text:
+        return text
+    return "" if thinking or text.lstrip().startswith(THINK_OPEN) else text
+
+
+def judge_open(judge: Judge, items: list[dict], completions: list[list[Completion]], thinking: bool = True) -> dict:
     """Judged accuracy on open-ended problems: the judge sees each conclusion and the reference. A
     completion the judge could not grade counts as wrong, and is counted."""
     pairs = [(it, c) for it, cs in zip(items, completions) for c in cs]
-    verdicts = iter(judge.grade([it["question"] for it, _ in pairs], [c.text for _, c in pairs],
+    verdicts = iter(judge.grade([it["question"] for it, _ in pairs], [concluded(c.text, thinking) for _, c in pairs],
                                 [it["reference"] for it, _ in pairs]))
     graded = [[next(verdicts) for _ in cs] for cs in completions]
     correct = [[v.error is None and v.verdict == "correct" for v in vs] for vs in graded]
@@ -324,17 +340,111 @@ def judge_open(judge: Judge, items: list[dict], completions: list[list[Completio
             "truncated": mean_over_samples([[c.truncated for c in cs] for cs in completions]), "correct": correct}
 
 
+def judge_rubric(judge: Judge, items: list[dict], completions: list[list[Completion]], thinking: bool = True,
+                 seed: int = 0) -> dict:
+    """A rubric task scored HealthBench's way (simple-evals' healthbench_eval.py): each completion's score is the
+    points of the criteria its conclusion meets over the positive points (a met pitfall subtracts; not clipped);
+    the task's figure is the mean over items, clipped to [0, 1], with a 95% bootstrap interval over the items;
+    the same per theme (the example's `theme:` tags) and per axis (the criteria's `axis:` tags, each item scored on
+    the criteria of that axis). A conclusion the screen stops, or one cut off while thinking, meets no criterion;
+    one the judge could not grade scores 0, and is counted. `correct` holds the per-sample scores for the paired
+    tests."""
+    rubrics = [from_rows(it["rubric"]) for it in items]
+    pairs = [(i, c) for i, cs in enumerate(completions) for c in cs]
+    verdicts = iter(judge.grade([items[i]["question"] for i, _ in pairs], [concluded(c.text, thinking) for _, c in pairs],
+                                [items[i].get("reference") or "" for i, _ in pairs], [rubrics[i] for i, _ in pairs]))
+    met: list[list[list[bool]]] = []
+    errors, tally = 0, {"positive": [0, 0], "pitfall": [0, 0]}
+    for i, cs in enumerate(completions):
+        met.append([])
+        for _ in cs:
+            v = next(verdicts)
+            errors += v.error is not None
+            flags = list(v.met) if v.met and v.error is None else [False] * len(rubrics[i])
+            met[i].append(flags)
+            for c, m in zip(rubrics[i], flags):
+                tally["pitfall" if c.pitfall else "positive"][0] += m
+                tally["pitfall" if c.pitfall else "positive"][1] += 1
+    scores = [[rubric_score(rubrics[i], flags, clip=False) for flags in met[i]] for i in range(len(items))]
+
+    def item_means(per_item: list[list[float | None]]) -> list[float]:
+        return [sum(v) / len(v) for vs in per_item if (v := [x for x in vs if x is not None])]
+
+    by_tag: dict[str, dict] = {}
+    for theme in sorted({t for it in items for t in it.get("tags") or [] if t.startswith("theme:")}):
+        by_tag[theme] = clipped_mean(item_means([s for it, s in zip(items, scores) if theme in (it.get("tags") or [])]), seed)
+    for axis in sorted({t for r in rubrics for c in r for t in c.tags if t.startswith("axis:")}):
+        per_item = []
+        for r, flags_per_sample in zip(rubrics, met):
+            keep = [k for k, c in enumerate(r) if axis in c.tags]
+            if any(r[k].points > 0 for k in keep):  # HealthBench scores an axis only where it has positive points
+                per_item.append([rubric_score([r[k] for k in keep], [f[k] for k in keep], clip=False) for f in flags_per_sample])
+        by_tag[axis] = clipped_mean(item_means(per_item), seed)
+    figures = clipped_mean(item_means(scores), seed)
+    return {"accuracy": figures | {"samples": max((len(cs) for cs in completions), default=1)},
+            "judge_errors": errors, "by_tag": by_tag,
+            "met": {kind: round(hit / n, 4) for kind, (hit, n) in tally.items() if n},
+            "truncated": mean_over_samples([[c.truncated for c in cs] for cs in completions]), "correct": scores}
+
+
 def score(items: dict[str, list[dict]], generated: dict[str, dict], judge: Judge, count_tokens,
-          thinking: bool = True) -> dict:
+          thinking: bool = True, seed: int = 0) -> dict:
     """{system: {engine, seconds, tasks: {task: figures}, format figures}} for every system."""
+    def task_figures(task: str, its: list[dict], completions: list[list[Completion]]) -> dict:
+        if its and its[0].get("rubric"):
+            return judge_rubric(judge, its, completions, thinking, seed)
+        if task == "open":
+            return judge_open(judge, its, completions, thinking)
+        return score_task(its, completions, thinking)
+
     results = {}
     for name, g in generated.items():
-        tasks = {task: (judge_open(judge, its, g["completions"][task]) if task == "open"
-                        else score_task(its, g["completions"][task], thinking))
-                 for task, its in items.items()}
+        tasks = {task: task_figures(task, its, g["completions"][task]) for task, its in items.items()}
         flat = [c for cs_list in g["completions"].values() for cs in cs_list for c in cs]
         results[name] = {k: v for k, v in g.items() if k != "completions"} | {"tasks": tasks} | format_stats(flat, count_tokens)
     return results
+
+
+def judge_agreement(recipe: Recipe, judge: Judge) -> dict | None:
+    """How far the rubric judge agrees with physicians (`eval.judge_agreement`: rows in HealthBench's meta-evaluation
+    schema, each a conversation, a completion, one criterion and the physicians' `binary_labels`): the judge grades
+    each criterion as the rubric task does (the screen first), and its verdicts are compared with every physician's
+    label of the row, HealthBench's macro-F1 (`stats.macro_f1`); beside it, the physicians' own, each physician
+    against the others on the rows they share, averaged over physicians (simple-evals' healthbench_meta_eval.py).
+    A row the judge could not grade is left out, and counted."""
+    source = recipe.eval.judge_agreement
+    if not source:
+        return None
+    rows, label = load_rows(DatasetSpec(source, max_rows=recipe.eval.judge_agreement_max_rows), recipe.data.offline)
+    for i, row in enumerate(rows):
+        labels, where = row.get("binary_labels"), f"{label} row {i + 1}"
+        if not isinstance(row.get("rubric"), str) or not row["rubric"].strip():
+            raise DataError(f"{where}: field 'rubric' (the criterion) is missing or empty")
+        if not isinstance(row.get("completion"), str):
+            raise DataError(f"{where}: field 'completion' is not a string")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, bool) for x in labels):
+            raise DataError(f"{where}: field 'binary_labels' must be a non-empty list of true/false")
+    verdicts = judge.grade([conversation_text(r.get("prompt") or "") for r in rows], [r["completion"] for r in rows],
+                           [""] * len(rows), [[Criterion(r["rubric"].strip(), 1.0, terms=tuple(r.get("terms") or ()))]
+                                              for r in rows])
+    graded = [(r, bool(v.met and v.met[0])) for r, v in zip(rows, verdicts) if v.error is None]
+    grader = macro_f1([p for _, p in graded], [r["binary_labels"] for r, _ in graded])
+    by_category: dict[str, list] = {}
+    for r, p in graded:
+        by_category.setdefault(r.get("category") or "-", []).append((p, r["binary_labels"]))
+    physicians: dict[str, tuple[list, list]] = {}
+    for r in rows:
+        ids = r.get("anonymized_physician_ids") or []
+        for k, (who, own) in enumerate(zip(ids, r["binary_labels"])):
+            others = r["binary_labels"][:k] + r["binary_labels"][k + 1:]
+            if others:
+                physicians.setdefault(who, ([], []))[0].append(own)
+                physicians[who][1].append(others)
+    each = [f for own, others in physicians.values() if (f := macro_f1(own, others)["macro_f1"]) is not None]
+    return {"source": label, "rows": len(rows), "judge_errors": len(rows) - len(graded),
+            "screened": sum(v.screened is not None for v in verdicts), "judge": grader,
+            "physicians": {"macro_f1": round(sum(each) / len(each), 4) if each else None, "physicians": len(each)},
+            "by_category": {c: macro_f1([p for p, _ in v], [ls for _, ls in v]) for c, v in sorted(by_category.items())}}
 
 
 # ---------------------------------------------------------------- comparisons
@@ -351,7 +461,8 @@ def comparisons(results: dict, seed: int = 0) -> list[dict]:
     out = []
     for a, b in pairs:
         for task in results[a]["tasks"]:
-            test = paired_test(results[a]["tasks"][task]["correct"], results[b]["tasks"][task]["correct"], seed)
+            fa, fb = results[a]["tasks"][task], results[b]["tasks"][task]
+            test = paired_test(fa["correct"], fb["correct"], seed, scores="by_tag" in fa)  # a rubric's scores
             out.append({"from": a, "to": b, "task": task, **test})
     return out
 
@@ -426,7 +537,8 @@ def run(recipe: Recipe) -> dict:
     # Qwen's templates open the reasoning in the prompt; a model without a thinking switch (SmolLM2) writes
     # `<think>` itself once trained to, and its base model answers without one
     thinking = opens_thinking(tokenizer)
-    results = score(items, generated, judge, count_tokens, thinking)
+    results = score(items, generated, judge, count_tokens, thinking, recipe.eval.seed)
+    agreement = judge_agreement(recipe, judge)
     harness_beside(recipe, items, generated, results)
     compared = comparisons(results, recipe.eval.seed)
     metrics = {**metrics_header(recipe, "eval"),
@@ -435,7 +547,8 @@ def run(recipe: Recipe) -> dict:
                "decoding": f"{sampling.describe()}, thinking {'on' if thinking else 'as the model writes it (no switch)'}",
                "engine": engine,
                "engine_reason": why, "judge": {"preset": judge.preset, "ledger": judge.ledger.as_dict()},
-               "results": results, "comparisons": compared, "budgets": budgets, "end": end, **peak_memory_mb()}
+               "results": results, "comparisons": compared, "budgets": budgets, "judge_agreement": agreement,
+               "end": end, **peak_memory_mb()}
     write(out, metrics, items, generated)
     Finished(out / "partial", recipe.stage_hash("eval"), sampling).clear()  # finished: nothing to resume
     print(results_table(metrics))

@@ -77,7 +77,7 @@ class DatasetSpec:
     max_rows: int | None = None  # take the first N rows after loading (None = all)
     where: dict | None = None  # keep rows whose columns equal these values, e.g. {category: biology}
     language: str | None = None  # recorded in metrics; informational
-    schema: str | None = None  # "mcq": a source in MedQA's multiple-choice schema, as SFT rows ending "The answer is X." or RL problems whose reference is the gold letter; "rubric": an RL source of rubric rows (RaR-Medicine's or HealthBench's schema), graded by the `rubric` reward
+    schema: str | None = None  # "mcq": a source in MedQA's multiple-choice schema, as SFT rows ending "The answer is X." or RL problems whose reference is the gold letter; "rubric": rubric rows (RaR-Medicine's or HealthBench's schema), graded by the `rubric` reward in RL and scored HealthBench's way in eval
     task: str | None = None  # eval: the task it scores under (default: medqa, or mmlu_pro_<category> for MMLU-Pro)
 
 
@@ -126,6 +126,9 @@ class JudgeConfig:
     # a rubric's criteria graded in one request per conclusion (true), or one request per criterion, as
     # HealthBench's grader does (false): fewer requests against each criterion judged on its own
     rubric_batched: bool = True
+    # the too_long check for a conclusion graded against a rubric: an answer to a patient's message (HealthBench's
+    # conversations) runs to paragraphs, where a reference answer is a line; the hacking watch looks for padding
+    rubric_max_conclusion_tokens: int | None = 1024
 
 
 @dataclass
@@ -224,6 +227,10 @@ class EvalStage:
     budgets: list[int] = field(default_factory=list)
     budget_items: int = 8
     budget_answer_tokens: int = 64  # tokens for the answer after the thinking is closed
+    # the judge's agreement with physicians' labels of rubric criteria (HealthBench's meta-evaluation schema: prompt,
+    # completion, rubric, binary_labels): a source (bundled:healthbench_meta offline, its address online), or None
+    judge_agreement: str | None = None
+    judge_agreement_max_rows: int = 200  # rows graded, one request each with a remote judge
 
 
 @dataclass

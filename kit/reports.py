@@ -23,7 +23,7 @@ PUBLISHED = [
 ]
 
 
-LANGUAGES = {"en": "English", "zh": "Chinese"}
+LANGUAGES = {"en": "English", "zh": "Chinese", "mul": "Multilingual"}
 
 
 PROTOCOL = ("0-shot; the prompt is the question and its lettered options (a task from lm-evaluation-harness: its own "
@@ -44,6 +44,10 @@ def _fmt(p: dict | None) -> str:
     return f"{p['value']:.2f} [{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}] (n={p['n']})"
 
 
+def _score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def _rate(p: dict | None) -> str:
     return "-" if not p or p.get("value") is None else f"{p['value']:.2f}"
 
@@ -55,9 +59,12 @@ def harness_table(name: str, res: dict, decoding: str) -> str:
              "|Tasks|Version|Filter|n-shot|Metric| |Value| |Stderr|", "|---|---:|---|---:|---|---|---:|---|---:|"]
     for task, figures in res["tasks"].items():
         metric, filt = ("judged_correct", "judge") if task == "open" else ("exact_match", "after-think-extract")
+        if "by_tag" in figures:
+            metric, filt = "rubric_score", "judge"
         acc = figures["accuracy"]
-        if acc["value"] is not None:
-            lines.append(f"|{task}|kit-1|{filt}|0|{metric}|↑|{acc['value']:.4f}|±|{stderr(acc):.4f}|")
+        if acc["value"] is not None:  # a rubric score's error: its bootstrap deviation, as HealthBench reports it
+            err = acc["std"] if acc.get("std") is not None else stderr(acc)
+            lines.append(f"|{task}|kit-1|{filt}|0|{metric}|↑|{acc['value']:.4f}|±|{err:.4f}|")
         theirs = figures.get("harness")
         if theirs and theirs["accuracy"]["value"] is not None:
             loglik = theirs["protocol"].startswith("log-likelihood")
@@ -101,11 +108,15 @@ def results_table(metrics: dict) -> str:
         for name, r in metrics["results"].items():
             for task in tasks:
                 f = r["tasks"][task]
-                unparseable = _rate(f.get("unparseable")) if task != "open" else f"{f['judge_errors']} judge errors"
+                unparseable = f"{f['judge_errors']} judge errors" if "judge_errors" in f else _rate(f.get("unparseable"))
                 h = f.get("harness")
                 theirs = (f"{h['protocol']} | {_fmt(h['accuracy'])} | {_rate(h['agreement'])}" if h else "- | - | -")
                 lines.append(f"| {name} | {task} | {_fmt(f['accuracy'])} | {unparseable} | {_rate(f['truncated'])} | {theirs} |")
         lines += [""] + published_rows(tasks)
+    if rubric := rubric_tasks(metrics):
+        lines += [""] + rubric_tables(metrics, rubric)
+    if metrics.get("judge_agreement"):
+        lines += [""] + agreement_lines(metrics["judge_agreement"])
     lines += ["", "Agreement: the share of items on which lm-eval's protocol picks the letter the kit's reader read (the "
               "first sample). The kit's figure is generative, thinking on, read after `</think>`.", "",
               "| system | engine | format adherence | truncated (all) | mean reasoning / answer tokens | tokens/s |",
@@ -123,6 +134,42 @@ def results_table(metrics: dict) -> str:
         lines += [harness_table(name, r, metrics["decoding"]), ""]
     lines += ["Engines: " + "; ".join(f"{name}: {r['engine']}" for name, r in metrics["results"].items())]
     return "\n".join(lines) + "\n"
+
+
+def rubric_tasks(metrics: dict) -> list[str]:
+    """The eval's tasks scored against rubrics (HealthBench's way), in the eval's order."""
+    return [t for t in metrics["items"] if any("by_tag" in r["tasks"].get(t, {}) for r in metrics["results"].values())]
+
+
+def rubric_tables(metrics: dict, tasks: list[str]) -> list[str]:
+    """The rubric tasks per theme and per axis, HealthBench's way, with the criteria met by kind."""
+    lines = ["## Rubric tasks (HealthBench's score)", "",
+             "Each answer scores the points of the criteria its conclusion meets over the positive points (a met pitfall "
+             "subtracts); a task's figure is the mean over items clipped to [0, 1], with a 95% bootstrap interval over "
+             "the items. The judge sees the conclusion only, never the reasoning.", "",
+             "| system | task | score [95% CI] | positive criteria met | pitfalls met | by theme and axis |", "|---|---|---|---|---|---|"]
+    for name, r in metrics["results"].items():
+        for task in tasks:
+            f = r["tasks"][task]
+            tags = "; ".join(f"{tag.split(':', 1)[1]} ({tag.split(':', 1)[0]}) {_fmt(v)}" for tag, v in f["by_tag"].items()
+                             if v.get("value") is not None) or "-"
+            lines.append(f"| {name} | {task} | {_fmt(f['accuracy'])} | {f['met'].get('positive', '-')} | "
+                         f"{f['met'].get('pitfall', '-')} | {tags} |")
+    return lines
+
+
+def agreement_lines(a: dict) -> list[str]:
+    """The judge's agreement with physicians' labels of rubric criteria, beside the physicians' own."""
+    judge, docs = a["judge"], a["physicians"]
+    lines = ["## How far to trust the rubric judge", "",
+             f"Its verdicts against physicians' labels of {a['rows']} criteria ({a['source']}; {judge['n']} verdict-label "
+             f"pairs, {a['judge_errors']} not graded, {a['screened']} stopped by the screen): **macro-F1 {_score(judge['macro_f1'])}** (F1 of "
+             f"'met' {judge['f1_met']}, of 'not met' {judge['f1_not_met']}); the physicians' own, each against the others: "
+             f"{_score(docs['macro_f1'])} ({docs['physicians']} physicians). HealthBench's "
+             "meta-evaluation measure; a judge near the physicians' figure grades about as consistently as they do.", "",
+             "| category | macro-F1 | pairs |", "|---|---|---|"]
+    lines += [f"| {c} | {_score(v['macro_f1'])} | {v['n']} |" for c, v in a["by_category"].items()]
+    return lines
 
 
 def comparison_line(c: dict, alpha: float = 0.05) -> str:

@@ -181,7 +181,8 @@ class RubricReward:
     ...           {"text": "recommends flumazenil", "points": -4, "terms": ["flumazenil"]}]
     >>> reward = RubricReward(Judge("rule"))
     >>> reward(["x\\n</think>\\n\\nNaloxone", "x\\n</think>\\n\\nNaloxone or flumazenil", "x\\n</think>\\n\\nFlumazenil",
-    ...         "no tag", "x\\n</think>\\n\\nNaloxone"], rubric=[rubric] * 4 + [None], question=["Antidote?"] * 5)
+    ...         "no tag", "x\\n</think>\\n\\nNaloxone"], rubric=[rubric] * 4 + [None], question=["Antidote?"] * 5,
+    ...        reference=["Naloxone"] * 5)
     [1.0, 0.0, 0.0, 0.0, None]
     """
 
@@ -201,8 +202,9 @@ class RubricReward:
         criteria = {i: from_rows(rubric[i]) for i in idx}
         self.counts["broken_format"] += sum(bool(r) and not good for r, good in zip(rubric, ok))
         self.counts["graded"] += len(idx)
-        verdicts = self.judge.grade([_question(kwargs, i) for i in idx], [texts[i] for i in idx], [""] * len(idx),
-                                    [criteria[i] for i in idx])
+        references = kwargs.get("reference") or [""] * len(texts)  # RaR-Medicine's reference answer: the screen's
+        verdicts = self.judge.grade([_question(kwargs, i) for i in idx], [texts[i] for i in idx],
+                                    [references[i] or "" for i in idx], [criteria[i] for i in idx])
         tally = {"positive": [0, 0], "pitfall": [0, 0]}
         met_total, tokens = 0, 0
         for i, v in zip(idx, verdicts):

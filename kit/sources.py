@@ -1,5 +1,5 @@
 """Where a recipe's datasets come from: a bundled sample (`bundled:NAME`, the real dataset's schema), a local
-file, or the hub, whose datasets the bundled samples stand in for offline (`data.offline`). The data stage
+file, a file at an address (HealthBench's), or the hub, whose datasets the bundled samples stand in for offline (`data.offline`). The data stage
 and lm-evaluation-harness's tasks (kit.benchmarks) read their rows through here."""
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ def bundled_file(path: str) -> Path:
     return local
 
 
+_HEALTHBENCH = "https://openaipublic.blob.core.windows.net/simple-evals/healthbench/"
+HEALTHBENCH = _HEALTHBENCH + "2025-05-07-06-14-12_oss_eval.jsonl"  # 5,000 conversations
+HEALTHBENCH_HARD = _HEALTHBENCH + "hard_2025-05-08-21-00-10.jsonl"
+HEALTHBENCH_CONSENSUS = _HEALTHBENCH + "consensus_2025-05-09-20-00-46.jsonl"
+HEALTHBENCH_META = _HEALTHBENCH + "2025-05-07-06-14-12_oss_meta_eval.jsonl"  # physicians' labels per criterion
+
+
+def is_url(path: str) -> bool:
+    return path.startswith(("https://", "http://"))
+
+
 # The bundled sample in each hub dataset's schema: (hub id, configuration or split) → sample name.
 BUNDLED_FOR = {
     ("FreedomIntelligence/medical-o1-reasoning-SFT", "en"): "medical_o1_sft_en",
@@ -48,6 +59,11 @@ BUNDLED_FOR = {
     ("ceval/ceval-exam", "clinical_medicine"): "ceval_clinical_medicine",
     ("openlifescienceai/medmcqa", None): "medmcqa",
     ("bigbio/pubmed_qa", "pubmed_qa_labeled_fold0_source"): "pubmedqa",
+    # HealthBench (openai/simple-evals) is published as JSONL files, not on the hub; each is read from its address
+    (HEALTHBENCH, None): "healthbench",
+    (HEALTHBENCH_HARD, None): "healthbench",
+    (HEALTHBENCH_CONSENSUS, None): "healthbench",
+    (HEALTHBENCH_META, None): "healthbench_meta",
 }
 
 
@@ -60,7 +76,7 @@ def offline_path(spec: DatasetSpec) -> str:
     >>> offline_path(DatasetSpec("TIGER-Lab/MMLU-Pro", split="test"))
     'bundled:mmlu_pro'
     """
-    if spec.path.startswith("bundled:") or Path(spec.path).suffix in LOCAL_SUFFIXES:
+    if spec.path.startswith("bundled:") or (Path(spec.path).suffix in LOCAL_SUFFIXES and not is_url(spec.path)):
         return spec.path
     for key in ((spec.path, spec.config), (spec.path, spec.split), (spec.path, None)):
         if key in BUNDLED_FOR:
@@ -79,6 +95,14 @@ def load_rows(spec: DatasetSpec, offline: bool = False) -> tuple[list[dict], str
     if path.startswith("bundled:"):
         ds = datasets.load_dataset("json", data_files=str(bundled_file(path)), split="train")
         label = path if path == spec.path else f"{path} (offline, for {spec.path})"
+    elif is_url(path):  # a file published at an address (HealthBench's), read by the datasets library
+        try:
+            ds = datasets.load_dataset(LOCAL_SUFFIXES.get(Path(path).suffix, "json"), data_files=path, split="train")
+        except Exception as e:  # unreachable, moved...
+            raise DataError(f"could not read {path}: {type(e).__name__}: {e}\nDownload it once and point the recipe at "
+                            f"the local file, or measure the recipe on the kit's bundled samples with "
+                            f"--set data.offline=true.") from None
+        label = path
     elif Path(path).suffix in LOCAL_SUFFIXES:
         if not Path(path).exists():
             raise DataError(f"data file {path} does not exist")

@@ -42,21 +42,24 @@ def mean_over_samples(per_item: list[list[bool]]) -> dict:
     return {"value": value, "n": len(means), "samples": k, "ci95": [round(low, 4), round(high, 4)]}
 
 
-def paired_test(a: list[list[bool]], b: list[list[bool]], seed: int = 0) -> dict:
-    """Is system b better or worse than system a on the same items? One completion per item: McNemar's
-    exact test on the discordant items. Several: a paired permutation test (signs of the per-item
+def paired_test(a: list[list[bool]], b: list[list[bool]], seed: int = 0, scores: bool = False) -> dict:
+    """Is system b better or worse than system a on the same items? One right-or-wrong completion per item:
+    McNemar's exact test on the discordant items. Several, or `scores` (a rubric's, not right-or-wrong): a paired
+    permutation test (signs of the per-item
     differences flipped) and a paired-bootstrap 95% interval of the difference of the per-item means.
 
     >>> r = paired_test([[False]] * 20, [[True]] * 12 + [[False]] * 8)
     >>> (r["test"], r["difference"], r["p_value"] < 0.001)
     ('McNemar exact', 0.6, True)
+    >>> paired_test([[0.5]] * 10, [[0.75]] * 10, scores=True)["test"]
+    'paired permutation (bootstrap CI)'
     """
     import numpy as np
 
     x = np.array([sum(v) / len(v) for v in a], dtype=float)
     y = np.array([sum(v) / len(v) for v in b], dtype=float)
     diff = float(y.mean() - x.mean()) if len(x) else 0.0
-    if all(len(v) == 1 for v in a + b):
+    if not scores and all(len(v) == 1 for v in a + b):
         from statsmodels.stats.contingency_tables import mcnemar
 
         table = [[int(((x == 1) & (y == 1)).sum()), int(((x == 1) & (y == 0)).sum())],
@@ -85,3 +88,55 @@ def stderr(per_item: dict) -> float:
     from a proportion's value and n."""
     n, v = per_item["n"], per_item["value"] or 0.0
     return math.sqrt(v * (1 - v) * n / (n - 1) / n) if n > 1 else 0.0
+
+
+def clipped_mean(values: list[float], seed: int = 0) -> dict:
+    """HealthBench's figure for a set of per-item rubric scores (simple-evals' `_compute_clipped_stats`): the mean
+    clipped to [0, 1], with a 95% percentile-bootstrap interval and the bootstrap's standard deviation (1,000
+    resamples of the items, each resample's mean clipped too). One item, or items that all score the same, leave
+    nothing to resample: the interval is then the whole range for one item and the value itself otherwise.
+
+    >>> r = clipped_mean([1.0, 0.5, 0.25, -0.5, 0.75, 1.0])
+    >>> r["value"], r["n"], r["ci95"][0] < r["value"] < r["ci95"][1]
+    (0.5, 6, True)
+    >>> clipped_mean([-0.5, -0.25])["value"], clipped_mean([0.5])["ci95"]
+    (0.0, [0.0, 1.0])
+    """
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    if not len(x):
+        return {"value": None, "n": 0, "ci95": [0.0, 1.0], "std": None}
+    value = float(np.clip(x.mean(), 0, 1))
+    if len(x) == 1 or np.all(x == x[0]):
+        ci, std = ([0.0, 1.0] if len(x) == 1 else [value, value]), 0.0
+    else:
+        from scipy import stats
+
+        def statistic(v, axis=-1):
+            return np.clip(np.mean(v, axis=axis), 0, 1)
+
+        boot = stats.bootstrap((x,), statistic, n_resamples=1000, method="percentile", random_state=seed)
+        ci = [float(boot.confidence_interval.low), float(boot.confidence_interval.high)]
+        std = float(boot.standard_error)
+    return {"value": round(value, 4), "n": len(x), "ci95": [round(ci[0], 4), round(ci[1], 4)], "std": round(std, 4)}
+
+
+def macro_f1(predicted: list[bool], labels: list[list[bool]]) -> dict:
+    """A grader's agreement with labelled criteria, HealthBench's meta-evaluation way (`pairwise_model_f1_balanced`):
+    each of its verdicts against each label of the same row (a physician's), pooled; the F1 of "met" and the F1 of
+    "not met", and their mean (macro-F1), through scikit-learn. `n`: the pairs compared.
+
+    >>> r = macro_f1([True, False, True], [[True, True, False], [True, False], [False]])
+    >>> round(r["f1_met"], 4), round(r["f1_not_met"], 4), round(r["macro_f1"], 4), r["n"]
+    (0.5714, 0.4, 0.4857, 6)
+    """
+    from sklearn.metrics import f1_score
+
+    y_pred = [p for p, ls in zip(predicted, labels, strict=True) for _ in ls]
+    y_true = [label for ls in labels for label in ls]
+    if not y_true:
+        return {"macro_f1": None, "f1_met": None, "f1_not_met": None, "n": 0}
+    met, not_met = f1_score(y_true, y_pred, labels=[True, False], average=None, zero_division=0.0)
+    return {"macro_f1": round(float(met + not_met) / 2, 4), "f1_met": round(float(met), 4),
+            "f1_not_met": round(float(not_met), 4), "n": len(y_true)}

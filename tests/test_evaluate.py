@@ -95,7 +95,9 @@ def _stub_generators(answer):
             outs = []
             for p in prompts:
                 it = self.gold[p]
-                said = answer(it.get("gold"), it.get("options"), it.get("reference"))
+                # a rubric item's "reference": the first words that satisfy each positive criterion (the rule grader's)
+                said = answer(it.get("gold"), it.get("options"), it.get("reference") or " ".join(
+                    c["terms"][0] for c in it.get("rubric") or [] if c["points"] > 0))
                 outs.append([Completion(f"Reasoning.\n</think>\n\n{said}<|im_end|>", 12, False)] * sampling.n)
             return outs, "stub"
 
@@ -120,6 +122,7 @@ TINY_TASKS = {"medqa": 40, "mmlu_pro_biology": 6, "mmlu_pro_health": 6, "mmlu_pr
               "mmlu_prox_en_health": 4, "medmcqa": 5, "pubmedqa": 4, "mmlu_prox_zh_biology": 4, "mmlu_prox_zh_health": 4,
               "cmmlu_clinical_knowledge": 4, "cmmlu_traditional_chinese_medicine": 4, "cmmlu_professional_medicine": 4,
               "ceval-valid_physician": 4, "ceval-valid_basic_medicine": 4, "ceval-valid_clinical_medicine": 4}
+RUBRIC_TASKS = {"healthbench": 12, "healthbench_zh": 4}  # the bundled HealthBench sample, scored its way
 
 
 def _eval_with(monkeypatch, recipe, answer):
@@ -132,10 +135,10 @@ def _eval_with(monkeypatch, recipe, answer):
 def test_a_backend_that_answers_the_gold_letter_scores_one(data_only, monkeypatch):
     m = _eval_with(monkeypatch, data_only, lambda gold, options, ref: f"The answer is {gold}." if gold else ref)
     tasks = m["results"]["base"]["tasks"]
-    assert set(tasks) == set(TINY_TASKS) | {"open"}
+    assert set(tasks) == set(TINY_TASKS) | set(RUBRIC_TASKS) | {"open"}
     for task, f in tasks.items():
-        assert f["accuracy"]["value"] == 1.0 and f["accuracy"]["n"] == min(6, TINY_TASKS.get(task, 40)), task
-        if task != "open":
+        assert f["accuracy"]["value"] == 1.0 and f["accuracy"]["n"] == min(6, {**TINY_TASKS, **RUBRIC_TASKS}.get(task, 40)), task
+        if task in TINY_TASKS:
             assert f["unparseable"]["value"] == 0.0
     # lm-eval's filter reads the same conclusions ("The answer is X" is what custom-extract looks for in English)
     assert tasks["mmlu_prox_en_health"]["harness"]["agreement"]["value"] == 1.0
@@ -223,8 +226,9 @@ def test_an_eval_killed_halfway_and_rerun_makes_only_what_it_had_not_finished(da
     assert len(list(partial.glob("*.jsonl"))) == 5
     first, made[:], kill_at[0] = sum(made), [], 10**6
     m = evaluate.run(data_only)
-    total = sum(min(6, TINY_TASKS.get(task, 40)) for task in [*TINY_TASKS, "open"])
-    assert len(made) == len(TINY_TASKS) + 1 - 5 and first + sum(made) == total  # each prompt made once, in all
+    counts = {**TINY_TASKS, **RUBRIC_TASKS}
+    total = sum(min(6, counts.get(task, 40)) for task in [*counts, "open"])
+    assert len(made) == len(counts) + 1 - 5 and first + sum(made) == total  # each prompt made once, in all
     assert all(f["accuracy"]["value"] == 1.0 for f in m["results"]["base"]["tasks"].values())
     assert not partial.exists()  # finished: nothing left to resume, so an eval run again makes everything again
 
@@ -272,7 +276,7 @@ def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_
     results = json.loads((out / "metrics.json").read_text())
     systems = results["results"]
     assert {"base", "sft", "gguf-q4_k_m"} <= set(systems)  # rl too when the RL test ran first
-    assert results["items"] == {t: min(8, n) for t, n in TINY_TASKS.items()} | {"open": 8}
+    assert results["items"] == {t: min(8, n) for t, n in {**TINY_TASKS, **RUBRIC_TASKS}.items()} | {"open": 8}
     assert results["languages"]["ceval-valid_physician"] == "zh" and results["languages"]["pubmedqa"] == "en"
     # the toy, taught to end multiple-choice answers with "The answer is X", commits to letters
     assert systems["sft"]["tasks"]["medqa"]["unparseable"]["value"] <= 0.5, systems["sft"]["tasks"]["medqa"]
@@ -286,6 +290,13 @@ def test_eval_of_the_tiny_recipe_reads_letters_after_sft(export_metrics, shared_
     table = (out / "results.md").read_text()
     assert "|Tasks|Version|Filter|n-shot|Metric|" in table and "Published (theirs, not this run" in table
     assert (out / "accuracy.png").stat().st_size > 5000
+    # HealthBench's sample scored its way, per theme and axis, compared by a paired test of the per-item scores; and
+    # how far the judge agrees with physicians' labels
+    hb = systems["sft"]["tasks"]["healthbench"]
+    assert hb["accuracy"]["n"] == 8 and "theme:emergency_referrals" in hb["by_tag"] and "axis:accuracy" in hb["by_tag"]
+    assert next(c for c in results["comparisons"] if c["task"] == "healthbench")["test"].startswith("paired permutation")
+    assert "## Rubric tasks (HealthBench's score)" in table and "|healthbench|kit-1|judge|0|rubric_score|" in table
+    assert results["judge_agreement"]["judge"]["macro_f1"] > 0.5 and "How far to trust the rubric judge" in table
     # the thinking budget: forced closes fall as the budget grows, and the plot is written
     curve = results["budgets"]["curve"]
     assert [b["budget"] for b in curve] == [16, 48, 128] and curve[0]["forced_close"]["value"] >= 0.9  # a rare early close

@@ -333,6 +333,13 @@ def test_a_paid_judge_s_cost_is_bounded_before_training(monkeypatch):
     cost = judge.estimate(1000, rows)
     assert cost["requests"] == 1000 and cost["tokens"] > 1000 * 256
     assert 0.05 < cost["usd"] < 1.0  # DeepSeek's prices: cents per thousand gradings
+    # a rubric's criteria one request each (HealthBench's way) multiply the requests; batched, one per conclusion
+    rubric = [{"question": "Antidote?", "reference": "", "rubric": [{"text": f"criterion {i}", "points": 1} for i in range(5)]}]
+    assert judge.estimate(1000, rubric)["requests"] == 1000
+    judge.rubric_batched = False
+    one_by_one = judge.estimate(1000, rubric)
+    assert one_by_one["requests"] == 5000 and one_by_one["tokens"] > judge.estimate(1000, rows)["tokens"]
+    judge.rubric_batched = True
     args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=1, max_steps=-1,
                            num_train_epochs=1, num_generations=8, max_completion_length=1024)
     said = workload(SimpleNamespace(args=args), 100, judge, rows)

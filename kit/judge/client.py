@@ -92,6 +92,7 @@ class Judge:
             raise JudgeConfigError(f"rl.judge.screen: unknown check(s) {unknown}; the checks are {', '.join(SCREENS)}")
         self.checks, self.max_conclusion_tokens = tuple(screen), max_conclusion_tokens
         self.rubric_batched = bool(cfg.rubric_batched)  # a rubric's criteria in one request, or one request each
+        self.rubric_max_conclusion_tokens = cfg.rubric_max_conclusion_tokens  # an answer graded by criteria may be long
         self.count_tokens = count_tokens or count_words  # the policy's tokenizer, where the RL stage gives it
         if preset not in PRESETS:
             raise JudgeConfigError(f"unknown judge preset '{preset}' (presets: {', '.join(PRESETS)})")
@@ -132,17 +133,29 @@ class Judge:
     def __repr__(self) -> str:  # never shows the key
         return f"Judge(preset={self.preset!r}, model={self.model!r}, max_concurrency={self.max_concurrency})"
 
-    def estimate(self, requests: int, rows: list[dict]) -> dict:
-        """What `requests` gradings would cost at most: prompt tokens from the rendered request for `rows`
-        (question, reference, a conclusion as long as the screen lets through) at ~3.5 characters a token, the
-        verdict at its 256-token cap, at the preset's prices. An upper bound before training: the screened and
-        the cached are never sent."""
+    def estimate(self, conclusions: int, rows: list[dict]) -> dict:
+        """What grading `conclusions` conclusions of `rows` (a sample of the run's rows) would cost at most: each row's
+        requests (one against a reference; one, or one per criterion, against a rubric), their prompt tokens from
+        the rendered requests (a conclusion as long as the screen lets through) at ~3.5 characters a token, and the
+        replies at their caps (256 tokens for a verdict, 64 + 64 per criterion asked), at the preset's prices. An
+        upper bound before training: the screened and the cached are never sent."""
         if self.preset == "rule" or not rows:
             return {"requests": 0, "tokens": 0, "usd": 0.0}
-        conclusion = "x " * min(self.max_conclusion_tokens or 256, 256)
-        chars = sum(len(SYSTEM_PROMPT) + len(user_message(r.get("question", ""), conclusion, r.get("reference", "")))
-                    for r in rows) / len(rows)
-        prompt_tokens, out_tokens = requests * chars / 3.5, requests * 256
+        per_row = []  # (requests, prompt characters, reply tokens) for one conclusion of the row
+        for r in rows:
+            question = r.get("question", "")
+            if r.get("rubric"):
+                conclusion = "x " * min(self.rubric_max_conclusion_tokens or 1024, 1024)
+                texts = list(enumerate(c["text"] for c in r["rubric"]))
+                groups = [texts] if self.rubric_batched else [[t] for t in texts]
+                per_row.append((len(groups), sum(len(RUBRIC_SYSTEM_PROMPT) + len(rubric_message(question, conclusion, g))
+                                                 for g in groups), sum(64 + 64 * len(g) for g in groups)))
+            else:
+                conclusion = "x " * min(self.max_conclusion_tokens or 256, 256)
+                per_row.append((1, len(SYSTEM_PROMPT) + len(user_message(question, conclusion, r.get("reference", ""))), 256))
+        share = conclusions / len(per_row)
+        requests = round(share * sum(n for n, _, _ in per_row))
+        prompt_tokens, out_tokens = share * sum(c for _, c, _ in per_row) / 3.5, share * sum(t for _, _, t in per_row)
         return {"requests": requests, "tokens": round(prompt_tokens + out_tokens),
                 "usd": round((prompt_tokens * self._prices[0] + out_tokens * self._prices[1]) / 1e6, 2)}
 
@@ -183,10 +196,15 @@ class Judge:
         return None
 
     def _grade_one(self, question: str, completion: str, reference: str, rubric: list[Criterion] | None = None) -> Verdict:
-        """One completion against its reference, or against its rubric's criteria where it has one."""
+        """One completion against its reference, or against its rubric's criteria where it has one (the reference, where a
+        rubric row has one too, RaR-Medicine's, only informs the screen: a single-answer question's hedges are stopped)."""
         answer = final_answer(completion)
-        reason = screen(answer, question, reference if rubric is None else "", checks=self.checks,
-                        max_tokens=self.max_conclusion_tokens, count_tokens=self.count_tokens)
+        checks, limit = self.checks, self.max_conclusion_tokens
+        if rubric is not None:  # an answer graded by criteria may run to paragraphs
+            limit = self.rubric_max_conclusion_tokens
+            if not reference:  # a conversation with no one answer (HealthBench's): naming conditions and alternatives
+                checks = tuple(c for c in checks if c != "hedge")  # is the point there; its pitfalls grade the rest
+        reason = screen(answer, question, reference, checks=checks, max_tokens=limit, count_tokens=self.count_tokens)
         if reason:  # 0 without a request (and without a cache entry: the screen is cheaper than a lookup)
             self.ledger.add_screened(reason)
             return Verdict(score=0.0, verdict="incorrect", rationale=f"screened: {reason}", final_answer=answer,

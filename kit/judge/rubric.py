@@ -26,7 +26,7 @@ from ..screen import norm
 from .prompts import RUBRIC_PROMPT_VERSION
 
 
-_CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
 
 class RubricError(KitError, ValueError):
@@ -123,7 +123,7 @@ def rule_met(answer: str, criteria: list[Criterion]) -> list[bool]:
             raise RubricError(f"the rule grader needs the words that satisfy criterion {c.text[:50]!r} ('terms', a field of "
                               f"the kit's bundled samples); grade real rubrics with an LLM judge (rl.judge.preset)")
         # words in alphabetic scripts, as words; Chinese and Japanese terms, as written (no spaces to bound them)
-        out.append(any((norm(t) in text) if _CJK.search(t) else (f" {norm(t)} " in text) for t in c.terms))
+        out.append(any((norm(t) in text) if CJK.search(t) else (f" {norm(t)} " in text) for t in c.terms))
     return out
 
 
