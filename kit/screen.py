@@ -27,6 +27,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import unicodedata
 from functools import lru_cache
 from importlib import metadata
@@ -282,11 +283,19 @@ def _shows_another_language(word: str) -> bool:
     return lists is not None and any(word in core for *_, core in lists[0].values())
 
 
-@lru_cache(maxsize=None)
-def _stemmer(language: str):
-    import snowballstemmer
+_THREAD = threading.local()
 
-    return snowballstemmer.stemmer(STEMMERS[language]).stemWord if language in STEMMERS else None
+
+def _stemmer(language: str):
+    """This thread's Snowball stemmer for the language (None where Snowball has none). One per thread: a stemmer
+    keeps the word it works on in itself, and the judge screens in a pool of threads (two threads sharing one
+    broke a word in the middle: an IndexError out of the Dutch stemmer during an RL run)."""
+    stemmers = _THREAD.__dict__.setdefault("stemmers", {})
+    if language not in stemmers:
+        import snowballstemmer
+
+        stemmers[language] = snowballstemmer.stemmer(STEMMERS[language]).stemWord if language in STEMMERS else None
+    return stemmers[language]
 
 
 def _everyday_in(language: str, word: str, lists, inflected: bool = True) -> bool:

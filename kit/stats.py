@@ -125,18 +125,23 @@ def clipped_mean(values: list[float], seed: int = 0) -> dict:
 def macro_f1(predicted: list[bool], labels: list[list[bool]]) -> dict:
     """A grader's agreement with labelled criteria, HealthBench's meta-evaluation way (`pairwise_model_f1_balanced`):
     each of its verdicts against each label of the same row (a physician's), pooled; the F1 of "met" and the F1 of
-    "not met", and their mean (macro-F1), through scikit-learn. `n`: the pairs compared.
+    "not met" (2·TP / (2·TP + FP + FN) of each class), and their mean (macro-F1). `n`: the pairs compared. Counted
+    here rather than by scikit-learn's `f1_score`, which gives the same figures, so that the CPU end's vLLM
+    environment need not carry scikit-learn for four sums; the example is simple-evals' own test case.
 
     >>> r = macro_f1([True, False, True], [[True, True, False], [True, False], [False]])
     >>> round(r["f1_met"], 4), round(r["f1_not_met"], 4), round(r["macro_f1"], 4), r["n"]
     (0.5714, 0.4, 0.4857, 6)
     """
-    from sklearn.metrics import f1_score
-
-    y_pred = [p for p, ls in zip(predicted, labels, strict=True) for _ in ls]
-    y_true = [label for ls in labels for label in ls]
-    if not y_true:
+    pairs = [(bool(p), bool(label)) for p, ls in zip(predicted, labels, strict=True) for label in ls]
+    if not pairs:
         return {"macro_f1": None, "f1_met": None, "f1_not_met": None, "n": 0}
-    met, not_met = f1_score(y_true, y_pred, labels=[True, False], average=None, zero_division=0.0)
-    return {"macro_f1": round(float(met + not_met) / 2, 4), "f1_met": round(float(met), 4),
-            "f1_not_met": round(float(not_met), 4), "n": len(y_true)}
+
+    def f1(cls: bool) -> float:
+        tp = sum(p == cls and t == cls for p, t in pairs)
+        wrong = sum(p != t for p, t in pairs if cls in (p, t))  # FP + FN of this class
+        return 2 * tp / (2 * tp + wrong) if tp or wrong else 0.0
+
+    met, not_met = f1(True), f1(False)
+    return {"macro_f1": round((met + not_met) / 2, 4), "f1_met": round(met, 4), "f1_not_met": round(not_met, 4),
+            "n": len(pairs)}

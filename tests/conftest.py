@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -128,30 +127,15 @@ def demo_url(export_metrics, shared_runs):
     app.close()
 
 
-def kill_after_checkpoint(stage: str, sets: list[str], ckpts, pattern: str = "checkpoint-*") -> None:
-    """Start `python -m kit STAGE --recipe tiny`, SIGKILL it once a complete checkpoint exists."""
-    proc = subprocess.Popen([sys.executable, "-m", "kit", stage, "--recipe", "tiny", *sets],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(ckpts.glob(f"{pattern}/trainer_state.json")) and time.time() < deadline:
-        assert proc.poll() is None, f"{stage} ended before it could be interrupted"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
-    proc.wait()
-
-
-def half_write_next_checkpoint(ckpts, every: int) -> str:
-    """What a SIGKILL during a save leaves: the next checkpoint's folder with its weights cut short and no
-    trainer_state.json (the Trainer writes that last). Returns the newest complete checkpoint's name, the one a
-    resumed run must start from."""
-    import shutil
-
+def kill_during_save(stage: str, sets: list[str], ckpts, step: int) -> str:
+    """Run `python -m kit STAGE --recipe tiny` until a real SIGKILL comes inside the Trainer's save of checkpoint
+    `step` (tests/kill_in_save.py: its weights written, its optimizer file half written, no trainer_state.json).
+    Returns the newest complete checkpoint's name, the one a resumed run must start from."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "kill_in_save.py"), str(step), stage, "--recipe",
+                           "tiny", *sets], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, f"{stage} was not killed in its save:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    half = ckpts / f"checkpoint-{step}"
+    assert (half / "optimizer.pt").exists() and not (half / "trainer_state.json").exists(), sorted(half.glob("*"))
     done = max((p for p in ckpts.glob("checkpoint-*") if (p / "trainer_state.json").exists()),
                key=lambda p: int(p.name.split("-")[1]))
-    half = ckpts / f"checkpoint-{int(done.name.split('-')[1]) + every}"
-    shutil.rmtree(half, ignore_errors=True)
-    shutil.copytree(done, half)
-    (half / "trainer_state.json").unlink()
-    for weights in half.glob("*.safetensors"):
-        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
     return done.name

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import half_write_next_checkpoint, kill_after_checkpoint
+from conftest import kill_during_save
 from fake_openai import FakeOpenAI
 from kit import rl
 from kit.recipe import RecipeError, load_recipe
@@ -162,8 +162,9 @@ def test_interrupted_rl_resumes(sft_metrics, shared_runs):
     sets = sum((["--set", s] for s in ["rl.trainer.max_steps=12", "rl.trainer.save_steps=2",
                                         "rl.trainer.max_completion_length=48"]), [])
     shutil.rmtree(shared_runs / "tiny" / "rl", ignore_errors=True)
-    kill_after_checkpoint("rl", sets, shared_runs / "tiny" / "rl" / "checkpoints")
-    whole = half_write_next_checkpoint(shared_runs / "tiny" / "rl" / "checkpoints", every=2)  # killed mid-save
+    # a SIGKILL in the middle of the save of checkpoint-4
+    whole = kill_during_save("rl", sets, shared_runs / "tiny" / "rl" / "checkpoints", step=4)
+    assert whole == "checkpoint-2"
     done = subprocess.run([sys.executable, "-m", "kit", "rl", "--recipe", "tiny", *sets], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, failure(done)

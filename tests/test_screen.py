@@ -223,3 +223,18 @@ def test_kit_judge_check_cli_exit_code(tmp_path, monkeypatch):
     with FakeOpenAI() as server:
         assert main(["judge-check", "--recipe", "tiny", "--set", "rl.judge.preset=openai-compatible",
                      "--set", f"rl.judge.base_url={server.url}", "--set", "rl.judge.model=gullible"]) == 1
+
+
+def test_the_screen_gives_the_same_reasons_from_many_threads():
+    """The remote judge screens in a pool of threads; Snowball's stemmers keep their word in themselves, so one
+    shared by threads broke words midway (an IndexError out of the Dutch stemmer during an RL run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    answers = ["Gezondheidszorgverlening ontstekingsremmende bloeddrukverlagende behandelingsmogelijkheden",
+               "Verpleegkundigenopleidingen ziekenhuisafdelingen huisartsenpraktijken onderzoeksresultaten",
+               "Krankenhausaufenthalte Blutdrucksenkung Entzündungshemmer Behandlungsmöglichkeiten",
+               "Naloxone, 0.4 mg IV."] * 100
+    serial = [screen(a, "Which drug reverses an opioid overdose?", "Naloxone") for a in answers]
+    with ThreadPoolExecutor(16) as pool:
+        threaded = list(pool.map(lambda a: screen(a, "Which drug reverses an opioid overdose?", "Naloxone"), answers))
+    assert threaded == serial and serial[3] is None

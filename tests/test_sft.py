@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from conftest import half_write_next_checkpoint, kill_after_checkpoint
+from conftest import kill_during_save
 from kit.recipe import load_recipe
 from child import failure
 
@@ -43,10 +43,9 @@ def test_interrupted_sft_resumes_instead_of_restarting(runs_dir):
     sets = ["--set", "sft.trainer.max_steps=40", "--set", "sft.trainer.save_steps=10",
             "--set", "sft.trainer.eval_steps=20", "--set", "sft.format_check_questions=2"]
     assert kit("data", "--recipe", "tiny").returncode == 0
-    kill_after_checkpoint("sft", sets, runs_dir / "tiny" / "sft" / "checkpoints", "checkpoint-20")
-    assert not (runs_dir / "tiny" / "sft" / "metrics.json").exists()
-    # and as if the kill had come during the next save: a half-written checkpoint after the last whole one
-    whole = half_write_next_checkpoint(runs_dir / "tiny" / "sft" / "checkpoints", every=10)
+    # a SIGKILL in the middle of the save of checkpoint-20: a half-written checkpoint after the last whole one
+    whole = kill_during_save("sft", sets, runs_dir / "tiny" / "sft" / "checkpoints", step=20)
+    assert whole == "checkpoint-10" and not (runs_dir / "tiny" / "sft" / "metrics.json").exists()
     done = kit("sft", "--recipe", "tiny", *sets)
     assert done.returncode == 0, failure(done)
     assert "resuming from" in done.stdout

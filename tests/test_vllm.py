@@ -8,6 +8,7 @@ recipes are LoRA-only.
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,8 +117,10 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
         template.write_text(chat_template("qwen3_6"))
         args += ["--chat-template", str(template)]
     try:
-        with Server("tiny", overrides=[*LORA_ONLY, *SHORT], args=args, python=str(vllm_python), timeout_s=400) as url:
-            client = OpenAI(base_url=url, api_key="unused")
+        key = "kit-test-key" if mode == "merged" else None  # the merged start is keyed: vLLM's own check, beside the proxy's
+        server = Server("tiny", overrides=[*LORA_ONLY, *SHORT], args=args, python=str(vllm_python), timeout_s=400, api_key=key)
+        with server as url:
+            client = OpenAI(base_url=url, api_key=key or "unused")
             served = {m.id for m in client.models.list().data}
             model = "tiny-rl" if mode == "lora" else "tiny"
             assert model in served and (mode == "merged" or "tiny-sft" in served), served
@@ -146,12 +149,23 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
 
                 before = min(plain_s() for _ in range(2))
                 for _ in range(3):
-                    with httpx.stream("POST", f"{url}/chat/completions", timeout=60, json={
+                    with httpx.stream("POST", f"{url}/chat/completions", timeout=60, headers={"authorization": f"Bearer {key}"}, json={
                             "model": model, "messages": question, "max_tokens": 512, "stream": True}) as r:
                         lines = r.iter_lines()
                         assert [next(lines) for _ in range(4)]
                 after = [plain_s() for _ in range(2)]
                 assert max(after) < before + 5, (before, after)
+                # the key, against vLLM itself: the proxy refuses a wrong one, and vLLM behind it (its port is in the
+                # start line; the key reached it through VLLM_API_KEY) refuses a request without it
+                from openai import AuthenticationError
+
+                with pytest.raises(AuthenticationError):
+                    OpenAI(base_url=url, api_key="wrong").models.list()
+                log = Path(server.log).read_text()
+                inner = int(re.search(r"--port (\d+)", log).group(1))
+                assert httpx.get(f"http://127.0.0.1:{inner}/v1/models").status_code == 401
+                assert httpx.get(f"http://127.0.0.1:{inner}/v1/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
+                assert key not in log  # never in its command line or its log
             # a named preset reaches vLLM's sampler (the proxy says which values it sent); a bad one is a 400
             precise = client.chat.completions.with_raw_response.create(
                 model=model, messages=question, max_tokens=8, extra_body={"preset": "thinking-precise"})
@@ -163,7 +177,7 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
             import httpx
             from template_kwargs import TABLE, check_table, qwen36
 
-            with httpx.Client(timeout=120) as http:
+            with httpx.Client(timeout=120, headers={"authorization": f"Bearer {key}"} if key else None) as http:
                 check_table(http, f"{url}/chat/completions", model, qwen36() if mode == "lora" else TABLE)
             if mode == "lora":  # Qwen3.6's template keeps an earlier turn's reasoning when asked: a longer prompt
                 turns = [*question, {"role": "assistant", "content": "Naloxone.", "reasoning_content": "EARLIER " * 20},
@@ -180,7 +194,7 @@ def test_kit_serve_through_vllms_own_server(lora_run, vllm_python, mode):
             seeded = client.chat.completions.with_raw_response.create(model=model, messages=question, max_tokens=8, seed=7)
             assert seeded.headers.get("x-kit-dropped") == "seed"
 
-            cfg = card_llm(url, model)
+            cfg = card_llm(url, model) | ({"api_key": key} if key else {})
             cfg["generate_cfg"]["max_tokens"] = 24
             turns = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
             reply = last_reply(Assistant(llm=cfg), turns)
