@@ -411,11 +411,15 @@ def judge_agreement(recipe: Recipe, judge: Judge) -> dict | None:
     each criterion as the rubric task does (the screen first), and its verdicts are compared with every physician's
     label of the row, HealthBench's macro-F1 (`stats.macro_f1`); beside it, the physicians' own, each physician
     against the others on the rows they share, averaged over physicians (simple-evals' healthbench_meta_eval.py).
-    A row the judge could not grade is left out, and counted."""
+    A row the judge could not grade is left out, and counted. At most `eval.judge_agreement_max_rows` rows, a seeded
+    sample of the source's."""
     source = recipe.eval.judge_agreement
     if not source:
         return None
-    rows, label = load_rows(DatasetSpec(source, max_rows=recipe.eval.judge_agreement_max_rows), recipe.data.offline)
+    rows, label = load_rows(DatasetSpec(source), recipe.data.offline)
+    if len(rows) > recipe.eval.judge_agreement_max_rows:  # a seeded sample of the rows, as simple-evals takes one
+        rows = random.Random(recipe.eval.seed).sample(rows, recipe.eval.judge_agreement_max_rows)
+        label += f" ({len(rows)} rows sampled)"
     for i, row in enumerate(rows):
         labels, where = row.get("binary_labels"), f"{label} row {i + 1}"
         if not isinstance(row.get("rubric"), str) or not row["rubric"].strip():

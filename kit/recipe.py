@@ -230,7 +230,7 @@ class EvalStage:
     # the judge's agreement with physicians' labels of rubric criteria (HealthBench's meta-evaluation schema: prompt,
     # completion, rubric, binary_labels): a source (bundled:healthbench_meta offline, its address online), or None
     judge_agreement: str | None = None
-    judge_agreement_max_rows: int = 200  # rows graded, one request each with a remote judge
+    judge_agreement_max_rows: int = 200  # rows graded (a seeded sample), one request each with a remote judge
 
 
 @dataclass

@@ -194,6 +194,8 @@ def test_the_judge_s_agreement_with_physicians_is_healthbench_s_macro_f1(tmp_pat
     assert a["judge"]["macro_f1"] == round((f1(True) + f1(False)) / 2, 4)
     assert 0.5 < a["judge"]["macro_f1"] < a["physicians"]["macro_f1"] <= 1.0  # terms miss negations; physicians do not
     assert set(a["by_category"]) == {r["category"] for r in meta}
+    few = judge_agreement(load_recipe("tiny", ["eval.judge_agreement_max_rows=10"]), Judge("rule"))
+    assert few["rows"] == 10 and "10 rows sampled" in few["source"]
     bad = [dict(r) for r in meta[:3]]
     bad[2]["binary_labels"] = "yes"
     path = tmp_path / "meta.jsonl"
