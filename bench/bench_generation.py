@@ -6,7 +6,9 @@ through vLLM (`kit.generation`'s two engines), side by side in one run, and thei
     # GPU with vLLM installed, on any model folder or hub id:
     python bench/bench_generation.py --model Qwen/Qwen3.5-0.8B --batches gspo=2x8x2048 eval=64x1x4096
 
-`--engines hf,llama.cpp --gguf FILE` adds llama.cpp on the exported GGUF of the same model (llama-cpp-python
+`--bound` measures the machine (memory bandwidth, fp32 matmul throughput) and prints each rate as a share of the
+decode bound: every step reads every weight once and costs 2 FLOPs a parameter per token (issue: the laptop
+workshop's speed; KV cache and prefill left out, so a ceiling). `--engines hf,llama.cpp --gguf FILE` adds llama.cpp on the exported GGUF of the same model (llama-cpp-python
 lives in the main environment, vLLM's CPU build in .venv-vllm: `--json` collects both runs in one file).
 `--engines hf,vllm,server` adds RL's server mode: `trl vllm-serve` started by the kit
 (`kit.launch.RolloutServer`), asked through TRL's own `VLLMClient`, as a GRPO trainer asks it (HTTP
@@ -31,6 +33,41 @@ def parse_batch(text: str) -> tuple[str, int, int, int]:
     name, shape = text.split("=")
     prompts, samples, tokens = (int(x) for x in shape.split("x"))
     return name, prompts, samples, tokens
+
+
+def machine_bounds() -> dict:
+    """What this machine allows, measured with torch as the engines use it: memory bandwidth (GB/s, a 1 GiB fp32
+    tensor copied five times, its read and its write counted) and fp32 matmul throughput (GFLOP/s, 2048 × 2048
+    products)."""
+    import torch
+
+    x = torch.ones(256 * 1024 * 1024, dtype=torch.float32)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    t = time.perf_counter()
+    for _ in range(5):
+        y.copy_(x)
+    bandwidth = 5 * 2 * x.numel() * 4 / (time.perf_counter() - t) / 1e9
+    del x, y
+    out = {"bandwidth_gbs": bandwidth}
+    for dtype in (torch.float32, torch.bfloat16):  # bf16: what vLLM's CPU build computes in (AMX where the CPU has it)
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        out[f"matmul_gflops_{str(dtype).split('.')[-1]}"] = 10 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
+    return out
+
+
+def decode_bound(params: int, weight_bytes: int, sequences: int, bounds: dict, gflops: float) -> tuple[float, str]:
+    """(tokens/s that decoding `sequences` at once cannot beat, which limit it is): each decode step reads every
+    weight once (bandwidth / weight bytes steps a second, `sequences` tokens each) and costs 2 · params FLOPs a
+    token at the engine's matmul rate. The KV cache, attention and the prompts' prefill are left out: a ceiling,
+    not a forecast."""
+    memory = bounds["bandwidth_gbs"] * 1e9 / weight_bytes * sequences
+    compute = gflops * 1e9 / (2 * params)
+    return (memory, "memory") if memory < compute else (compute, "compute")
 
 
 def run_engine(engine, prompts, sampling, repeats: int) -> list[float]:
@@ -82,6 +119,8 @@ def main():
     parser.add_argument("--gguf", default=None, help="GGUF file for the llama.cpp engine (the export of --model)")
     parser.add_argument("--json", default=None, help="add the mean tokens/s per batch and engine to this JSON file "
                                                      "(runs in two environments compared in one file)")
+    parser.add_argument("--bound", action="store_true", help="measure the machine's bandwidth and matmul throughput "
+                                                             "and print each rate as a share of the decode bound")
     args = parser.parse_args()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -103,6 +142,16 @@ def main():
           f"{'auto' if cuda else 'bfloat16 (its CPU kernels for Qwen3.5 need it)'}")
     results: dict[str, dict[str, list[float]]] = {b[0]: {} for b in batches}
     max_len = max(len(tokenizer(t)["input_ids"]) for t in prompt_texts(tokenizer, [[{"role": "user", "content": q}] for q in questions]))
+    bounds = machine_bounds() if args.bound else None
+    if bounds:
+        from transformers import AutoConfig
+
+        hf_for_size = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        params = sum(p.numel() for p in hf_for_size.parameters())
+        del hf_for_size
+        print(f"machine: memory bandwidth {bounds['bandwidth_gbs']:.1f} GB/s, matmul {bounds['matmul_gflops_float32']:.0f} "
+              f"GFLOP/s fp32, {bounds['matmul_gflops_bfloat16']:.0f} bf16; model {params / 1e6:.1f}M parameters "
+              f"({AutoConfig.from_pretrained(model).model_type})")
     for name in engines:
         if name == "hf":
             hf = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device)
@@ -123,6 +172,14 @@ def main():
             results[bname][name] = rates
             print(f"{bname:>5} ({n_prompts} prompts × {samples} samples × ≤{tokens} tokens) {name:>4}: "
                   + ", ".join(f"{r:8.1f}" for r in rates) + " generated tokens/s")
+            if bounds:  # the weights as this engine holds them: HF's dtype, bf16 for vLLM's CPU build, q8_0 ≈ 1 byte
+                per_param = {"hf": dtype.itemsize, "llama.cpp": 1.0625}.get(name, 2)  # (q8_0 computed at fp32's rate)
+                bf16 = (name == "hf" and dtype == torch.bfloat16) or name in ("vllm", "server")
+                gflops = bounds["matmul_gflops_bfloat16" if bf16 else "matmul_gflops_float32"]
+                ceiling, limit = decode_bound(params, int(params * per_param), n_prompts * samples, bounds, gflops)
+                mean = sum(rates) / len(rates)
+                print(f"{bname:>5} {name:>4}: bound {ceiling:,.0f} tokens/s ({limit}-bound at {per_param:g} bytes a "
+                      f"weight); measured {mean:,.1f} = {mean / ceiling:.1%} of it")
         if name in ("vllm", "server", "llama.cpp"):
             engine.close()
         del engine
