@@ -13,14 +13,9 @@ measurement of medicine.
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 SETS = ["data.rl=[{path: 'bundled:rar_medicine', schema: rubric, max_rows: 4}]",
         "rl.reward_weights={format: 1.0, rubric: 1.0}"]
 KEYS = {"rubric reward": "rewards/rubric/mean", "positive met": "rubric/positive_met", "pitfalls met": "rubric/pitfall_met",
@@ -28,14 +23,10 @@ KEYS = {"rubric reward": "rewards/rubric/mean", "positive met": "rubric/positive
 
 
 def train(runs: Path) -> None:
-    env = {**os.environ, "KIT_RUNS_DIR": str(runs)}
+    from real_model import kit  # the real-model lane's runner: its own runs folder, output shown, time printed
+
     for stage in ("data", "sft", "rl"):
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "kit", stage, "--recipe", "smollm2",
-                               *sum((["--set", s] for s in SETS), [])], cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        print(f"{stage}: {time.perf_counter() - start:.0f} s", flush=True)
+        kit(runs, stage, "--recipe", "smollm2", *sum((["--set", s] for s in SETS), []))
 
 
 def quarters(history: list[dict]) -> list[dict]:

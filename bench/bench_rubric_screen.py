@@ -61,18 +61,22 @@ TOPICS = [
 ]
 
 
+def some_of(rng, things: list[str]) -> str:
+    """Two to four of `things`, as a list in words: "a, b or c"."""
+    picked = rng.sample(things, k=min(len(things), rng.randint(2, 4)))
+    return ", ".join(picked[:-1]) + f" or {picked[-1]}"
+
+
 def good(rng, topic) -> str:
     _, leads, advice, conditions, _, _ = topic
-    picked = rng.sample(conditions, k=min(len(conditions), rng.randint(2, 4)))
-    listed = ", ".join(picked[:-1]) + f" or {picked[-1]}" if len(picked) > 1 else picked[0]
+    listed = some_of(rng, conditions)
     net = rng.choice(["See a doctor if it gets worse.", "Seek help at once if new symptoms appear.", ""])
     return f"{rng.choice(leads)}: {rng.choice(advice)}. It changes with {listed}. {net}".strip()
 
 
 def hedging(rng, topic) -> str:
     _, _, _, _, causes, actions = topic
-    picked = rng.sample(causes, k=min(len(causes), rng.randint(2, 4)))
-    listed = ", ".join(picked[:-1]) + f" or {picked[-1]}"
+    listed = some_of(rng, causes)
     first, second = rng.sample(actions, 2)
     form = rng.choice([f"It could be {listed}. You could {first}, or {second}.",
                        f"Possibly {listed}; either {first} or {second} may be right.",

@@ -34,7 +34,7 @@ from .formatting import THINK_CLOSE, THINK_OPEN, extract_choice, final_answer, o
 from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEngine, choose, free_memory, prompt_texts,
                          say_once, vllm_adapter_problem)
 from .judge import Criterion, Judge
-from .judge.rubric import conversation_text, from_rows, score as rubric_score
+from .judge.rubric import conversation_text, from_rows, met_by_kind, score as rubric_score
 from .modeling import load_model, load_tokenizer
 from .plots import bar_plot, budget_plot
 from .recipe import DatasetSpec, Recipe, RecipeError
@@ -354,17 +354,13 @@ def judge_rubric(judge: Judge, items: list[dict], completions: list[list[Complet
     verdicts = iter(judge.grade([items[i]["question"] for i, _ in pairs], [concluded(c.text, thinking) for _, c in pairs],
                                 [items[i].get("reference") or "" for i, _ in pairs], [rubrics[i] for i, _ in pairs]))
     met: list[list[list[bool]]] = []
-    errors, tally = 0, {"positive": [0, 0], "pitfall": [0, 0]}
+    errors = 0
     for i, cs in enumerate(completions):
         met.append([])
         for _ in cs:
             v = next(verdicts)
             errors += v.error is not None
-            flags = list(v.met) if v.met and v.error is None else [False] * len(rubrics[i])
-            met[i].append(flags)
-            for c, m in zip(rubrics[i], flags):
-                tally["pitfall" if c.pitfall else "positive"][0] += m
-                tally["pitfall" if c.pitfall else "positive"][1] += 1
+            met[i].append(list(v.met) if v.met and v.error is None else [False] * len(rubrics[i]))
     scores = [[rubric_score(rubrics[i], flags, clip=False) for flags in met[i]] for i in range(len(items))]
 
     def item_means(per_item: list[list[float | None]]) -> list[float]:
@@ -383,7 +379,8 @@ def judge_rubric(judge: Judge, items: list[dict], completions: list[list[Complet
     figures = clipped_mean(item_means(scores), seed)
     return {"accuracy": figures | {"samples": max((len(cs) for cs in completions), default=1)},
             "judge_errors": errors, "by_tag": by_tag,
-            "met": {kind: round(hit / n, 4) for kind, (hit, n) in tally.items() if n},
+            "met": {kind: round(rate, 4) for kind, rate in
+                    met_by_kind((r, flags) for r, samples in zip(rubrics, met) for flags in samples).items()},
             "truncated": mean_over_samples([[c.truncated for c in cs] for cs in completions]), "correct": scores}
 
 

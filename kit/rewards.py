@@ -12,7 +12,7 @@ import threading
 
 from .formatting import final_answer, join_reasoning, parse
 from .judge import Judge, RubricError, rule_grade, rule_met, rubric_score
-from .judge.rubric import from_rows
+from .judge.rubric import from_rows, met_by_kind
 
 
 # Where a parsed completion keeps its reasoning: TRL parses completions with the tokenizer's response
@@ -205,8 +205,7 @@ class RubricReward:
         references = kwargs.get("reference") or [""] * len(texts)  # RaR-Medicine's reference answer: the screen's
         verdicts = self.judge.grade([_question(kwargs, i) for i in idx], [texts[i] for i in idx],
                                     [references[i] or "" for i in idx], [criteria[i] for i in idx])
-        tally = {"positive": [0, 0], "pitfall": [0, 0]}
-        met_total, tokens = 0, 0
+        graded, met_total, tokens = [], 0, 0
         for i, v in zip(idx, verdicts):
             if v.screened:
                 self.counts["screened"] += 1
@@ -222,12 +221,10 @@ class RubricReward:
                     rewards[i] = None
                     continue
             rewards[i] = rubric_score(criteria[i], met)
-            for c, m in zip(criteria[i], met):
-                tally["pitfall" if c.pitfall else "positive"][0] += m
-                tally["pitfall" if c.pitfall else "positive"][1] += 1
+            graded.append((criteria[i], met))
             met_total += sum(m for c, m in zip(criteria[i], met) if not c.pitfall)
             tokens += self.judge.count_tokens(v.final_answer)
-        self.last = {f"{kind}_met": hit / n for kind, (hit, n) in tally.items() if n}
+        self.last = {f"{kind}_met": rate for kind, rate in met_by_kind(graded).items()}
         if tokens:
             self.last["met_per_100_tokens"] = 100 * met_total / tokens
         self.last["graded"] = float(len(idx))

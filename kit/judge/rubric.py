@@ -106,6 +106,22 @@ def score(criteria: list[Criterion], met: list[bool], clip: bool = True) -> floa
     return min(1.0, max(0.0, value)) if clip else value
 
 
+def met_by_kind(graded) -> dict[str, float]:
+    """The share of positive criteria met and of pitfalls met, over (criteria, met flags) pairs; a kind that was
+    never graded is left out.
+
+    >>> cs = [Criterion("names naloxone", 5), Criterion("gives a dose", 3), Criterion("recommends flumazenil", -4)]
+    >>> met_by_kind([(cs, [True, False, False]), (cs, [True, True, True])])
+    {'positive': 0.75, 'pitfall': 0.5}
+    """
+    tally = {"positive": [0, 0], "pitfall": [0, 0]}
+    for criteria, met in graded:
+        for c, m in zip(criteria, met, strict=True):
+            tally["pitfall" if c.pitfall else "positive"][0] += bool(m)
+            tally["pitfall" if c.pitfall else "positive"][1] += 1
+    return {kind: hit / n for kind, (hit, n) in tally.items() if n}
+
+
 def rule_met(answer: str, criteria: list[Criterion]) -> list[bool]:
     """The offline rule grader: a criterion is met when one of its `terms` is in the conclusion (as words, case
     and punctuation aside). A criterion without terms (real data) cannot be graded by rule: RubricError.
