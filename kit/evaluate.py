@@ -35,7 +35,7 @@ from .generation import (Completion, HFEngine, LlamaCppEngine, Sampling, VLLMEng
                          say_once, vllm_adapter_problem)
 from .judge import Criterion, Judge
 from .judge.rubric import conversation_text, from_rows, met_by_kind, score as rubric_score
-from .modeling import load_model, load_tokenizer
+from .modeling import inference_dtype, load_model, load_tokenizer
 from .plots import bar_plot, budget_plot
 from .recipe import DatasetSpec, Recipe, RecipeError
 from .reports import results_table
@@ -138,9 +138,12 @@ class Generators:
 
         if self.loaded is None or self.loaded[0] != name:
             self.release()
-            self.loaded = (name, load_model(recipe, adapter=path, trainable=False))
+            self.loaded = (name, load_model(recipe, adapter=path, trainable=False, merge=True,
+                                            dtype=inference_dtype(recipe.eval.cpu_dtype)))
         loaded = self.loaded[1]
-        return HFEngine(loaded.model, loaded.tokenizer, recipe.eval.batch_size).generate(prompts, s), f"hf ({why})"
+        dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+        return HFEngine(loaded.model, loaded.tokenizer, recipe.eval.batch_size).generate(prompts, s), \
+            f"hf ({dtype}; {why})"
 
     def release(self):
         """Free the model the hf engine holds, if any."""

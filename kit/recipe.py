@@ -215,6 +215,9 @@ class EvalStage:
     max_items: int = 40  # items per task
     max_new_tokens: int = 256  # thinking output needs room; real recipes use thousands
     batch_size: int = 8  # prompts per model.generate call on the hf engine (vLLM batches them all)
+    # the weights' dtype for generation on a CPU (hf engine; adapters merged into them): auto = bf16 where the CPU
+    # multiplies bf16 in hardware (AMX, AVX-512 BF16), else fp32 | float32 | bfloat16. A GPU keeps the model's dtype.
+    cpu_dtype: str = "float32"
     seed: int = 0
     generation: str = "auto"  # auto | vllm | hf: auto = vLLM where installed and usable
     decoding: str = "sampled"  # sampled (the thinking preset, as Qwen advises) | greedy

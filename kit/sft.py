@@ -66,7 +66,7 @@ def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe) ->
     model = getattr(model, "module", model)  # the model itself, not its DDP wrapper
     loaded.for_inference()
     prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": q}] for q in questions])
-    engine = HFEngine(model, loaded.tokenizer)
+    engine = HFEngine(model, loaded.tokenizer, recipe.eval.batch_size)  # the eval's batch: one decode step for all
     outs = texts(engine.generate(prompts, Sampling(recipe.sft.format_check_max_new_tokens)))
     loaded.for_training()
     return adherence(outs), outs

@@ -108,3 +108,42 @@ def test_a_gguf_carrying_it_is_recognised_by_llamacpp_and_tokenises_every_bundle
     for text in bundled_texts() + UNSEEN_CHINESE:
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == \
             qwen(text, add_special_tokens=False)["input_ids"], text
+
+
+def test_an_adapter_merged_for_inference_generates_what_it_did_unmerged(runs_dir):
+    """Eval's inference load folds the adapter into the weights (fewer matmuls per decode step); greedy decoding
+    must write the same tokens as the unmerged adapter, embeddings and head trained in full included (the tiny
+    recipe's modules_to_save). bf16 (`eval.cpu_dtype: auto` on a CPU with AMX) may part from them: a different
+    rounding of every product, measured in bench/bench_eval_cpu.py, not asserted here."""
+    import torch
+    from peft import PeftModel
+
+    from kit.generation import HFEngine, Sampling, prompt_texts
+    from kit.modeling import inference_dtype, load_model
+    from kit.recipe import RecipeError, load_recipe
+
+    recipe = load_recipe("tiny")
+    trained = load_model(recipe)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in trained.model.named_parameters():
+            if p.requires_grad:  # an adapter that moves the outputs: B away from zero, the full modules nudged
+                p.add_(torch.randn_like(p) * (0.05 if "lora_B" in name else 0.01))
+    adapter = runs_dir / "adapter"
+    trained.model.save_pretrained(adapter)
+    trained.tokenizer.save_pretrained(adapter)
+    questions = ["What causes scurvy?", "Which nerve is injured in wrist drop?", "First-line drug for absence seizures?",
+                 "A 40-year-old has crushing chest pain. Next step?"]
+    outs = {}
+    for merge in (False, True):
+        loaded = load_model(recipe, adapter=adapter, trainable=False, merge=merge)
+        assert isinstance(loaded.model, PeftModel) != merge
+        prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": q}] for q in questions])
+        outs[merge] = [c[0].text for c in HFEngine(loaded.model, loaded.tokenizer, 4).generate(prompts, Sampling(48))]
+    base = load_model(recipe, trainable=False)
+    base_outs = [c[0].text for c in HFEngine(base.model, base.tokenizer, 4).generate(prompts, Sampling(48))]
+    assert outs[True] == outs[False]
+    assert outs[True] != base_outs  # the adapter was applied, not dropped
+    assert str(inference_dtype("float32")) == "torch.float32" and str(inference_dtype("bfloat16")) == "torch.bfloat16"
+    with pytest.raises(RecipeError, match="eval.cpu_dtype"):
+        inference_dtype("fp8")
