@@ -106,7 +106,7 @@ def load_model(recipe: Recipe, *, adapter: str | Path | None = None, trainable: 
     `fast_inference` (Unsloth end): a vLLM engine in the same process shares the weights, for rollouts.
     For an inference-only load on the transformers end, `dtype` replaces the recipe's and `merge` folds the
     adapter into the weights (peft's `merge_and_unload`): each decode step then runs the base's matmuls alone,
-    not two more per adapted layer (smollm2: 1.23x the tokens/s of the unmerged adapter)."""
+    not two more per adapted layer (smollm2: 1.17x the tokens/s of the unmerged adapter, bench/bench_eval_cpu.py)."""
     path = model_path(recipe)
     four_bit = recipe.model.load_in_4bit if load_in_4bit is None else load_in_4bit
     end = pick_end()
