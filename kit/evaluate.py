@@ -145,6 +145,13 @@ class Generators:
         return HFEngine(loaded.model, loaded.tokenizer, recipe.eval.batch_size).generate(prompts, s), \
             f"hf ({dtype}; {why})"
 
+    def request_size(self, name: str, path: Path | None) -> int | None:
+        """How many prompts to send this system's engine at a time: None (all of them) where vLLM serves it, which
+        schedules them itself; `eval.batch_size`, one full generate call, on hf and llama.cpp."""
+        if self.vllm and not name.startswith("gguf") and vllm_adapter_problem(path, self.recipe.lora.r) is None:
+            return None
+        return self.recipe.eval.batch_size
+
     def release(self):
         """Free the model the hf engine holds, if any."""
         if self.loaded is not None:
@@ -199,14 +206,26 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
             by_task: dict[str, list] = {}
             engine, tokens, reused = "reused from an earlier, stopped eval", 0, []
             with Timer() as t:
-                for task, task_prompts in by_task_prompts.items():  # one task at a time: each is kept once made
+                for task, task_prompts in by_task_prompts.items():
                     by_task[task] = kept.load(name, path, task, task_prompts)
-                    if by_task[task] is None:
-                        by_task[task], engine = generators(name, path, task_prompts, sampling)
-                        kept.save(name, path, task, task_prompts, by_task[task])
-                        tokens += sum(c.tokens for cs in by_task[task] for c in cs)
-                    else:
+                    if by_task[task] is not None:
                         reused.append(task)
+                # the tasks left, their prompts end to end, in requests of the engine's size: a full hf batch
+                # (`eval.batch_size`) whatever the tasks' sizes (a task of 4 items alone decoded 4 rows a step),
+                # all at once to vLLM; a task is kept as soon as its last prompt is made
+                todo = [task for task in by_task_prompts if by_task[task] is None]
+                queue = [p for task in todo for p in by_task_prompts[task]]
+                size = generators.request_size(name, path) or max(1, len(queue))
+                made = []
+                for i in range(0, len(queue) + 1, size):
+                    if i < len(queue):
+                        done, engine = generators(name, path, queue[i:i + size], sampling)
+                        made += done
+                    while todo and len(made) >= len(by_task_prompts[todo[0]]):
+                        task = todo.pop(0)
+                        by_task[task], made = made[:len(by_task_prompts[task])], made[len(by_task_prompts[task]):]
+                        kept.save(name, path, task, by_task_prompts[task], by_task[task])
+                        tokens += sum(c.tokens for cs in by_task[task] for c in cs)
             if reused:
                 print(f"[kit] eval: {name}: {len(reused)} of {len(items)} tasks reused from an earlier eval that was stopped "
                       f"({', '.join(reused)})")
@@ -224,8 +243,9 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
 
 
 class Finished:
-    """The completions an eval has made, per system and task, kept as it goes (`eval/partial/<system>/<task>.jsonl`),
-    so that a rerun of an eval that was stopped (a Colab session that timed out at 80%) makes only what is left.
+    """The completions an eval has made, per system and task, kept as it goes (`eval/partial/<system>/<task>.jsonl`,
+    each system's once its request returns), so that a rerun of an eval that was stopped (a Colab session that timed
+    out at 80%) makes only what is left.
     Each file is stamped with what made it: the eval's stage hash, the decoding, the prompts, and the system's
     weights (their files' sizes and times); a stamp that differs is made again. A finished eval removes them.
     Every engine seeds each call, so a task made again gives what it gave before (vLLM's CPU build seeds its

@@ -90,6 +90,10 @@ def _stub_generators(answer):
             items = [it for its in evaluate.load_items(recipe).values() for it in its]
             texts = prompt_texts(load_tokenizer(recipe), [it["prompt"] for it in items])
             self.gold = {t: it for t, it in zip(texts, items)}
+            self.batch = recipe.eval.batch_size
+
+        def request_size(self, name, path):
+            return self.batch  # as on the hf engine
 
         def __call__(self, name, path, prompts, sampling):
             outs = []
@@ -204,8 +208,10 @@ def test_budget_forcing_closes_the_thinking_where_the_model_did_not_and_reads_th
 
 
 def test_an_eval_killed_halfway_and_rerun_makes_only_what_it_had_not_finished(data_only, monkeypatch):
-    """The stub stands for the engine; "killed" is an exception out of its fifth call (a task's generation), as a
-    timed-out session would leave it. The rerun makes the tasks that were not finished, and no others."""
+    """The stub stands for the engine; "killed" is an exception out of its fifth request, as a timed-out session would
+    leave it. A system's tasks go to the engine end to end in full batches (`eval.batch_size` prompts a request,
+    whatever each task's size); a task is kept once its last prompt is made, and the rerun makes the prompts of the
+    tasks that were not kept, and no others."""
     from kit import evaluate
 
     data_only.eval.loglikelihood = False
@@ -222,13 +228,17 @@ def test_an_eval_killed_halfway_and_rerun_makes_only_what_it_had_not_finished(da
     monkeypatch.setattr(evaluate, "Generators", Killed)
     with pytest.raises(KeyboardInterrupt):
         evaluate.run(data_only)
+    batch = data_only.eval.batch_size
+    assert made == [batch] * 5  # full batches, though most tasks here have 6 items or fewer
     partial = stage_dir(data_only, "eval") / "partial" / "base"
-    assert len(list(partial.glob("*.jsonl"))) == 5
-    first, made[:], kill_at[0] = sum(made), [], 10**6
+    kept = sum(len(f.read_text().splitlines()) - 1 for f in partial.glob("*.jsonl"))  # a stamp, then a line an item
+    assert 5 * batch - 6 < kept <= 5 * batch  # every task whose last prompt was made, at most one task's part lost
+    made[:], kill_at[0] = [], 10**6
     m = evaluate.run(data_only)
     counts = {**TINY_TASKS, **RUBRIC_TASKS}
     total = sum(min(6, counts.get(task, 40)) for task in [*counts, "open"])
-    assert len(made) == len(counts) + 1 - 5 and first + sum(made) == total  # each prompt made once, in all
+    assert sum(made) == total - kept  # the tasks not kept, each prompt once
+    assert all(n == batch for n in made[:-1]) and 0 < made[-1] <= batch
     assert all(f["accuracy"]["value"] == 1.0 for f in m["results"]["base"]["tasks"].values())
     assert not partial.exists()  # finished: nothing left to resume, so an eval run again makes everything again
 
