@@ -25,7 +25,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gguf
@@ -51,7 +51,7 @@ class Sampling:
     presence_penalty: float = 0.0
     repetition_penalty: float = 1.0
     n: int = 1  # samples per prompt
-    seed: int = 0
+    seed: int | None = 0  # None: the caller's random stream goes on (RL rollouts, as TRL's own generation)
 
     @property
     def greedy(self) -> bool:
@@ -84,9 +84,10 @@ class Completion:
     text: str  # special tokens kept; ends with <|im_end|> exactly when the model ended its turn
     tokens: int  # generated tokens
     truncated: bool  # cut off by the token limit
+    ids: list[int] | None = field(default=None, repr=False, compare=False)  # the tokens, the stop token included (hf)
 
 
-def finish(text: str, ended: bool, tokens: int) -> Completion:
+def finish(text: str, ended: bool, tokens: int, ids: list[int] | None = None) -> Completion:
     """One shape for every engine: end tokens stripped from the tail, `<|im_end|>` put back when the
     model ended the turn itself.
 
@@ -98,7 +99,7 @@ def finish(text: str, ended: bool, tokens: int) -> Completion:
             text = text.rstrip()
             text = text[: -len(next(t for t in STOP_TOKENS if text.endswith(t)))]
         text = text.rstrip() + STOP_TOKENS[0]
-    return Completion(text, tokens, not ended)
+    return Completion(text, tokens, not ended, ids)
 
 
 def prompt_texts(tokenizer, prompts: list[list[dict]], enable_thinking: bool = True, **template_kwargs) -> list[str]:
@@ -199,8 +200,9 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, processor=None):
+    def __init__(self, model, tokenizer, batch_size: int = 8, processor=None, progress: bool = True):
         self.model, self.tokenizer, self.batch_size, self.processor = model, tokenizer, batch_size, processor
+        self.progress = progress  # off inside a loop that has its own bar (RL rollouts)
 
     @property
     def vision(self) -> bool:
@@ -215,7 +217,8 @@ class HFEngine:
         side, was_training = tok.padding_side, model.training
         tok.padding_side = "left"  # decoder-only: generation continues the prompt
         model.eval()
-        torch.manual_seed(s.seed)
+        if s.seed is not None:
+            torch.manual_seed(s.seed)
         n = 1 if s.greedy else s.n
         kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=not s.greedy, pad_token_id=tok.pad_token_id,
                       eos_token_id=stops, num_return_sequences=n, repetition_penalty=s.repetition_penalty)
@@ -224,7 +227,7 @@ class HFEngine:
         else:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None, min_p=s.min_p or None)
         out: list[list[Completion]] = []
-        progress = bar(len(prompts), f"generating ({self.name})", unit="prompt")
+        progress = bar(len(prompts), f"generating ({self.name})", unit="prompt", show=self.progress)
         try:
             for i in range(0, len(prompts), self.batch_size):
                 batch = tok(prompts[i:i + self.batch_size], return_tensors="pt", padding=True,
@@ -235,7 +238,7 @@ class HFEngine:
                 for row in ids[:, batch["input_ids"].shape[1]:].tolist():
                     ended = next((j for j, t in enumerate(row) if t in stops), None)
                     row = row[: ended + 1] if ended is not None else row
-                    rows.append(finish(tok.decode(row, skip_special_tokens=False), ended is not None, len(row)))
+                    rows.append(finish(tok.decode(row, skip_special_tokens=False), ended is not None, len(row), row))
                 out += [rows[j:j + n] for j in range(0, len(rows), n)]
                 progress.update(len(rows) // n)
         finally:

@@ -33,11 +33,11 @@ def _in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def bar(total: int | None, desc: str, unit: str = "it", **kwargs):
+def bar(total: int | None, desc: str, unit: str = "it", show: bool = True, **kwargs):
     """A tqdm bar, disabled where `enabled()` says no. tqdm's text bar, also in a notebook (it redraws in place
     there too): with its widget bar, the workshop notebook's eval cell timed out under nbval once (waiting for
     output); with the text bar it passed, alone and in the full suite."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, mininterval=0.5,
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (show and enabled()), dynamic_ncols=True, mininterval=0.5,
                 file=sys.stderr, **kwargs)

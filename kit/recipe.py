@@ -142,6 +142,9 @@ class RLStage:
     vllm_server_url: str | None = None  # server mode: the `trl vllm-serve` address (none: `kit launch` starts one)
     vllm_server_gpus: int = 1  # server mode under `kit launch`: GPUs the server takes (tensor-parallel), after the training ones
     gpu_memory_utilization: float = 0.5  # colocate: share of the GPU for vLLM's weights + KV cache
+    # CPU end, hf rollouts: `train` = TRL's generation on the training model (adapter unmerged, its dtype);
+    # auto | float32 | bfloat16 = on a merged copy of it in that dtype, synced before each generation
+    cpu_dtype: str = "train"
     trainer: dict = field(default_factory=dict)  # TRL GRPOConfig arguments
 
 
@@ -240,6 +243,7 @@ class EvalStage:
 class Recipe:
     name: str
     description: str = ""
+    expected_time: str = ""  # what the whole pipeline takes, as measured, and where (notebook 00 prints it up front)
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -363,6 +367,7 @@ def _read_raw(path: Path, seen: tuple) -> dict:
     base = _read_raw(parent_path, seen + (parent,))
     base.pop("name", None)
     base.pop("description", None)
+    base.pop("expected_time", None)  # the parent's measurement is not the child's
     return _merge(base, raw)
 
 

@@ -22,7 +22,7 @@ from .data import read_jsonl
 from .formatting import final_answer
 from .generation import HFEngine, Sampling, choose, prompt_texts, stop_token_ids
 from .judge import Judge
-from .modeling import Loaded, load_model, unsloth_fast_inference_problem
+from .modeling import InferenceCopy, Loaded, inference_dtype, load_model, unsloth_fast_inference_problem
 from .recipe import Recipe, RecipeError, trainer_setting
 from .rewards import (FORMAT_REWARD, JUDGE_REWARD, JudgeReward, RubricReward, completion_text, format_reward,
                       make_format_reward)
@@ -74,6 +74,53 @@ def rollout_engine(recipe: Recipe, end: str) -> tuple[str, str]:
     if recipe.rl.vllm_mode not in ("colocate", "server"):
         raise RecipeError(f"rl.vllm_mode must be colocate or server, got '{recipe.rl.vllm_mode}'")
     return choose(recipe.rl.generation, "GSPO/GRPO rollouts", problem)
+
+
+class CopyRollouts:
+    """TRL's `rollout_func` for hf rollouts on the CPU end (`rl.cpu_dtype` other than `train`): the completions are
+    sampled from an `InferenceCopy` of the policy (the adapter merged in, in the dtype `rl.cpu_dtype` picks: bf16 where
+    the CPU multiplies it in hardware), synced whenever the trainer has taken a step since the last generation, through
+    the kit's hf engine with TRL's sampling settings (the rows TRL passes already repeat each prompt
+    `num_generations` times; the caller's random stream goes on, as under TRL's own generation). Everything after
+    generation (rewards, the loss, its importance ratios) is TRL's, on the training model."""
+
+    def __init__(self, recipe: Recipe, dtype, tokenizer):
+        self.recipe, self.dtype, self.tokenizer, self.copy, self.step = recipe, dtype, tokenizer, None, None
+        self.tokens, self.seconds, self.syncs = 0, 0.0, 0
+
+    def __call__(self, prompts: list, trainer) -> dict:
+        import time
+
+        if self.copy is None:
+            plain = load_model(self.recipe, trainable=False, dtype=self.dtype).model  # the base, as eval loads it
+            self.copy = InferenceCopy(trainer.accelerator.unwrap_model(trainer.model), plain)
+        if trainer.state.global_step != self.step:
+            self.copy.sync()
+            self.step, self.syncs = trainer.state.global_step, self.syncs + 1
+        args = trainer.args
+        sampling = Sampling(args.max_completion_length, args.temperature, args.top_p, args.top_k or 0,
+                            args.min_p or 0.0, repetition_penalty=args.repetition_penalty, seed=None)
+        texts = prompt_texts(self.tokenizer, prompts)
+        start = time.perf_counter()
+        out = HFEngine(self.copy.model, self.tokenizer, batch_size=len(texts), progress=False).generate(texts, sampling)
+        self.seconds += time.perf_counter() - start
+        self.tokens += sum(c.tokens for cs in out for c in cs)
+        return {"prompt_ids": [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts],
+                "completion_ids": [cs[0].ids for cs in out], "logprobs": None}
+
+    def figures(self) -> dict:
+        return {"dtype": str(self.dtype).removeprefix("torch."), "syncs": self.syncs, "tokens": self.tokens,
+                "seconds": round(self.seconds, 2), "tokens_per_s": round(self.tokens / self.seconds, 1) if self.seconds else None}
+
+
+def copy_rollouts(recipe: Recipe, loaded: Loaded, engine: str) -> CopyRollouts | None:
+    """The rollout function `rl.cpu_dtype` asks for, or None for TRL's own generation: on a GPU (vLLM, or TRL's
+    generation in the GPU's dtype), on the Unsloth end, for 4-bit or vision-language models, or `train`."""
+    if recipe.rl.cpu_dtype == "train" or engine != "hf" or has_cuda() or loaded.end != TRANSFORMERS:
+        return None
+    if recipe.model.load_in_4bit or getattr(loaded.processor, "image_processor", None) is not None:
+        return None
+    return CopyRollouts(recipe, inference_dtype(recipe.rl.cpu_dtype, "rl.cpu_dtype"), loaded.tokenizer)
 
 
 def vllm_args(recipe: Recipe, engine: str, end: str) -> dict:
@@ -314,6 +361,7 @@ class RLSession:
     record: RewardRecord  # every completion's rewards, for the trend test
     reference_screen: dict = field(default_factory=dict)  # the screen on the dataset's own references
     calibration: dict | None = None  # the judge's calibration before training (remote judges)
+    copy_rollouts: CopyRollouts | None = None  # rl.cpu_dtype's rollouts on a merged copy, when they run
 
 
 def lora_snapshot(model) -> dict:
@@ -378,8 +426,12 @@ def prepare(recipe: Recipe) -> RLSession:
     funcs = [record.wrap(f, f.__name__) for f in funcs]
     dataset = datasets.Dataset.from_list([{**{k: r[k] for k in ("prompt", "question", "reference")},
                                            "rubric": r.get("rubric")} for r in rows])
+    rollouts = copy_rollouts(recipe, loaded, engine)
+    if rollouts is not None:
+        why += (f"; sampled from a merged {str(rollouts.dtype).removeprefix('torch.')} copy of the policy, synced "
+                f"after each step (rl.cpu_dtype: {recipe.rl.cpu_dtype})")
     trainer = GRPOTrainer(model=loaded.model, reward_funcs=funcs, args=config, train_dataset=dataset,
-                          processing_class=loaded.tokenizer)
+                          processing_class=loaded.tokenizer, rollout_func=rollouts)
     restore_full_module_dtypes(loaded, trainer.model)
     trainer.add_callback(clipping_watch())
     trainer.add_callback(hacking_watch(judge_reward.__name__, next((f.__name__ for f in funcs if f.__name__ != judge_reward.__name__), None)))
@@ -393,7 +445,7 @@ def prepare(recipe: Recipe) -> RLSession:
               f"the ETA from the first step on", flush=True)
     return RLSession(recipe, out, loaded, trainer, judge_reward, rows, last_checkpoint(ckpt_dir),
                      str(adapter) if adapter else None, lora_snapshot(loaded.model), f"{engine} ({why})", record,
-                     reference_screen, calibration)
+                     reference_screen, calibration, rollouts)
 
 
 def workload(trainer, prompts: int, judge, rows: list[dict]) -> str:
@@ -456,6 +508,7 @@ def train(session: RLSession) -> dict:
     metrics = {
         **metrics_header(recipe, "rl"), "end": session.loaded.end,
         "device": session.loaded.device, "algorithm": recipe.rl.algorithm, "rollouts": session.rollouts,
+        "rollout_generation": session.copy_rollouts.figures() if session.copy_rollouts else None,
         "importance_sampling_level": trainer.args.importance_sampling_level, "loss_type": trainer.args.loss_type,
         "start_adapter": Path(session.start_adapter).parent.name + "/adapter" if session.start_adapter else None,
         "steps": steps, "resumed_from": Path(session.resume).name if session.resume else None,

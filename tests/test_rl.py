@@ -170,3 +170,61 @@ def test_interrupted_rl_resumes(sft_metrics, shared_runs):
     assert done.returncode == 0, failure(done)
     m = json.loads((shared_runs / "tiny" / "rl" / "metrics.json").read_text())
     assert m["resumed_from"] == whole and m["steps"] == 12
+
+
+def test_an_inference_copy_follows_the_policy_and_leaves_it_untouched():
+    """The copy RL rollouts are sampled from on the CPU end (`rl.cpu_dtype`): stale until synced, then the policy's
+    logits (fp32: to rounding), its LoRA and its weights trained in full (the tiny recipe's embeddings and head)
+    included; syncing changes nothing in the policy, bit for bit."""
+    import torch
+
+    from kit.modeling import InferenceCopy, load_model
+
+    recipe = load_recipe("tiny")
+    model = load_model(recipe, trainable=True).model
+    copy = InferenceCopy(model, load_model(recipe, trainable=False, dtype=torch.float32).model)
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7]])
+
+    def logits(m):
+        m.eval()
+        with torch.no_grad():
+            return m(input_ids=ids).logits.float()
+
+    torch.manual_seed(0)
+    for _ in range(2):
+        with torch.no_grad():  # a training step's worth of change: every trained weight moves
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn_like(p) * 0.05)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        assert (logits(copy.model) - logits(model)).abs().max() > 1e-3, "the copy followed without a sync"
+        copy.sync()
+        assert all(torch.equal(before[n], p) for n, p in model.named_parameters()), "the sync changed the policy"
+        torch.testing.assert_close(logits(copy.model), logits(model), atol=1e-5, rtol=1e-5)
+    half = InferenceCopy(model, load_model(recipe, trainable=False, dtype=torch.bfloat16).model)
+    half.sync()
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    assert (logits(half.model) - logits(model)).abs().max() < 0.1 * logits(model).abs().max()
+
+
+@pytest.mark.slow
+def test_rl_rollouts_sampled_from_a_merged_copy(sft_metrics, shared_runs):
+    """`rl.cpu_dtype`: TRL's trainer asks the kit's rollout function, which tokenizes the prompts as TRL does,
+    returns completions that end at a stop token or the limit, syncs the copy once per generation, and the run
+    trains as it does on TRL's own rollouts."""
+    from kit.generation import stop_token_ids
+
+    recipe = load_recipe("tiny", [*FAST, "rl.cpu_dtype=float32"])
+    session = rl.prepare(recipe)
+    assert session.copy_rollouts is not None and "merged float32 copy" in session.rollouts
+    prompts = [r["prompt"] for r in session.rows[:2] for _ in range(2)]
+    out = session.copy_rollouts(prompts, session.trainer)
+    assert out["prompt_ids"] == session.trainer._tokenize_prompts(prompts)[0]  # what TRL's own path would generate from
+    stops, limit = set(stop_token_ids(session.loaded.tokenizer)), session.trainer.args.max_completion_length
+    assert len(out["completion_ids"]) == len(prompts)
+    for ids in out["completion_ids"]:
+        assert ids and (ids[-1] in stops or len(ids) == limit) and not stops & set(ids[:-1])
+    m = rl.train(session)
+    # 4 steps, a generation every 2 (steps_per_generation): steps 0 and 2, the call above at step 0 included
+    assert m["rollout_generation"]["syncs"] == 2 and m["rollout_generation"]["tokens"] > 0
+    assert m["steps"] == 4 and m["rewards_finite"] and m["adapter_max_abs_change"] > 0
