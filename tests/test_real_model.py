@@ -1,6 +1,8 @@
 """The real-model lane, short: SmolLM2-135M-Instruct (a real pretrained chat model, Llama architecture, ChatML
 template without a thinking switch) through every stage of the `smollm2` recipe on the CPU, a few steps each
-(bench/real_model.py's quick settings). bench/real_model.py runs the long version and measures the trends."""
+(bench/real_model.py's quick settings), as a laptop without a GPU runs it: notebook 00, whose default there it is,
+under nbval; then `kit pipeline` finds every stage up to date. bench/real_model.py runs the long version through
+the CLI and measures the trends."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 from real_model import QUICK  # noqa: E402
 from child import failure  # noqa: E402
 
@@ -24,10 +27,16 @@ def real_runs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("real") / "runs"
     old = os.environ.get("KIT_RUNS_DIR")
     os.environ["KIT_RUNS_DIR"] = str(runs)
-    cmd = [sys.executable, "-X", "faulthandler", "-m", "kit", "pipeline", "--recipe", "smollm2",
-           *sum((["--set", s] for s in QUICK), [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    env = {**os.environ, "KIT_RECIPE": "smollm2", "KIT_SET": json.dumps(QUICK)}
+    notebook = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "--nbval-lax",
+                str(ROOT / "notebooks" / "00_workshop.ipynb")]
+    proc = subprocess.run(notebook, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, failure(proc)
+    # the same resolved recipe from the command line: nothing to run again, the summary written
+    pipeline = [sys.executable, "-m", "kit", "pipeline", "--recipe", "smollm2", *sum((["--set", s] for s in QUICK), [])]
+    proc = subprocess.run(pipeline, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, failure(proc)
+    assert proc.stdout.count("skipped (up to date)") == 5, proc.stdout[-3000:]  # the summary's table
     yield runs
     if old is None:
         os.environ.pop("KIT_RUNS_DIR", None)
