@@ -120,7 +120,12 @@ def copy_rollouts(recipe: Recipe, loaded: Loaded, engine: str) -> CopyRollouts |
         return None
     if recipe.model.load_in_4bit or getattr(loaded.processor, "image_processor", None) is not None:
         return None
-    return CopyRollouts(recipe, inference_dtype(recipe.rl.cpu_dtype, "rl.cpu_dtype"), loaded.tokenizer)
+    dtype = inference_dtype(recipe.rl.cpu_dtype, "rl.cpu_dtype")
+    ignored = [k for k in ("generation_kwargs", "chat_template_kwargs") if recipe.rl.trainer.get(k)]
+    if ignored:  # the copy samples with TRL's own settings and the kit's template call: it would drop these
+        raise RecipeError(f"rl.trainer.{ignored[0]} is TRL's generation's; rollouts on a merged copy "
+                          f"(rl.cpu_dtype: {recipe.rl.cpu_dtype}) do not apply it: set rl.cpu_dtype: train")
+    return CopyRollouts(recipe, dtype, loaded.tokenizer)
 
 
 def vllm_args(recipe: Recipe, engine: str, end: str) -> dict:

@@ -228,3 +228,21 @@ def test_rl_rollouts_sampled_from_a_merged_copy(sft_metrics, shared_runs):
     # 4 steps, a generation every 2 (steps_per_generation): steps 0 and 2, the call above at step 0 included
     assert m["rollout_generation"]["syncs"] == 2 and m["rollout_generation"]["tokens"] > 0
     assert m["steps"] == 4 and m["rewards_finite"] and m["adapter_max_abs_change"] > 0
+
+
+def test_copy_rollouts_refuse_trl_generation_settings_they_would_drop():
+    """The merged copy samples with TRL's temperature / top_p / top_k / min_p / repetition penalty and the kit's chat
+    template call; TRL's free-form generation_kwargs and chat_template_kwargs would be silently ignored there."""
+    from types import SimpleNamespace
+
+    from kit.runtime import TRANSFORMERS
+
+    loaded = SimpleNamespace(end=TRANSFORMERS, processor=None, tokenizer=None)
+    assert rl.copy_rollouts(load_recipe("tiny"), loaded, "hf") is None  # rl.cpu_dtype: train, TRL's own
+    assert rl.copy_rollouts(load_recipe("tiny", ["rl.cpu_dtype=float32"]), loaded, "hf") is not None
+    assert rl.copy_rollouts(load_recipe("tiny", ["rl.cpu_dtype=float32"]), loaded, "vllm") is None
+    for key in ("generation_kwargs={suppress_tokens: [5]}", "chat_template_kwargs={enable_thinking: false}"):
+        with pytest.raises(RecipeError, match=f"rl.trainer.{key.split('=')[0]}.*rl.cpu_dtype: train"):
+            rl.copy_rollouts(load_recipe("tiny", ["rl.cpu_dtype=float32", f"rl.trainer.{key}"]), loaded, "hf")
+    with pytest.raises(RecipeError, match="rl.cpu_dtype must be auto, float32 or bfloat16"):
+        rl.copy_rollouts(load_recipe("tiny", ["rl.cpu_dtype=fp16"]), loaded, "hf")
