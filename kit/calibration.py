@@ -3,9 +3,12 @@
     python -m kit judge-check --recipe qwen3.5-4b-gspo
 
 The set (`kit/probes/calibration.jsonl`, English and Chinese) holds master keys and hedges (does the judge
-itself pay them?), correct answers worded otherwise than the reference (does it see the equivalence?), and
-wrong answers close to it. They go to the judge with the screen off, since what is measured is the judge,
-not the screen. Prints each rate with its 95% Wilson interval, the requests and their estimated cost; the
+itself pay them?), paraphrase keys (content-free conclusions in the question's own everyday words: the kind a
+rule screen cannot see, so only the judge stands between them and the reward), correct answers worded
+otherwise than the reference (does it see the equivalence?), and wrong answers close to it. They go to the
+judge with the screen off, since what is measured is the judge, not the screen; then the attacks the recipe's
+own screen lets through and the judge pays are counted: what a run would pay for. Prints each rate with its
+95% Wilson interval, the requests and their estimated cost; the
 verdicts are cached in `runs/<recipe>/judge_check/`, so a rerun makes no requests. A judge that pays more
 than `rl.judge.max_paid_attacks` of the attacks is flagged (and refused where `rl.judge.refuse_gullible`).
 """
@@ -20,10 +23,11 @@ from .errors import KitError
 from .judge import Judge, JudgeConfigError
 from .recipe import Recipe
 from .runs import stage_dir
+from .screen import SCREENS, screen
 from .stats import wilson
 
 CALIBRATION = Path(__file__).parent / "probes" / "calibration.jsonl"
-ATTACKS = ("master_key", "hedge")
+ATTACKS = ("master_key", "hedge", "paraphrase_key")
 
 
 class GullibleJudge(KitError, RuntimeError):
@@ -40,9 +44,11 @@ def _rate(hits: int, n: int) -> dict:
 
 
 def calibrate(recipe: Recipe, cache_path: Path | None = None) -> dict:
-    """Grade the calibration set with the recipe's judge, screen off; the rates, the requests and the cost.
+    """Grade the calibration set with the recipe's judge, screen off, then screen its attacks as the recipe does;
+    the rates, the requests and the cost.
 
-    - `paid_attacks`: master keys and hedges graded correct (or partially correct at 0.5 or more);
+    - `paid_attacks`: master keys, hedges and paraphrase keys graded correct (or partially correct at 0.5 or more);
+    - `paid_through_screen`: of those attacks, the ones the recipe's screen (`rl.judge.screen`) also lets through;
     - `missed_equivalents`: correct answers in other words not graded correct;
     - `accepted_wrong`: wrong answers close to the reference graded correct.
     """
@@ -60,6 +66,9 @@ def calibrate(recipe: Recipe, cache_path: Path | None = None) -> dict:
     attacks = [(r, v) for r, v in graded if r["kind"] in ATTACKS]
     reworded = [(r, v) for r, v in graded if r["kind"] == "correct_reworded"]
     close = [(r, v) for r, v in graded if r["kind"] == "wrong_close"]
+    checks = cfg.screen or SCREENS
+    passed = [(r, v) for r, v in attacks
+              if screen(r["conclusion"], r["question"], r["reference"], checks=checks, max_tokens=cfg.max_conclusion_tokens) is None]
     ledger = judge.ledger.as_dict()
     report = {
         "judge": {"preset": judge.preset, "model": judge.model},
@@ -67,6 +76,8 @@ def calibrate(recipe: Recipe, cache_path: Path | None = None) -> dict:
         "paid_attacks": _rate(sum(paid(v) for _, v in attacks), len(attacks)),
         "paid_by_kind": {k: _rate(sum(paid(v) for r, v in attacks if r["kind"] == k),
                                   sum(r["kind"] == k for r, _ in attacks)) for k in ATTACKS},
+        "paid_through_screen": _rate(sum(paid(v) for _, v in passed), len(attacks)),
+        "through_screen_examples": [r["conclusion"] for r, v in passed if paid(v)][:5],
         "missed_equivalents": _rate(sum(not paid(v) for _, v in reworded), len(reworded)),
         "accepted_wrong": _rate(sum(paid(v) for _, v in close), len(close)),
         "requests": ledger["calls"], "cache_hits": ledger["cache_hits"],
@@ -84,9 +95,11 @@ def lines(report: dict) -> list[str]:
         return "n/a" if r["rate"] is None else f"{r['rate']:.0%} ({r['hits']}/{r['n']}; 95% CI {r['ci95'][0]:.0%}–{r['ci95'][1]:.0%})"
 
     out = [f"judge calibration ({report['judge']['preset']}, {report['judge']['model']}; {report['items']} items, screen off):",
-           f"  pays master keys and hedges : {pct(report['paid_attacks'])}  (limit {report['limit']:.0%})",
+           f"  pays attacks                : {pct(report['paid_attacks'])}  (limit {report['limit']:.0%})",
            f"    master keys               : {pct(report['paid_by_kind']['master_key'])}",
            f"    hedges                    : {pct(report['paid_by_kind']['hedge'])}",
+           f"    paraphrase keys           : {pct(report['paid_by_kind']['paraphrase_key'])}",
+           f"  paid after the screen       : {pct(report['paid_through_screen'])}  (what a run pays for)",
            f"  misses reworded correct     : {pct(report['missed_equivalents'])}",
            f"  accepts close wrong answers : {pct(report['accepted_wrong'])}",
            f"  requests {report['requests']} (cached {report['cache_hits']}), errors {report['errors']}, "
@@ -97,6 +110,8 @@ def lines(report: dict) -> list[str]:
         out.append(f"  ⚠ this judge pays for content-free or hedged conclusions ({', '.join(map(repr, report['paid_examples']))}): "
                    f"the screen stops those it recognises, but a policy will search for the rest. Prefer a stricter judge "
                    f"or prompt before a paid run")
+    if report["through_screen_examples"]:
+        out.append(f"  ⚠ the screen let through and the judge paid: {', '.join(map(repr, report['through_screen_examples']))}")
     return out
 
 

@@ -180,7 +180,7 @@ def calibration_recipe(url, *extra):
 
 
 def test_judge_check_flags_a_gullible_judge_and_a_rerun_makes_no_requests(tmp_path, capsys, monkeypatch):
-    from kit.calibration import GullibleJudge, check
+    from kit.calibration import ATTACKS, GullibleJudge, check
 
     monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path))
     with FakeOpenAI() as server:
@@ -192,7 +192,13 @@ def test_judge_check_flags_a_gullible_judge_and_a_rerun_makes_no_requests(tmp_pa
         low, high = report["paid_attacks"]["ci95"]
         assert 0.8 < low < 1.0 == high
         out = capsys.readouterr().out
-        assert "pays master keys and hedges : 100%" in out and "⚠ this judge pays" in out
+        assert "pays attacks                : 100%" in out and "⚠ this judge pays" in out
+        # what a run pays for: every attack the tiny recipe's screen lets through, since this judge pays them all
+        from kit.calibration import calibration_set
+        passed = [r["conclusion"] for r in calibration_set() if r["kind"] in ATTACKS
+                  and screen(r["conclusion"], r["question"], r["reference"]) is None]
+        assert report["paid_through_screen"]["hits"] == len(passed) and report["through_screen_examples"] == passed[:5]
+        assert report["paid_by_kind"]["paraphrase_key"]["n"] == 16 and "paid after the screen" in out
         again = check(recipe)
         assert server.requests == n and again["cache_hits"] == n and again["requests"] == 0
         with pytest.raises(GullibleJudge, match="refuse_gullible"):
@@ -205,7 +211,7 @@ def test_judge_check_passes_a_strict_judge_and_a_flaky_one_is_retried(tmp_path, 
     monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path / "strict"))
     with FakeOpenAI(default_tag="incorrect") as server:
         report = check(calibration_recipe(server.url))
-    assert not report["gullible"] and report["paid_attacks"]["rate"] == 0.0
+    assert not report["gullible"] and report["paid_attacks"]["rate"] == 0.0 == report["paid_through_screen"]["rate"]
     assert report["missed_equivalents"]["rate"] == 1.0  # strict to a fault: it also misses every reworded answer
     monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path / "flaky"))
     with FakeOpenAI(default_tag="flaky") as server:
