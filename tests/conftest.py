@@ -32,7 +32,7 @@ def pytest_configure(config):
     if not os.environ.get("KIT_RUNS_DIR"):
         _OWN_RUNS.append(tempfile.mkdtemp(prefix="kit-test-runs-"))
         os.environ["KIT_RUNS_DIR"] = _OWN_RUNS[-1]
-    # The notebooks under nbval run the tiny recipe; notebook 00's default without a GPU, smollm2, runs in the
+    # The notebooks under nbval run the tiny recipe; notebook 00 runs only on its default without a GPU, smollm2, in the
     # real-model lane (tests/test_real_model.py), under nbval too, with its quick settings.
     os.environ.setdefault("KIT_RECIPE", "tiny")
     if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
@@ -49,6 +49,9 @@ SHARED_FILES = {"tests/test_demo.py", "tests/test_demo_browser.py", "tests/test_
 # The work units that take minutes, started first so that neither worker is left with a long one at the end.
 LONGEST_FIRST = ["tests/test_real_model.py", "shared", "tests/test_vllm.py", "tests/test_vision_language.py",
                  "tests/test_launch.py", "tests/test_multiprocess.py", "tests/test_gpu_pins.py", "tests/test_pipeline.py"]
+
+
+NOTEBOOK_00 = "notebooks/00_workshop.ipynb"
 
 
 def work_unit(nodeid: str) -> str:
@@ -78,6 +81,14 @@ def pytest_collection_modifyitems(config, items):
               if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())) and work_unit(item.nodeid) != "shared"}
     if strays:
         raise pytest.UsageError(f"tests/conftest.py: add {', '.join(sorted(strays))} to SHARED_FILES (it uses a shared fixture)")
+    # Notebook 00 runs in the real-model lane, under nbval, on its own default without a GPU (smollm2): a second
+    # pass on the tiny recipe would run its whole pipeline again (its eval and RL cells alone 336 s of one worker on
+    # an AMD EPYC core) for the same cells. Named on the command line, it runs on whatever KIT_RECIPE says.
+    if os.environ.get("KIT_RECIPE") == "tiny" and not any("00_workshop.ipynb" in str(a) for a in config.args):
+        twice = [item for item in items if item.nodeid.split("::")[0].endswith(NOTEBOOK_00)]
+        if twice:
+            config.hook.pytest_deselected(items=twice)
+            items[:] = [item for item in items if item not in twice]
     if os.environ.get("PYTEST_XDIST_WORKER"):
         rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
         items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))
