@@ -84,7 +84,7 @@ def pytest_collection_modifyitems(config, items):
     # Notebook 00 runs in the real-model lane, under nbval, on its own default without a GPU (smollm2): a second
     # pass on the tiny recipe would run its whole pipeline again (its eval and RL cells alone 336 s of one worker on
     # an AMD EPYC core) for the same cells. Named on the command line, it runs on whatever KIT_RECIPE says.
-    if os.environ.get("KIT_RECIPE") == "tiny" and not any("00_workshop.ipynb" in str(a) for a in config.args):
+    if os.environ.get("KIT_RECIPE") == "tiny" and not any(Path(NOTEBOOK_00).name in str(a) for a in config.args):
         twice = [item for item in items if item.nodeid.split("::")[0].endswith(NOTEBOOK_00)]
         if twice:
             config.hook.pytest_deselected(items=twice)

@@ -180,7 +180,7 @@ def calibration_recipe(url, *extra):
 
 
 def test_judge_check_flags_a_gullible_judge_and_a_rerun_makes_no_requests(tmp_path, capsys, monkeypatch):
-    from kit.calibration import ATTACKS, GullibleJudge, check
+    from kit.calibration import ATTACKS, GullibleJudge, calibration_set, check
 
     monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path))
     with FakeOpenAI() as server:
@@ -194,7 +194,6 @@ def test_judge_check_flags_a_gullible_judge_and_a_rerun_makes_no_requests(tmp_pa
         out = capsys.readouterr().out
         assert "pays attacks                : 100%" in out and "⚠ this judge pays" in out
         # what a run pays for: every attack the tiny recipe's screen lets through, since this judge pays them all
-        from kit.calibration import calibration_set
         passed = [r["conclusion"] for r in calibration_set() if r["kind"] in ATTACKS
                   and screen(r["conclusion"], r["question"], r["reference"]) is None]
         assert report["paid_through_screen"]["hits"] == len(passed) and report["through_screen_examples"] == passed[:5]
