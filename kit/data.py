@@ -23,7 +23,8 @@ from .judge.rubric import CJK, as_rows as rubric_rows, key as rubric_key
 from .modeling import load_tokenizer
 from .recipe import DatasetSpec, Recipe, trainer_setting
 from .runs import Timer, metrics_header, start_stage, write_metrics
-from .sources import DataError, load_rows
+from .sources import DataError, image_roots, load_rows
+from . import vqa
 
 
 # The real datasets' columns. Each kind is formatted by one function below.
@@ -304,8 +305,9 @@ def length_warnings(recipe: Recipe, lengths: dict) -> list[tuple[str, str]]:
 
 
 def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, num_proc: int,
-                 offline: bool = False) -> tuple[list[dict], dict]:
-    """Load, validate, format and length-filter one kind of data; return the examples and counts."""
+                 offline: bool = False, out: Path | None = None) -> tuple[list[dict], dict]:
+    """Load, validate, format and length-filter one kind of data; return the examples and counts. The images of a
+    medical VQA source (kit.vqa) are checked and written under `out/images/`."""
     examples, counts = [], {"sources": []}
     dropped = Counter()
     for spec in specs:
@@ -320,6 +322,18 @@ def prepare_kind(kind: str, specs: list[DatasetSpec], tokenizer, max_len: int, n
             continue
         raw, label = load_rows(spec, offline)
         schema = spec.schema or kind
+        if vqa.is_vqa(schema):
+            if out is None:
+                raise DataError(f"{label}: image data needs a folder to write its images to")
+            checked = vqa.read(raw, schema, label, image_roots(spec, offline), out)
+            dropped.update(checked.dropped)
+            formatted = vqa.format_source(kind, checked.rows, schema, spec)
+            examples.extend(formatted)
+            counts["sources"].append({"source": label, "loaded": len(raw), "valid": len(checked.rows),
+                                      "dropped": dict(checked.dropped), "first_bad": checked.first_bad,
+                                      "language": spec.language, "images": len({r["image"] for r in checked.rows}),
+                                      "questions": vqa.counts(checked.rows)})
+            continue
         if (kind, schema) not in FORMATTERS:
             raise DataError(f"{label}: schema '{schema}' cannot feed the {kind} data (an SFT or RL source may be 'mcq')")
         checked = validate(raw, schema, label)
@@ -379,7 +393,7 @@ def run(recipe: Recipe) -> dict:
         for kind, specs in kinds.items():
             if not specs:
                 continue
-            kept, counts = prepare_kind(kind, specs, tokenizer, max_len, recipe.data.num_proc, recipe.data.offline)
+            kept, counts = prepare_kind(kind, specs, tokenizer, max_len, recipe.data.num_proc, recipe.data.offline, out)
             lengths[kind] = counts.pop("lengths")
             if "completion_lengths" in counts:
                 lengths["sft_completion"] = counts.pop("completion_lengths")

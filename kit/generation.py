@@ -209,10 +209,14 @@ class HFEngine:
         """Whether prompts can carry images: a vision-language checkpoint loaded with its processor."""
         return getattr(self.processor, "image_processor", None) is not None
 
-    def generate(self, prompts: list[str], s: Sampling) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], s: Sampling, images: list[list] | None = None) -> list[list[Completion]]:
+        """Completions of each prompt; `images` (a list of PIL images per prompt, each list in the order of its
+        prompt's image placeholders) go through the checkpoint's processor."""
         import torch
 
         tok, model = self.tokenizer, self.model
+        if images is not None and any(images) and not self.vision:
+            raise ValueError("this model takes text only (no vision tower or image processor)")
         stops = stop_token_ids(tok)
         side, was_training = tok.padding_side, model.training
         tok.padding_side = "left"  # decoder-only: generation continues the prompt
@@ -230,8 +234,14 @@ class HFEngine:
         progress = bar(len(prompts), f"generating ({self.name})", unit="prompt", show=self.progress)
         try:
             for i in range(0, len(prompts), self.batch_size):
-                batch = tok(prompts[i:i + self.batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
+                chunk = prompts[i:i + self.batch_size]
+                pictures = [im for row in images[i:i + self.batch_size] for im in row] if images else []
+                if pictures:
+                    self.processor.tokenizer.padding_side = "left"
+                    batch = self.processor(text=chunk, images=pictures, return_tensors="pt", padding=True).to(model.device)
+                    batch.pop("token_type_ids", None)
+                else:
+                    batch = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
                 with torch.no_grad():
                     ids = model.generate(**batch, **kwargs)
                 rows = []

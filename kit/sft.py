@@ -19,7 +19,7 @@ from .formatting import adherence
 from .generation import HFEngine, Sampling, prompt_texts, texts
 from .modeling import Loaded, load_model
 from .recipe import Recipe, RecipeError
-from .runs import metrics_header, require, start_stage, write_metrics
+from .runs import metrics_header, require, stage_dir, start_stage, write_metrics
 from .runtime import how_launched, import_end, is_main, peak_memory_mb, sharded, start_processes, wait_for_main
 from .tracking import point_at_runs
 from .training import fresh_checkpoints, last_checkpoint, restore_full_module_dtypes, train_resumable, trainer_args
@@ -55,7 +55,8 @@ def training_format(config, tokenizer):
     return lambda messages: {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe) -> tuple[float | None, list[str]]:
+def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe,
+                 images: list[list] | None = None) -> tuple[float | None, list[str]]:
     """Greedy answers to held-out questions and the strict format-adherence fraction. The model being
     trained is in memory, so this generates with it directly (the hf engine), in the inference mode of
     the Unsloth class that loaded it (FastVisionModel or FastLanguageModel). Under a multi-process
@@ -65,20 +66,36 @@ def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe) ->
         return None, []
     model = getattr(model, "module", model)  # the model itself, not its DDP wrapper
     loaded.for_inference()
-    prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": q}] for q in questions])
-    engine = HFEngine(model, loaded.tokenizer, recipe.eval.batch_size)  # the eval's batch: one decode step for all
-    outs = texts(engine.generate(prompts, Sampling(recipe.sft.format_check_max_new_tokens)))
+    # an image question carries its image's placeholder, which the processor fills (a text question: the text alone)
+    counts = [len(row) for row in images] if images else [0] * len(questions)
+    prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": [*[{"type": "image"}] * n, {"type": "text", "text": q}]
+                                                if n else q}] for q, n in zip(questions, counts)])
+    engine = HFEngine(model, loaded.tokenizer, recipe.eval.batch_size, loaded.processor)  # the eval's batch
+    outs = texts(engine.generate(prompts, Sampling(recipe.sft.format_check_max_new_tokens), images))
     loaded.for_training()
     return adherence(outs), outs
 
 
-def format_check_questions(recipe: Recipe, val_rows: list[dict]) -> list[str]:
+def format_check_questions(recipe: Recipe, val_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Questions SFT never trains on: the held-out SFT rows, then (when those are fewer than
-    `sft.format_check_questions`) the RL stage's questions, which are what GSPO will ask the model next."""
-    questions = [r["messages"][0]["content"] for r in val_rows]
-    if len(questions) < recipe.sft.format_check_questions and recipe.data.rl:
-        questions += [r["question"] for r in read_jsonl(require(recipe, "data", "rl.jsonl"))]
-    return questions[: recipe.sft.format_check_questions]
+    `sft.format_check_questions`) the RL stage's questions, which are what GSPO will ask the model next; and the
+    images each is asked of (paths in the data folder; none for a text question)."""
+    asked = [(r["messages"][0]["content"], r.get("images") or []) for r in val_rows]
+    if len(asked) < recipe.sft.format_check_questions and recipe.data.rl:
+        asked += [(r["prompt"][0]["content"] if r.get("images") else r["question"], r.get("images") or [])
+                  for r in read_jsonl(require(recipe, "data", "rl.jsonl"))]
+    asked = asked[: recipe.sft.format_check_questions]
+    return [q for q, _ in asked], [i for _, i in asked]
+
+
+def stored_images(recipe: Recipe, rows: list[list[str]]) -> list[list] | None:
+    """The images the data stage stored (paths relative to its folder) as Pillow images; None when there are none."""
+    if not any(rows):
+        return None
+    from PIL import Image
+
+    folder = stage_dir(recipe, "data")
+    return [[Image.open(folder / p).convert("RGB") for p in row] for row in rows]
 
 
 def loss_history(log_history: list[dict]) -> dict:
@@ -101,13 +118,13 @@ class SFTSession:
     resume: str | None
     train_rows: int
     val_rows: int
+    images: list[list] | None = None  # the images the format check's questions are asked of
 
 
 def prepare(recipe: Recipe) -> SFTSession:
     """Load data and model, check the format before training, and build the SFTTrainer."""
     point_at_runs()  # before TRL is imported: the tracker reads its folder then
     import_end()
-    import datasets
     from trl import SFTTrainer
 
     check_capacity(recipe, ["sft"])  # before anything is read or loaded
@@ -123,29 +140,49 @@ def prepare(recipe: Recipe) -> SFTSession:
     config = build_config(recipe, ckpt_dir)
     loaded = load_model(recipe)
 
-    questions = format_check_questions(recipe, val_rows)
-    before, before_outs = format_check(loaded, loaded.model, questions, recipe)
+    questions, asked_of = format_check_questions(recipe, val_rows)
+    images = stored_images(recipe, asked_of)
+    before, before_outs = format_check(loaded, loaded.model, questions, recipe, images)
     if is_main() and before is None:
         print("[kit] format check skipped: the weights are sharded across the processes (FSDP, ZeRO-3); the eval "
               "stage after the launch measures the format")
     elif is_main():
         print(f"[kit] format adherence before SFT: {before:.2f} on {len(questions)} questions it does not train on")
 
+    vision = any(r.get("images") for r in train_rows + val_rows)
+    if vision and loaded.processor is None:
+        raise RecipeError(f"recipe '{recipe.name}': the SFT data has image rows, and {recipe.model.name_or_path} is not "
+                          f"a vision-language checkpoint (no vision tower or image processor)")
     as_example = training_format(config, loaded.tokenizer)
-    train_ds = datasets.Dataset.from_list([as_example(r["messages"]) for r in train_rows])
-    val_ds = datasets.Dataset.from_list([as_example(r["messages"]) for r in val_rows]) if val_rows else None
+    train_ds = sft_dataset(recipe, train_rows, as_example, vision)
+    val_ds = sft_dataset(recipe, val_rows, as_example, vision) if val_rows else None
     if val_ds is None:
         config.eval_strategy = "no"
+    # image rows: the processor fills each image's tokens (TRL's vision-language collator); text rows pass through it
     trainer = SFTTrainer(model=loaded.model, args=config, train_dataset=train_ds, eval_dataset=val_ds,
-                         processing_class=loaded.tokenizer)
+                         processing_class=loaded.processor if vision else loaded.tokenizer)
     restore_full_module_dtypes(loaded, trainer.model)
     return SFTSession(recipe, out, loaded, trainer, questions, before, before_outs,
-                      last_checkpoint(ckpt_dir), len(train_rows), len(val_rows))
+                      last_checkpoint(ckpt_dir), len(train_rows), len(val_rows), images)
+
+
+def sft_dataset(recipe: Recipe, rows: list[dict], as_example, vision: bool):
+    """The rows as TRL takes them; with image rows, an `images` column (decoded from the data stage's files, lazily,
+    by the datasets library), empty for a text row, so that text and image rows train together."""
+    import datasets
+
+    if not vision:
+        return datasets.Dataset.from_list([as_example(r["messages"]) for r in rows])
+    folder = stage_dir(recipe, "data")
+    ds = datasets.Dataset.from_list([{**as_example(r["messages"]), "images": [str(folder / p) for p in r.get("images") or []]}
+                                     for r in rows])
+    return ds.cast_column("images", datasets.Sequence(datasets.Image()))
 
 
 def sample(session: SFTSession, questions: list[str]) -> list[str]:
     """Greedy completions of the model as it is now (before or after training)."""
-    return format_check(session.loaded, session.trainer.model, questions, session.recipe)[1]
+    images = session.images if questions == session.questions else None
+    return format_check(session.loaded, session.trainer.model, questions, session.recipe, images)[1]
 
 
 def train(session: SFTSession) -> dict:
@@ -155,7 +192,7 @@ def train(session: SFTSession) -> dict:
     seconds = train_resumable(trainer, session.resume, adapter_dir, session.loaded)
     history = loss_history(trainer.state.log_history)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    after, after_outs = format_check(session.loaded, trainer.model, session.questions, recipe)
+    after, after_outs = format_check(session.loaded, trainer.model, session.questions, recipe, session.images)
     if not is_main():  # the main process writes the adapter, the metrics and the card
         return {"rank": how_launched()["rank"]}
     if after is not None:

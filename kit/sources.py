@@ -64,7 +64,25 @@ BUNDLED_FOR = {
     (HEALTHBENCH_HARD, None): "healthbench",
     (HEALTHBENCH_CONSENSUS, None): "healthbench",
     (HEALTHBENCH_META, None): "healthbench_meta",
+    # medical visual question answering (kit/vqa.py): original rows about generated images, in each set's schema
+    ("BoKelvin/SLAKE", "test"): "slake_test",
+    ("flaviagiammarino/vqa-rad", "test"): "vqa_rad_test",
+    ("flaviagiammarino/path-vqa", "test"): "path_vqa_test",
+    ("xmcmic/PMC-VQA", "test"): "pmc_vqa_test",
+    ("BoKelvin/SLAKE", None): "slake",
+    ("flaviagiammarino/vqa-rad", None): "vqa_rad",
+    ("flaviagiammarino/path-vqa", None): "path_vqa",
+    ("xmcmic/PMC-VQA", None): "pmc_vqa",
 }
+
+
+def image_roots(spec: DatasetSpec, offline: bool = False) -> list[Path]:
+    """Folders an image source's relative image paths are read from: a bundled sample's own folder, or the folder
+    of a local file (SLAKE's `imgs/`, PMC-VQA's `images/` sit beside their annotation files)."""
+    path = offline_path(spec) if offline else spec.path
+    if path.startswith("bundled:"):
+        return [SAMPLES_DIR / path.split(":", 1)[1]]
+    return [] if is_url(path) or Path(path).suffix not in LOCAL_SUFFIXES else [Path(path).resolve().parent]
 
 
 def offline_path(spec: DatasetSpec) -> str:

@@ -1,0 +1,80 @@
+"""Does the model read the image? Closed questions of the held-out image items (the data stage's eval.jsonl), answered
+greedily with their image and with the same image blanked (one flat grey of its mean), and a paired test of the two
+accuracies (McNemar's exact test on the items where they differ). A model that ignores the image scores the same both
+ways.
+
+    python -m kit data --recipe tiny-vl && python -m kit sft --recipe tiny-vl
+    python bench/vqa_uses_image.py --recipe tiny-vl            # the SFT adapter; --base for the untrained model
+
+Runs where the recipe's vision-language model loads (for builtin:tiny-vl, the vLLM lane's environment, whose
+torchvision Qwen's processor needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kit.data import read_jsonl  # noqa: E402
+from kit.formatting import final_answer  # noqa: E402
+from kit.generation import HFEngine, Sampling, prompt_texts, texts  # noqa: E402
+from kit.modeling import load_model  # noqa: E402
+from kit.recipe import load_recipe  # noqa: E402
+from kit.runs import stage_dir  # noqa: E402
+from kit.stats import paired_test, proportion  # noqa: E402
+
+
+def blank(image):
+    from PIL import Image, ImageStat
+
+    mean = tuple(int(v) for v in ImageStat.Stat(image).mean)
+    return Image.new("RGB", image.size, mean)
+
+
+def right(text: str, gold: str) -> bool:
+    """The closed answer after `</think>` is the gold one (case and final punctuation aside; a letter for a
+    multiple-choice item, read as "The answer is X")."""
+    answer = final_answer(text).strip().rstrip("。.").strip()
+    if len(gold) == 1 and gold.isupper():
+        return answer.endswith(gold) and answer.lower().startswith("the answer is")
+    return answer.lower() == gold.strip().lower()
+
+
+def main(argv=None) -> dict:
+    from PIL import Image
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="tiny-vl")
+    ap.add_argument("--base", action="store_true", help="the untrained model, not the SFT adapter")
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.set)
+    folder = stage_dir(recipe, "data")
+    items = [r for r in read_jsonl(folder / "eval.jsonl") if r.get("images") and r.get("closed")]
+    adapter = None if args.base else stage_dir(recipe, "sft") / "adapter"
+    loaded = load_model(recipe, adapter=adapter, trainable=False)
+    engine = HFEngine(loaded.model, loaded.tokenizer, recipe.eval.batch_size, loaded.processor)
+    prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": [{"type": "image"}, {"type": "text",
+                                                 "text": r["prompt"][0]["content"]}]}] for r in items])
+    images = [[Image.open(folder / r["images"][0]).convert("RGB")] for r in items]
+    s = Sampling(recipe.eval.max_new_tokens)
+    seen = [right(t, r["gold"]) for t, r in zip(texts(engine.generate(prompts, s, images)), items)]
+    unseen = [right(t, r["gold"]) for t, r in zip(texts(engine.generate(prompts, s, [[blank(i[0])] for i in images])), items)]
+    tasks = sorted({r["task"] for r in items})
+    out = {"model": "base" if args.base else "sft", "items": len(items),
+           "with_image": proportion(sum(seen), len(seen)), "image_blanked": proportion(sum(unseen), len(unseen)),
+           "paired": paired_test([[u] for u in unseen], [[v] for v in seen]),
+           "per_task": {t: {"with_image": round(sum(v for v, r in zip(seen, items) if r["task"] == t)
+                                                / sum(r["task"] == t for r in items), 3),
+                            "image_blanked": round(sum(u for u, r in zip(unseen, items) if r["task"] == t)
+                                                   / sum(r["task"] == t for r in items), 3)} for t in tasks}}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
