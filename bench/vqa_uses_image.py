@@ -3,8 +3,9 @@ greedily with their image and with the same image blanked (one flat grey of its 
 accuracies (McNemar's exact test on the items where they differ). A model that ignores the image scores the same both
 ways.
 
-    python -m kit data --recipe tiny-vl && python -m kit sft --recipe tiny-vl
-    python bench/vqa_uses_image.py --recipe tiny-vl            # the SFT adapter; --base for the untrained model
+    R=bench/recipes/tiny-vl.yaml
+    python -m kit data --recipe $R && python -m kit sft --recipe $R
+    python bench/vqa_uses_image.py --recipe $R            # the SFT adapter; --base for the untrained model
 
 Runs where the recipe's vision-language model loads (for builtin:tiny-vl, the vLLM lane's environment, whose
 torchvision Qwen's processor needs).
@@ -48,7 +49,7 @@ def main(argv=None) -> dict:
     from PIL import Image
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default="tiny-vl")
+    ap.add_argument("--recipe", default="bench/recipes/tiny-vl.yaml")
     ap.add_argument("--base", action="store_true", help="the untrained model, not the SFT adapter")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args(argv)

@@ -12,18 +12,17 @@ import json
 import random
 import statistics
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base_model import tokenizer_path
 from .benchmarks import items
-from .formatting import END_TOKENS, LETTERS, MCQ_INSTRUCTION, THINK_CLOSE, THINK_OPEN, join_reasoning
+from .formatting import CONTROL_STRINGS, LETTERS, MCQ_INSTRUCTION, join_reasoning
 from .judge import read_rubric
 from .judge.rubric import CJK, as_rows as rubric_rows, key as rubric_key
 from .modeling import load_tokenizer
 from .recipe import DatasetSpec, Recipe, trainer_setting
 from .runs import Timer, metrics_header, start_stage, write_metrics
-from .sources import DataError, image_roots, load_rows
+from .sources import Checked, DataError, image_roots, load_rows
 from . import vqa
 
 
@@ -35,24 +34,12 @@ SCHEMAS = {
 }
 
 
-@dataclass
-class Checked:
-    rows: list[dict]
-    dropped: Counter = field(default_factory=Counter)
-    first_bad: dict[str, str] = field(default_factory=dict)
-
-
 def normalise_mcq(row: dict) -> dict:
     """MMLU-Pro rows (options as a list, `answer` a letter) take MedQA's shape."""
     if isinstance(row.get("options"), list):
         options = {LETTERS[i]: o for i, o in enumerate(row["options"])}
         return {**row, "options": options, "answer_idx": row.get("answer_idx", row.get("answer"))}
     return row
-
-
-# Text the output format or the chat template gives a meaning to. Inside a question, a reasoning or an
-# answer it would teach a broken format (two `</think>`), or end a turn early.
-CONTROL_STRINGS = (THINK_OPEN, THINK_CLOSE, "<|im_start|>", *END_TOKENS)
 
 
 def control_text(row: dict, kind: str) -> str | None:

@@ -155,3 +155,8 @@ def adherence(completions: list[str]) -> float:
 
 
 MCQ_INSTRUCTION = "Answer with the letter of the correct option, in the form \"The answer is X\"."
+
+
+# Text the output format or the chat template gives a meaning to. Inside a question, a reasoning or an
+# answer it would teach a broken format (two `</think>`), or end a turn early (the data stage drops such rows).
+CONTROL_STRINGS = (THINK_OPEN, THINK_CLOSE, "<|im_start|>", *END_TOKENS)

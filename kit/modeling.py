@@ -209,13 +209,14 @@ def _load_unsloth(recipe, path, adapter, trainable, four_bit, fast_inference=Fal
     )
     if trainable and adapter is None:
         lora = recipe.lora
-        # The recipe's modules, on the language model only: Unsloth intersects an explicit list with its
-        # finetune_* filters, so the vision tower stays untouched (and is saved as it was)
-        scope = dict(finetune_vision_layers=False, finetune_language_layers=True,
+        # The recipe's modules on the language model, and the vision tower's only with `finetune_vision_layers`:
+        # Unsloth intersects an explicit list with its finetune_* filters, so an untrained tower is saved as it was
+        scope = dict(finetune_vision_layers=lora.finetune_vision_layers, finetune_language_layers=lora.finetune_language_layers,
                      finetune_attention_modules=True, finetune_mlp_modules=True) if vision else {}
+        targets = lora.target_modules + (VISION_MODULES if vision and lora.finetune_vision_layers else [])
         model = loader.get_peft_model(
             model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-            target_modules=lora.target_modules, use_gradient_checkpointing="unsloth", random_state=recipe.data.seed,
+            target_modules=targets, use_gradient_checkpointing="unsloth", random_state=recipe.data.seed,
             modules_to_save=lora.modules_to_save or None, **scope,
         )
     elif not trainable:
@@ -254,7 +255,8 @@ def _load_transformers(recipe, path, adapter, trainable, four_bit, dtype=None, m
         torch.manual_seed(recipe.data.seed)  # the LoRA init, as Unsloth's random_state= does on its end
         model = get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-            target_modules=lora_targets(lora.target_modules, vision), modules_to_save=lora.modules_to_save or None,
+            target_modules=lora_targets(lora.target_modules, vision, lora.finetune_vision_layers,
+                                        lora.finetune_language_layers), modules_to_save=lora.modules_to_save or None,
             task_type="CAUSAL_LM",
         ))
     if not trainable:
@@ -285,15 +287,24 @@ def load_kwargs(recipe: Recipe, four_bit: bool, device: str) -> dict:
     return kwargs
 
 
-def lora_targets(names: list[str], vision: bool) -> list[str] | str:
-    """peft's target_modules: the recipe's module names, scoped to the language model of a
-    vision-language checkpoint (a regex peft matches against full module names).
+# The linear layers of Qwen3.5/3.6's vision tower (its blocks' attention and MLP, and the merger into the language model)
+VISION_MODULES = ["qkv", "proj", "linear_fc1", "linear_fc2"]
+
+
+def lora_targets(names: list[str], vision: bool, vision_layers: bool = False, language_layers: bool = True) -> list[str] | str:
+    """peft's target_modules: the recipe's module names, scoped to the language model of a vision-language
+    checkpoint, and the vision tower's linear layers where `vision_layers` (a regex peft matches against full
+    module names).
 
     >>> lora_targets(["q_proj", "v_proj"], vision=True)
     '.*language_model.*\\\\.(q_proj|v_proj)'
+    >>> lora_targets(["q_proj"], vision=True, vision_layers=True, language_layers=False)
+    '.*visual.*\\\\.(qkv|proj|linear_fc1|linear_fc2)'
     """
     if not vision:
         return names
-    return r".*language_model.*\.(" + "|".join(names) + ")"
-
-
+    parts = ([r".*language_model.*\.(" + "|".join(names) + ")"] if language_layers else []) + \
+            ([r".*visual.*\.(" + "|".join(VISION_MODULES) + ")"] if vision_layers else [])
+    if not parts:
+        raise RecipeError("lora: finetune_vision_layers and finetune_language_layers are both false: nothing to train")
+    return "|".join(parts)

@@ -67,6 +67,10 @@ class LoraConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     modules_to_save: list[str] = field(default_factory=list)  # trained in full (e.g. a random-init head)
+    # a vision-language checkpoint (Unsloth's FastVisionModel names): LoRA on the language model, and on the vision
+    # tower's blocks and merger only when asked (medical images unlike the tower's pretraining: radiology, pathology)
+    finetune_vision_layers: bool = False
+    finetune_language_layers: bool = True
 
 
 @dataclass

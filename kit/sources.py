@@ -4,6 +4,8 @@ and lm-evaluation-harness's tasks (kit.benchmarks) read their rows through here.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import KitError
@@ -16,6 +18,15 @@ LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": 
 
 class DataError(KitError, ValueError):
     """Data that cannot be used, with the file, row and field that made it so."""
+
+
+@dataclass
+class Checked:
+    """A source's usable rows, and the rows dropped: how many per reason, and where each reason was first seen."""
+
+    rows: list[dict]
+    dropped: Counter = field(default_factory=Counter)
+    first_bad: dict[str, str] = field(default_factory=dict)
 
 
 def bundled_file(path: str) -> Path:

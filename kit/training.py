@@ -96,4 +96,4 @@ def restore_full_module_dtypes(loaded: Loaded, model) -> None:
     for module in model.modules():
         if isinstance(module, ModulesToSaveWrapper):
             for copy in module.modules_to_save.values():
-                copy.to(module.original_module.weight.dtype)
+                copy.to(next(module.original_module.parameters()).dtype)  # a block (a merger) has no one weight

@@ -15,8 +15,8 @@ import io
 from collections import Counter
 from pathlib import Path
 
-from .formatting import MCQ_INSTRUCTION, join_reasoning
-from .sources import DataError
+from .formatting import CONTROL_STRINGS, MCQ_INSTRUCTION, join_reasoning
+from .sources import Checked, DataError
 
 # The real datasets' columns (their own names), and the column holding the image.
 SCHEMAS = {
@@ -139,8 +139,6 @@ def normalise(row: dict, schema: str) -> dict:
 def row_reason(row: dict, schema: str, seen: set) -> str | None:
     """Why a row's text is dropped (missing, empty or non-string fields, a gold letter that is not a choice, a think tag
     or chat token, a duplicate of another row's question about the same image), or None."""
-    from .data import CONTROL_STRINGS
-
     for col in SCHEMAS[schema]:
         if col != IMAGE_FIELD[schema] and (reason := _text(row, col)):
             if not (schema == "pmc_vqa" and col in ("Choice C", "Choice D") and row.get(col) in (None, "")):
@@ -159,8 +157,6 @@ def read(rows: list[dict], schema: str, source: str, roots: list[Path], out_dir:
     """The usable rows of a source in one of the VQA schemas, each normalised with its image stored in `out_dir`
     (`image`, a path relative to it); the counts of dropped rows per reason and where each was first seen. A missing,
     corrupt or oversized image is a DataError naming the source, the row, the field and the file."""
-    from .data import Checked
-
     out = Checked(rows=[])
     seen: set = set()
     stored: dict = {}  # image reference → stored path: SLAKE asks many questions of one image

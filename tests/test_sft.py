@@ -110,12 +110,13 @@ def test_format_check_asks_held_out_rows_then_rl_questions(runs_dir):
     val = read_jsonl(stage_dir(recipe, "data") / "sft_val.jsonl")
     train = {r["messages"][0]["content"] for r in read_jsonl(stage_dir(recipe, "data") / "sft_train.jsonl")}
     rl = [r["question"] for r in read_jsonl(stage_dir(recipe, "data") / "rl.jsonl")]
-    qs = sft.format_check_questions(recipe, val)
+    qs, images = sft.format_check_questions(recipe, val)
     assert qs == ([r["messages"][0]["content"] for r in val] + rl)[:20]
+    assert images == [[]] * len(qs) and sft.stored_images(recipe, images) is None  # text questions: no image
     assert not train & set(qs)
-    assert sft.format_check_questions(load_recipe("tiny", ["sft.format_check_questions=3"]), val) == qs[:3]
+    assert sft.format_check_questions(load_recipe("tiny", ["sft.format_check_questions=3"]), val)[0] == qs[:3]
     no_rl = load_recipe("tiny", ["sft.format_check_questions=20", "data.rl=[]"])
-    assert sft.format_check_questions(no_rl, val) == qs[: len(val)]
+    assert sft.format_check_questions(no_rl, val)[0] == qs[: len(val)]
 
 
 def test_every_training_log_line_carries_the_peak_gpu_memory_on_a_gpu(monkeypatch):
