@@ -21,11 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kit.data import read_jsonl  # noqa: E402
-from kit.formatting import final_answer  # noqa: E402
-from kit.generation import HFEngine, Sampling, prompt_texts, texts  # noqa: E402
+from kit.formatting import extract_choice, final_answer  # noqa: E402
+from kit.generation import HFEngine, Sampling, asking, prompt_texts, texts  # noqa: E402
 from kit.modeling import load_model  # noqa: E402
 from kit.recipe import load_recipe  # noqa: E402
 from kit.runs import stage_dir  # noqa: E402
+from kit.sft import stored_images  # noqa: E402
 from kit.stats import paired_test, proportion  # noqa: E402
 
 
@@ -36,18 +37,15 @@ def blank(image):
     return Image.new("RGB", image.size, mean)
 
 
-def right(text: str, gold: str) -> bool:
-    """The closed answer after `</think>` is the gold one (case and final punctuation aside; a letter for a
-    multiple-choice item, read as "The answer is X")."""
-    answer = final_answer(text).strip().rstrip("。.").strip()
-    if len(gold) == 1 and gold.isupper():
-        return answer.endswith(gold) and answer.lower().startswith("the answer is")
-    return answer.lower() == gold.strip().lower()
+def right(text: str, item: dict) -> bool:
+    """The closed answer is the gold one: a multiple-choice item's letter as the eval reads it, else the text after
+    `</think>` (case and final punctuation aside)."""
+    if item.get("options"):
+        return extract_choice(text, "".join(sorted(item["options"]))) == item["gold"]
+    return final_answer(text).strip().rstrip("。.").strip().lower() == item["gold"].strip().lower()
 
 
 def main(argv=None) -> dict:
-    from PIL import Image
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="bench/recipes/tiny-vl.yaml")
     ap.add_argument("--base", action="store_true", help="the untrained model, not the SFT adapter")
@@ -59,12 +57,11 @@ def main(argv=None) -> dict:
     adapter = None if args.base else stage_dir(recipe, "sft") / "adapter"
     loaded = load_model(recipe, adapter=adapter, trainable=False)
     engine = HFEngine(loaded.model, loaded.tokenizer, recipe.eval.batch_size, loaded.processor)
-    prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": [{"type": "image"}, {"type": "text",
-                                                 "text": r["prompt"][0]["content"]}]}] for r in items])
-    images = [[Image.open(folder / r["images"][0]).convert("RGB")] for r in items]
+    prompts = prompt_texts(loaded.tokenizer, [asking(r["prompt"][0]["content"], len(r["images"])) for r in items])
+    images = stored_images(recipe, [r["images"] for r in items])
     s = Sampling(recipe.eval.max_new_tokens)
-    seen = [right(t, r["gold"]) for t, r in zip(texts(engine.generate(prompts, s, images)), items)]
-    unseen = [right(t, r["gold"]) for t, r in zip(texts(engine.generate(prompts, s, [[blank(i[0])] for i in images])), items)]
+    seen = [right(t, r) for t, r in zip(texts(engine.generate(prompts, s, images)), items)]
+    unseen = [right(t, r) for t, r in zip(texts(engine.generate(prompts, s, [[blank(i) for i in row] for row in images])), items)]
     tasks = sorted({r["task"] for r in items})
     out = {"model": "base" if args.base else "sft", "items": len(items),
            "with_image": proportion(sum(seen), len(seen)), "image_blanked": proportion(sum(unseen), len(unseen)),

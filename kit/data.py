@@ -22,7 +22,7 @@ from .judge.rubric import CJK, as_rows as rubric_rows, key as rubric_key
 from .modeling import load_tokenizer
 from .recipe import DatasetSpec, Recipe, trainer_setting
 from .runs import Timer, metrics_header, start_stage, write_metrics
-from .sources import Checked, DataError, image_roots, load_rows
+from .sources import Checked, DataError, control_reason, image_roots, load_rows, text_reason
 from . import vqa
 
 
@@ -48,13 +48,7 @@ def control_text(row: dict, kind: str) -> str | None:
     >>> control_text({"Question": "Q", "Complex_CoT": "a </think> b", "Response": "R"}, "sft")
     "field 'Complex_CoT' contains '</think>'"
     """
-    for col in SCHEMAS[kind]:
-        values = row[col].values() if isinstance(row[col], dict) else [row[col]]
-        for value in values:
-            for tag in CONTROL_STRINGS:
-                if isinstance(value, str) and tag in value:
-                    return f"field '{col}' contains '{tag}'"
-    return None
+    return control_reason(row, SCHEMAS[kind])
 
 
 def rubric_reason(row: dict, where: str, seen: set) -> str | None:
@@ -75,17 +69,12 @@ def row_reason(row: dict, kind: str, seen: set) -> str | None:
     reason = None
     for col in SCHEMAS[kind]:
         value = row.get(col)
-        if value is None:
-            reason = f"missing field '{col}'"
-        elif col == "options":
-            if not isinstance(value, dict) or len([v for v in value.values() if v]) < 2:
-                reason = "field 'options' is not a mapping of at least two options"
-            elif any(v is not None and not isinstance(v, str) for v in value.values()):
-                reason = "field 'options' has a non-string option"
-        elif not isinstance(value, str):
-            reason = f"field '{col}' is not a string ({type(value).__name__})"
-        elif not value.strip():
-            reason = f"empty field '{col}'"
+        if col != "options" or value is None:
+            reason = text_reason(row, col)
+        elif not isinstance(value, dict) or len([v for v in value.values() if v]) < 2:
+            reason = "field 'options' is not a mapping of at least two options"
+        elif any(v is not None and not isinstance(v, str) for v in value.values()):
+            reason = "field 'options' has a non-string option"
         if reason:
             return reason
     if kind == "mcq" and row["answer_idx"] not in row["options"]:

@@ -107,6 +107,17 @@ def prompt_texts(tokenizer, prompts: list[list[dict]], enable_thinking: bool = T
                                           enable_thinking=enable_thinking, **template_kwargs) for p in prompts]
 
 
+def asking(question: str, images: int = 0) -> list[dict]:
+    """A one-turn conversation asking `question`, with a placeholder before it for each of its `images` (the
+    processor fills them; `HFEngine.generate` takes the images).
+
+    >>> asking("Which side?", 1)[0]["content"]
+    [{'type': 'image'}, {'type': 'text', 'text': 'Which side?'}]
+    """
+    content = [*[{"type": "image"}] * images, {"type": "text", "text": question}] if images else question
+    return [{"role": "user", "content": content}]
+
+
 def template_kwargs(messages: list[dict], thinking: bool) -> dict:
     """`chat_template_kwargs` for a conversation: thinking on or off, and `preserve_thinking` when earlier
     turns carry their reasoning (`reasoning_content`), so that the template keeps it (Qwen3.6's does)."""
@@ -240,6 +251,7 @@ class HFEngine:
                     self.processor.tokenizer.padding_side = "left"
                     batch = self.processor(text=chunk, images=pictures, return_tensors="pt", padding=True).to(model.device)
                     batch.pop("token_type_ids", None)
+                    self.processor.tokenizer.padding_side = side
                 else:
                     batch = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
                 with torch.no_grad():

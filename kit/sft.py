@@ -16,7 +16,7 @@ from .capacity import check_capacity
 from .cards import model_card
 from .data import read_jsonl
 from .formatting import adherence
-from .generation import HFEngine, Sampling, prompt_texts, texts
+from .generation import HFEngine, Sampling, asking, prompt_texts, texts
 from .modeling import Loaded, load_model
 from .recipe import Recipe, RecipeError
 from .runs import metrics_header, require, stage_dir, start_stage, write_metrics
@@ -66,10 +66,8 @@ def format_check(loaded: Loaded, model, questions: list[str], recipe: Recipe,
         return None, []
     model = getattr(model, "module", model)  # the model itself, not its DDP wrapper
     loaded.for_inference()
-    # an image question carries its image's placeholder, which the processor fills (a text question: the text alone)
-    counts = [len(row) for row in images] if images else [0] * len(questions)
-    prompts = prompt_texts(loaded.tokenizer, [[{"role": "user", "content": [*[{"type": "image"}] * n, {"type": "text", "text": q}]
-                                                if n else q}] for q, n in zip(questions, counts)])
+    counts = [len(row) for row in images] if images else [0] * len(questions)  # an image question: its placeholders
+    prompts = prompt_texts(loaded.tokenizer, [asking(q, n) for q, n in zip(questions, counts)])
     engine = HFEngine(model, loaded.tokenizer, recipe.eval.batch_size, loaded.processor)  # the eval's batch
     outs = texts(engine.generate(prompts, Sampling(recipe.sft.format_check_max_new_tokens), images))
     loaded.for_training()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import KitError
+from .formatting import CONTROL_STRINGS
 from .recipe import DatasetSpec
 from .runs import SAMPLES_DIR
 
@@ -27,6 +28,30 @@ class Checked:
     rows: list[dict]
     dropped: Counter = field(default_factory=Counter)
     first_bad: dict[str, str] = field(default_factory=dict)
+
+
+def text_reason(row: dict, col: str) -> str | None:
+    """Why a row's text field is unusable (missing, not a string, empty), or None."""
+    value = row.get(col)
+    if value is None:
+        return f"missing field '{col}'"
+    if not isinstance(value, str):
+        return f"field '{col}' is not a string ({type(value).__name__})"
+    if not value.strip():
+        return f"empty field '{col}'"
+    return None
+
+
+def control_reason(row: dict, cols: list[str]) -> str | None:
+    """The drop reason when one of the text fields (or a text value of a mapping field) holds a think tag or a chat
+    control token, else None: inside a question, a reasoning or an answer it would teach a broken format."""
+    for col in cols:
+        values = row[col].values() if isinstance(row[col], dict) else [row[col]]
+        for value in values:
+            for tag in CONTROL_STRINGS:
+                if isinstance(value, str) and tag in value:
+                    return f"field '{col}' contains '{tag}'"
+    return None
 
 
 def bundled_file(path: str) -> Path:

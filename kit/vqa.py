@@ -10,13 +10,12 @@ counted, as for text data (kit.data).
 
 from __future__ import annotations
 
-import hashlib
-import io
 from collections import Counter
 from pathlib import Path
 
-from .formatting import CONTROL_STRINGS, MCQ_INSTRUCTION, join_reasoning
-from .sources import Checked, DataError
+from .formatting import MCQ_INSTRUCTION, join_reasoning
+from .images import open_dataset_image, store_png
+from .sources import Checked, DataError, control_reason, text_reason
 
 # The real datasets' columns (their own names), and the column holding the image.
 SCHEMAS = {
@@ -27,85 +26,12 @@ SCHEMAS = {
     "pmc_vqa": ["Figure_path", "Question", "Answer", "Choice A", "Choice B", "Choice C", "Choice D", "Answer_label"],
 }
 IMAGE_FIELD = {"slake": "img_name", "vqa_rad": "image", "path_vqa": "image", "pmc_vqa": "Figure_path"}
-# where a dataset's relative image paths are found under its folder (SLAKE ships imgs/, PMC-VQA images/)
-IMAGE_FOLDERS = ("", "imgs", "images")
 # VQA-RAD and PathVQA mark no answer type: a yes/no answer is closed, as their papers count it
 CLOSED_ANSWERS = {"yes", "no", "是", "否"}
-MAX_IMAGE_SIDE = 8192  # pixels; whole-slide pathology needs tiling first, not one image of this size
-MAX_IMAGE_MB = 64
 
 
 def is_vqa(schema: str | None) -> bool:
     return schema in SCHEMAS
-
-
-def open_image(value, roots: list[Path]):
-    """The RGB Pillow image a dataset row holds (Pillow image, bytes, `{"bytes", "path"}`, or a path relative to one
-    of `roots`) and its file name (or None); a ValueError saying why when there is none, or it is too large."""
-    from PIL import Image
-
-    name = None
-    if isinstance(value, dict):  # the datasets library's Image feature, undecoded
-        name = value.get("path")
-        value = value.get("bytes") or value.get("path")
-    if isinstance(value, Image.Image):
-        image = value
-    elif isinstance(value, (bytes, bytearray)):
-        image = _decode(io.BytesIO(value), name or "the image bytes")
-    elif isinstance(value, str) and value.strip():
-        name = value
-        candidates = [Path(value)] if Path(value).is_absolute() else [r / f / value for r in roots for f in IMAGE_FOLDERS]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise ValueError(f"image file {value} not found (looked in {', '.join(sorted({str(p.parent) for p in candidates}))})")
-        if path.stat().st_size > MAX_IMAGE_MB * 2**20:
-            raise ValueError(f"image file {value} is {path.stat().st_size / 2**20:.0f} MB, above {MAX_IMAGE_MB} MB")
-        image = _decode(path, value)
-    else:
-        raise ValueError(f"holds no image ({type(value).__name__})")
-    if max(image.size) > MAX_IMAGE_SIDE:
-        raise ValueError(f"image {name or '(bytes)'} is {image.size[0]}×{image.size[1]} pixels, above {MAX_IMAGE_SIDE} "
-                         f"on a side: resize or tile it first")
-    return image.convert("RGB"), name
-
-
-def _decode(source, name: str):
-    from PIL import Image
-
-    try:
-        image = Image.open(source)
-        if max(image.size) > MAX_IMAGE_SIDE:  # read from the header: the pixels are not decoded
-            return image
-        image.load()
-        return image
-    except Exception as e:
-        raise ValueError(f"image {name} cannot be read ({type(e).__name__}: {e})") from None
-
-
-def store_image(image, out_dir: Path) -> str:
-    """The image written once as PNG under `out_dir/images/` (named by its content, so an image that many questions
-    share is stored once); its path relative to `out_dir`."""
-    png = io.BytesIO()
-    image.save(png, format="PNG")
-    data = png.getvalue()
-    rel = f"images/{hashlib.sha1(data).hexdigest()[:16]}.png"
-    path = out_dir / rel
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return rel
-
-
-def _text(row: dict, col: str) -> str | None:
-    """Why a text field is unusable, or None."""
-    value = row.get(col)
-    if value is None:
-        return f"missing field '{col}'"
-    if not isinstance(value, str):
-        return f"field '{col}' is not a string ({type(value).__name__})"
-    if not value.strip():
-        return f"empty field '{col}'"
-    return None
 
 
 def _choice(text: str, letter: str) -> str:
@@ -136,21 +62,19 @@ def normalise(row: dict, schema: str) -> dict:
     return out
 
 
-def row_reason(row: dict, schema: str, seen: set) -> str | None:
-    """Why a row's text is dropped (missing, empty or non-string fields, a gold letter that is not a choice, a think tag
-    or chat token, a duplicate of another row's question about the same image), or None."""
-    for col in SCHEMAS[schema]:
-        if col != IMAGE_FIELD[schema] and (reason := _text(row, col)):
-            if not (schema == "pmc_vqa" and col in ("Choice C", "Choice D") and row.get(col) in (None, "")):
-                return reason
+def row_reason(row: dict, schema: str) -> str | None:
+    """Why a row's text is dropped (missing, empty or non-string fields, a gold letter that is not a choice, an answer
+    type that is neither OPEN nor CLOSED, a think tag or chat token), or None. Duplicates are found by `read`."""
+    text = [c for c in SCHEMAS[schema] if c != IMAGE_FIELD[schema]]
+    optional = ("Choice C", "Choice D") if schema == "pmc_vqa" else ()  # PMC-VQA has two-choice questions
+    for col in text:
+        if (reason := text_reason(row, col)) and not (col in optional and row.get(col) in (None, "")):
+            return reason
     if schema == "pmc_vqa" and row["Answer_label"].strip().upper() not in [x for x in "ABCD" if row.get(f"Choice {x}")]:
         return "field 'Answer_label' is not one of the choice letters"
     if schema == "slake" and row["answer_type"].strip().upper() not in ("OPEN", "CLOSED"):
         return "field 'answer_type' is neither OPEN nor CLOSED"
-    for col in SCHEMAS[schema]:
-        if isinstance(row.get(col), str) and (tag := next((t for t in CONTROL_STRINGS if t in row[col]), None)):
-            return f"field '{col}' contains '{tag}'"
-    return None
+    return control_reason(row, [c for c in text if isinstance(row.get(c), str)])
 
 
 def read(rows: list[dict], schema: str, source: str, roots: list[Path], out_dir: Path):
@@ -162,7 +86,7 @@ def read(rows: list[dict], schema: str, source: str, roots: list[Path], out_dir:
     stored: dict = {}  # image reference → stored path: SLAKE asks many questions of one image
     for i, row in enumerate(rows):
         where = f"{source} row {i + 1}"
-        if reason := row_reason(row, schema, seen):
+        if reason := row_reason(row, schema):
             out.dropped[reason] += 1
             out.first_bad.setdefault(reason, where)
             continue
@@ -174,10 +98,10 @@ def read(rows: list[dict], schema: str, source: str, roots: list[Path], out_dir:
             rel = stored[ref]
         else:
             try:
-                image, _ = open_image(row[field], roots)
+                image = open_dataset_image(row[field], roots)
             except ValueError as e:
                 raise DataError(f"{where}, field '{field}': {e}") from None
-            rel = store_image(image, out_dir)
+            rel = store_png(image, out_dir)
             if ref is not None:
                 stored[ref] = rel
         item = {**normalise(row, schema), "image": rel}
@@ -212,7 +136,7 @@ def prompt_text(item: dict) -> str:
     return "\n".join(lines + ["", MCQ_INSTRUCTION])
 
 
-def final_answer(item: dict) -> str:
+def target_answer(item: dict) -> str:
     return f"The answer is {item['gold']}." if item.get("gold") else item["answer"]
 
 
@@ -233,7 +157,7 @@ def reasoning(item: dict) -> str:
 def as_sft(item: dict) -> dict:
     """An SFT row: the question asked of the image, then `<think>` reasoning `</think>` and the answer."""
     return {"messages": [{"role": "user", "content": prompt_text(item)},
-                         {"role": "assistant", "content": join_reasoning(reasoning(item), final_answer(item), opened=False)}],
+                         {"role": "assistant", "content": join_reasoning(reasoning(item), target_answer(item), opened=False)}],
             "images": [item["image"]], "language": item["language"], "closed": item["closed"]}
 
 
@@ -270,7 +194,7 @@ def format_source(kind: str, checked_rows: list[dict], schema: str, spec) -> lis
         return [as_sft(r) for r in checked_rows]
     if kind == "rl":
         return [as_rl(r) for r in checked_rows]
-    return [as_eval(r, task_name(schema, r["language"], getattr(spec, "task", None))) for r in checked_rows]
+    return [as_eval(r, task_name(schema, r["language"], spec.task)) for r in checked_rows]
 
 
 def counts(rows: list[dict]) -> dict:
